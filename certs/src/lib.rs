@@ -1,0 +1,407 @@
+//! Certificates for p2pchat, made with rcgen.
+//!
+//! - A **CA** and a **coordinator certificate** signed by it, naming the DNS
+//!   names and IP addresses peers use to reach the coordinator.
+//! - A **peer identity**: a self-signed certificate per peer installation,
+//!   known to others only by its SHA-256 fingerprint.
+//! - PEM files: read and write, private keys written with mode 0600.
+//!
+//! The coordinator calls [`ensure_coordinator_files`] to make its own CA and
+//! certificate on first start; operators run the `p2pchat-certs` command.
+
+use common::tls::Identity;
+use common::Fingerprint;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::fs;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+
+/// File name of the CA certificate.
+pub const CA_CERT_FILE: &str = "ca.pem";
+/// File name of the CA private key.
+pub const CA_KEY_FILE: &str = "ca.key";
+/// File name of the coordinator certificate.
+pub const COORDINATOR_CERT_FILE: &str = "coordinator.pem";
+/// File name of the coordinator private key.
+pub const COORDINATOR_KEY_FILE: &str = "coordinator.key";
+/// File name of a peer's identity certificate.
+pub const PEER_CERT_FILE: &str = "identity.pem";
+/// File name of a peer's identity private key.
+pub const PEER_KEY_FILE: &str = "identity.key";
+
+const CA_COMMON_NAME: &str = "p2pchat CA";
+
+/// Errors of certificate work.
+#[derive(Debug, Error)]
+pub enum CertError {
+    /// rcgen could not make or sign a certificate.
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A PEM file holds no certificate or no key.
+    #[error("{path}: no {what} found in this PEM file")]
+    Missing {
+        /// The file.
+        path: PathBuf,
+        /// "certificate" or "private key".
+        what: &'static str,
+    },
+    /// A DNS name is not valid in a certificate.
+    #[error("'{0}' is not a valid DNS name")]
+    BadDnsName(String),
+}
+
+/// A certificate and its key, as PEM text.
+#[derive(Debug, Clone)]
+pub struct PemPair {
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// The private key, PEM (PKCS#8).
+    pub key_pem: String,
+}
+
+impl PemPair {
+    /// The SHA-256 fingerprint of the certificate.
+    pub fn fingerprint(&self) -> Result<Fingerprint, CertError> {
+        let der = first_cert(self.cert_pem.as_bytes(), Path::new("<memory>"))?;
+        Ok(Fingerprint::of(&der))
+    }
+
+    /// The pair as a rustls identity (the chain is this one certificate).
+    pub fn identity(&self) -> Result<Identity, CertError> {
+        let mem = Path::new("<memory>");
+        Ok(Identity {
+            chain: vec![first_cert(self.cert_pem.as_bytes(), mem)?],
+            key: first_key(self.key_pem.as_bytes(), mem)?,
+        })
+    }
+}
+
+fn year_now() -> i32 {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    1970 + (secs / 31_556_952) as i32
+}
+
+fn validity(params: &mut CertificateParams, years: i32) {
+    let y = year_now();
+    params.not_before = rcgen::date_time_ymd(y - 1, 1, 1);
+    params.not_after = rcgen::date_time_ymd(y + years, 1, 1);
+}
+
+fn ca_params() -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, CA_COMMON_NAME);
+    dn.push(DnType::OrganizationName, "p2pchat");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    validity(&mut params, 10);
+    params
+}
+
+/// A new CA.
+pub fn generate_ca() -> Result<PemPair, CertError> {
+    let key = KeyPair::generate()?;
+    let cert = ca_params().self_signed(&key)?;
+    Ok(PemPair {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// A coordinator certificate signed by the CA whose key is `ca.key_pem`,
+/// naming `dns_names` and `ips`.
+pub fn generate_coordinator_cert(
+    ca: &PemPair,
+    dns_names: &[String],
+    ips: &[IpAddr],
+) -> Result<PemPair, CertError> {
+    let ca_key = KeyPair::from_pem(&ca.key_pem)?;
+    // The issuer is rebuilt from its fixed name and its key: the subject and
+    // key identifier match the stored CA certificate, which is what a
+    // verifier links the new certificate to.
+    let issuer = ca_params().self_signed(&ca_key)?;
+
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(
+        DnType::CommonName,
+        dns_names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "p2pchat coordinator".into()),
+    );
+    params.distinguished_name = dn;
+    for name in dns_names {
+        let ia5 = name
+            .clone()
+            .try_into()
+            .map_err(|_| CertError::BadDnsName(name.clone()))?;
+        params.subject_alt_names.push(SanType::DnsName(ia5));
+    }
+    params
+        .subject_alt_names
+        .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    validity(&mut params, 5);
+
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer, &ca_key)?;
+    Ok(PemPair {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// A new self-signed peer identity.
+pub fn generate_peer_identity() -> Result<PemPair, CertError> {
+    let mut params = CertificateParams::new(vec!["p2pchat-peer".to_string()])?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "p2pchat peer");
+    params.distinguished_name = dn;
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ClientAuth,
+        ExtendedKeyUsagePurpose::ServerAuth,
+    ];
+    validity(&mut params, 20);
+    let key = KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    Ok(PemPair {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CertError + '_ {
+    move |source| CertError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `contents` to `path` through a temporary file and a rename, with
+/// `mode` set at creation (0600 for keys).
+pub fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), CertError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    f.write_all(contents.as_bytes()).map_err(io_err(&tmp))?;
+    f.sync_all().map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// Writes a pair as `dir/<stem>.pem` (0644) and `dir/<stem>.key` (0600).
+pub fn write_pair(
+    dir: &Path,
+    cert_file: &str,
+    key_file: &str,
+    pair: &PemPair,
+) -> Result<(), CertError> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    write_file(&dir.join(key_file), &pair.key_pem, 0o600)?;
+    write_file(&dir.join(cert_file), &pair.cert_pem, 0o644)
+}
+
+/// Reads a pair written by [`write_pair`].
+pub fn read_pair(dir: &Path, cert_file: &str, key_file: &str) -> Result<PemPair, CertError> {
+    let read =
+        |p: PathBuf| fs::read_to_string(&p).map_err(|source| CertError::Io { path: p, source });
+    Ok(PemPair {
+        cert_pem: read(dir.join(cert_file))?,
+        key_pem: read(dir.join(key_file))?,
+    })
+}
+
+fn first_cert(pem: &[u8], path: &Path) -> Result<CertificateDer<'static>, CertError> {
+    certs_from_pem(pem, path)?
+        .into_iter()
+        .next()
+        .ok_or(CertError::Missing {
+            path: path.to_path_buf(),
+            what: "certificate",
+        })
+}
+
+fn certs_from_pem(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
+    let mut reader = pem;
+    rustls_pemfile::certs(&mut reader)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io_err(path))
+}
+
+fn first_key(pem: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
+    let mut reader = pem;
+    rustls_pemfile::private_key(&mut reader)
+        .map_err(io_err(path))?
+        .ok_or(CertError::Missing {
+            path: path.to_path_buf(),
+            what: "private key",
+        })
+}
+
+/// Loads a certificate chain file and a key file as an identity.
+pub fn load_identity(cert_path: &Path, key_path: &Path) -> Result<Identity, CertError> {
+    let chain = certs_from_pem(&fs::read(cert_path).map_err(io_err(cert_path))?, cert_path)?;
+    if chain.is_empty() {
+        return Err(CertError::Missing {
+            path: cert_path.to_path_buf(),
+            what: "certificate",
+        });
+    }
+    let key = first_key(&fs::read(key_path).map_err(io_err(key_path))?, key_path)?;
+    Ok(Identity { chain, key })
+}
+
+/// Loads every certificate of a CA file.
+pub fn load_ca_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
+    let certs = certs_from_pem(&fs::read(path).map_err(io_err(path))?, path)?;
+    if certs.is_empty() {
+        return Err(CertError::Missing {
+            path: path.to_path_buf(),
+            what: "certificate",
+        });
+    }
+    Ok(certs)
+}
+
+/// What [`issue_coordinator_files`] did.
+#[derive(Debug)]
+pub struct Issued {
+    /// True when a new CA was made (false: an existing one was reused).
+    pub new_ca: bool,
+    /// The CA certificate's fingerprint.
+    pub ca_fingerprint: Fingerprint,
+}
+
+/// Writes a coordinator certificate for `dns_names` and `ips` into `dir`,
+/// signed by the CA in `dir` (made first when there is none).
+pub fn issue_coordinator_files(
+    dir: &Path,
+    dns_names: &[String],
+    ips: &[IpAddr],
+) -> Result<Issued, CertError> {
+    let has_ca = dir.join(CA_CERT_FILE).exists() && dir.join(CA_KEY_FILE).exists();
+    let ca = if has_ca {
+        read_pair(dir, CA_CERT_FILE, CA_KEY_FILE)?
+    } else {
+        let ca = generate_ca()?;
+        write_pair(dir, CA_CERT_FILE, CA_KEY_FILE, &ca)?;
+        ca
+    };
+    let server = generate_coordinator_cert(&ca, dns_names, ips)?;
+    write_pair(dir, COORDINATOR_CERT_FILE, COORDINATOR_KEY_FILE, &server)?;
+    Ok(Issued {
+        new_ca: !has_ca,
+        ca_fingerprint: ca.fingerprint()?,
+    })
+}
+
+/// The coordinator's identity from `dir`, made on first use for `localhost`,
+/// 127.0.0.1 and ::1. The second value is set when files were created.
+pub fn ensure_coordinator_files(dir: &Path) -> Result<(Identity, Option<Issued>), CertError> {
+    let cert = dir.join(COORDINATOR_CERT_FILE);
+    let key = dir.join(COORDINATOR_KEY_FILE);
+    let issued = if cert.exists() && key.exists() {
+        None
+    } else {
+        let ips: [IpAddr; 2] = [[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()];
+        Some(issue_coordinator_files(
+            dir,
+            &["localhost".to_string()],
+            &ips,
+        )?)
+    };
+    Ok((load_identity(&cert, &key)?, issued))
+}
+
+/// A peer's identity from `dir`, made on first use.
+pub fn ensure_peer_identity(dir: &Path) -> Result<Identity, CertError> {
+    let cert = dir.join(PEER_CERT_FILE);
+    let key = dir.join(PEER_KEY_FILE);
+    if !(cert.exists() && key.exists()) {
+        write_pair(
+            dir,
+            PEER_CERT_FILE,
+            PEER_KEY_FILE,
+            &generate_peer_identity()?,
+        )?;
+    }
+    load_identity(&cert, &key)
+}
+
+/// The fingerprint of the first certificate in a PEM file.
+pub fn file_fingerprint(path: &Path) -> Result<Fingerprint, CertError> {
+    let der = first_cert(&fs::read(path).map_err(io_err(path))?, path)?;
+    Ok(Fingerprint::of(&der))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn keys_are_private_and_identities_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ensure_peer_identity(dir.path()).unwrap();
+        let mode = fs::metadata(dir.path().join(PEER_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = ensure_peer_identity(dir.path()).unwrap();
+        assert_eq!(first.fingerprint(), again.fingerprint());
+    }
+
+    #[test]
+    fn coordinator_files_reuse_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, issued) = ensure_coordinator_files(dir.path()).unwrap();
+        let issued = issued.unwrap();
+        assert!(issued.new_ca);
+        let (_, again) = ensure_coordinator_files(dir.path()).unwrap();
+        assert!(again.is_none(), "second start must reuse the files");
+        let rotated = issue_coordinator_files(dir.path(), &["x.example".into()], &[]).unwrap();
+        assert!(!rotated.new_ca);
+        assert_eq!(rotated.ca_fingerprint, issued.ca_fingerprint);
+    }
+
+    #[test]
+    fn broken_pem_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.pem");
+        fs::write(&p, "not a pem").unwrap();
+        let err = load_ca_certs(&p).unwrap_err();
+        assert!(err.to_string().contains("no certificate found"), "{err}");
+    }
+}

@@ -1,0 +1,20 @@
+//! The p2pchat protocol crate, shared by the coordinator and the peer.
+//!
+//! It owns everything both sides must agree on: the message enums of the two
+//! coordinator streams and of the peer-to-peer protocol ([`protocol`]), the one
+//! module that knows byte layouts ([`wire`]), name and size rules ([`names`]),
+//! QUIC transport settings ([`transport`]), TLS configuration with the
+//! fingerprint verifiers ([`tls`]), connection close codes ([`close`]) and
+//! time-ordered message ids ([`ids`]).
+//!
+//! Architecture invariant: this crate opens no socket and spawns no task.
+
+pub mod close;
+pub mod ids;
+pub mod names;
+pub mod protocol;
+pub mod tls;
+pub mod transport;
+pub mod wire;
+
+pub use tls::Fingerprint;
