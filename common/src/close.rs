@@ -30,6 +30,8 @@ impl CloseCode {
     pub const TIMEOUT: CloseCode = CloseCode(9);
     /// The peer's certificate is not the one the coordinator vouched for.
     pub const UNEXPECTED_PEER: CloseCode = CloseCode(10);
+    /// The other side failed inside (a database error, say).
+    pub const INTERNAL: CloseCode = CloseCode(11);
     /// The user typed `disconnect`: they left the chat.
     pub const LEFT_CHAT: CloseCode = CloseCode(20);
     /// The user signed out of the program.
@@ -61,6 +63,7 @@ impl CloseCode {
             CloseCode::FLOOD => "too many requests",
             CloseCode::TIMEOUT => "timed out",
             CloseCode::UNEXPECTED_PEER => "unexpected peer certificate",
+            CloseCode::INTERNAL => "internal error",
             CloseCode::LEFT_CHAT => "left the chat",
             CloseCode::SIGNED_OUT => "signed out",
             CloseCode::DUPLICATE => "duplicate connection",

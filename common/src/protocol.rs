@@ -120,11 +120,6 @@ pub enum SessionResponse {
         /// A sentence for the user.
         message: String,
     },
-    /// The coordinator is about to close this connection, and why.
-    Closing {
-        /// A sentence for the user.
-        reason: String,
-    },
 }
 
 /// Why a login or registration failed.

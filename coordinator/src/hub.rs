@@ -1,0 +1,124 @@
+//! The coordinator's in-memory state: who is online (with a bounded outbound
+//! queue per session) and which chat requests are pending. Presence
+//! ([`crate::presence`]) and signaling ([`crate::signaling`]) are the two
+//! halves of its behaviour.
+//!
+//! The state sits behind a std `Mutex` that is never held across an
+//! `.await`. Fan-out uses `try_send`: a session whose queue is full is too
+//! slow to keep up and is closed, so one slow client never blocks the others
+//! or makes memory grow.
+
+use common::close::{self, CloseCode};
+use common::protocol::{RequestKind, SessionResponse, SignalEvent};
+use common::Fingerprint;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Messages queued for one session, per stream.
+#[derive(Debug)]
+pub enum Outbound {
+    /// For the session stream.
+    Session(SessionResponse),
+    /// For the signaling stream.
+    Signal(SignalEvent),
+}
+
+/// Capacity of each session's outbound queue.
+pub const OUTBOUND_QUEUE: usize = 256;
+
+/// A logged-in session.
+#[derive(Debug)]
+pub struct Member {
+    /// Unique per connection; tells a replaced session from its successor.
+    pub session: u64,
+    /// The connection, to close it when it is replaced or too slow.
+    pub conn: quinn::Connection,
+    /// Its outbound queue.
+    pub tx: mpsc::Sender<Outbound>,
+    /// Fingerprint of the certificate it presented.
+    pub fingerprint: Fingerprint,
+    /// Its candidate addresses, observed one first.
+    pub addrs: Vec<SocketAddr>,
+}
+
+impl Member {
+    /// Queues `msg`; a full queue closes the session as too slow.
+    pub fn send(&self, msg: Outbound) {
+        match self.tx.try_send(msg) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(
+                    session = self.session,
+                    "outbound queue full; closing slow client"
+                );
+                close::close(&self.conn, CloseCode::TOO_SLOW);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+/// A request waiting for the callee's answer.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// Requester's name.
+    pub from: String,
+    /// Requester's session.
+    pub from_session: u64,
+    /// The id the requester chose.
+    pub from_id: u64,
+    /// Callee's name.
+    pub to: String,
+    /// Callee's session.
+    pub to_session: u64,
+    /// Chat or delivery.
+    pub kind: RequestKind,
+    /// When it times out.
+    pub deadline: Instant,
+}
+
+/// Everything behind the hub's lock.
+#[derive(Debug, Default)]
+pub struct State {
+    /// Online sessions by normalised name.
+    pub online: HashMap<String, Member>,
+    /// Pending requests by coordinator-given id.
+    pub pending: HashMap<u64, Pending>,
+    /// The next coordinator-given request id.
+    pub next_request: u64,
+}
+
+/// Presence and signaling state.
+#[derive(Debug)]
+pub struct Hub {
+    state: Mutex<State>,
+    /// How long a callee has to answer.
+    pub request_timeout: Duration,
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(request_timeout: Duration) -> Hub {
+        Hub {
+            state: Mutex::new(State::default()),
+            request_timeout,
+        }
+    }
+
+    /// Locks the state (a poisoned lock is recovered: the state stays usable).
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl State {
+    /// Sends `msg` to `name` if it is online in `session`.
+    pub fn send_to(&self, name: &str, session: u64, msg: Outbound) {
+        if let Some(m) = self.online.get(name).filter(|m| m.session == session) {
+            m.send(msg);
+        }
+    }
+}

@@ -1,0 +1,606 @@
+//! One task per connection: the handshake checks, the login conversation on
+//! the session stream, then the logged-in loop that serves presence,
+//! look-ups and signaling until the connection ends.
+//!
+//! Each stream is read by its own small reader task (owned by this task's
+//! `JoinSet`) that forwards decoded frames through a bounded channel, so the
+//! main loop's `select!` only waits on cancel-safe futures. Anything a client
+//! sends wrong ends in a close code on its own connection.
+
+use crate::hub::{Member, Outbound, OUTBOUND_QUEUE};
+use crate::Shared;
+use common::close::{self, CloseCode};
+use common::limits::TokenBucket;
+use common::names::{check_password, normalize_username};
+use common::protocol::*;
+use common::tls::negotiated_alpn;
+use common::wire::{read_frame, write_frame, WireError};
+use common::Fingerprint;
+use quinn::{RecvStream, SendStream};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Time allowed for the TLS handshake and for the first stream and hello.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a write to a client may take before the client counts as too slow.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Frame rate limit per connection: burst, then per second.
+const FRAME_BURST: u32 = 100;
+const FRAME_RATE: u32 = 20;
+/// Signaling events held until the client opens its signaling stream.
+const MAX_EARLY_SIGNALS: usize = 64;
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// Why a connection is being closed by us.
+#[derive(Debug)]
+struct Fatal {
+    code: CloseCode,
+    why: String,
+}
+
+fn fatal(code: CloseCode, why: impl Into<String>) -> Fatal {
+    Fatal {
+        code,
+        why: why.into(),
+    }
+}
+
+impl From<WireError> for Fatal {
+    fn from(e: WireError) -> Fatal {
+        match e {
+            WireError::TooLarge { .. } => fatal(CloseCode::FRAME_TOO_LARGE, e.to_string()),
+            WireError::Io(_) => fatal(CloseCode::TOO_SLOW, e.to_string()),
+            _ => fatal(CloseCode::PROTOCOL_ERROR, e.to_string()),
+        }
+    }
+}
+
+/// What the reader tasks hand the main loop.
+enum Inbound {
+    Session(Result<SessionRequest, WireError>),
+    SessionEnded,
+    SignalOpened(SendStream),
+    Signal(Result<SignalRequest, WireError>),
+    SignalEnded,
+    ExtraStream,
+}
+
+enum Stage {
+    Hello,
+    Username,
+    Password { name: String, exists: bool },
+    Ready { name: String },
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    conn: quinn::Connection,
+    id: u64,
+    observed: SocketAddr,
+    fingerprint: Fingerprint,
+    addrs: Vec<SocketAddr>,
+    stage: Stage,
+    session_send: SendStream,
+    signal_send: Option<SendStream>,
+    early_signals: VecDeque<SignalEvent>,
+    out_tx: mpsc::Sender<Outbound>,
+    bucket: TokenBucket,
+}
+
+/// Serves one incoming connection until it ends.
+pub async fn handle(incoming: quinn::Incoming, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let remote = incoming.remote_address();
+    let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            tracing::info!(%remote, error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%remote, "handshake timed out");
+            return;
+        }
+    };
+    if negotiated_alpn(&conn).as_deref() != Some(ALPN_COORDINATOR) {
+        tracing::info!(%remote, "closing: wrong or missing ALPN");
+        close::close(&conn, CloseCode::BAD_ALPN);
+        return;
+    }
+    let Some(fingerprint) = Fingerprint::of_connection(&conn) else {
+        close::close(&conn, CloseCode::PROTOCOL_ERROR);
+        return;
+    };
+    let (send, recv) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.accept_bi()).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(_)) => return,
+        Err(_) => {
+            tracing::info!(%remote, "closing: no session stream in time");
+            close::close(&conn, CloseCode::TIMEOUT);
+            return;
+        }
+    };
+    let (out_tx, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
+    let observed = SocketAddr::new(remote.ip().to_canonical(), remote.port());
+    let mut session = Session {
+        shared,
+        conn: conn.clone(),
+        id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+        observed,
+        fingerprint,
+        addrs: Vec::new(),
+        stage: Stage::Hello,
+        session_send: send,
+        signal_send: None,
+        early_signals: VecDeque::new(),
+        out_tx,
+        bucket: TokenBucket::new(FRAME_BURST, FRAME_RATE, Instant::now()),
+    };
+    let mut readers = JoinSet::new();
+    let result = session.run(recv, out_rx, &mut readers, shutdown).await;
+    if let Stage::Ready { name } = &session.stage {
+        session.shared.hub.leave(name, session.id);
+    }
+    match result {
+        Ok(()) => tracing::debug!(%remote, "connection ended"),
+        Err(f) => {
+            tracing::info!(%remote, code = f.code.0, reason = %f.why, "closing connection");
+            close::close(&conn, f.code);
+        }
+    }
+    readers.abort_all();
+}
+
+async fn read_stream<T: serde::de::DeserializeOwned>(
+    mut recv: RecvStream,
+    tx: mpsc::Sender<Inbound>,
+    wrap: fn(Result<T, WireError>) -> Inbound,
+    ended: Inbound,
+) {
+    loop {
+        match read_frame::<T, _>(&mut recv).await {
+            Ok(Some(msg)) => {
+                if tx.send(wrap(Ok(msg))).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let _ = tx.send(wrap(Err(e))).await;
+                return;
+            }
+        }
+    }
+    let _ = tx.send(ended).await;
+}
+
+/// Accepts the signaling stream, then treats any further stream as a flood.
+async fn accept_streams(conn: quinn::Connection, tx: mpsc::Sender<Inbound>) {
+    let Ok((send, recv)) = conn.accept_bi().await else {
+        return;
+    };
+    if tx.send(Inbound::SignalOpened(send)).await.is_err() {
+        return;
+    }
+    let reader = read_stream(recv, tx.clone(), Inbound::Signal, Inbound::SignalEnded);
+    let extra = async {
+        if conn.accept_bi().await.is_ok() {
+            let _ = tx.send(Inbound::ExtraStream).await;
+        }
+    };
+    tokio::join!(reader, extra);
+}
+
+impl Session {
+    async fn run(
+        &mut self,
+        recv: RecvStream,
+        mut out_rx: mpsc::Receiver<Outbound>,
+        readers: &mut JoinSet<()>,
+        shutdown: CancellationToken,
+    ) -> Result<(), Fatal> {
+        let (in_tx, mut in_rx) = mpsc::channel(16);
+        readers.spawn(read_stream(
+            recv,
+            in_tx.clone(),
+            Inbound::Session,
+            Inbound::SessionEnded,
+        ));
+        let hello_deadline = tokio::time::sleep(HANDSHAKE_TIMEOUT);
+        tokio::pin!(hello_deadline);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Err(fatal(CloseCode::SHUTDOWN, "shutdown")),
+                _ = self.conn.closed() => return Ok(()),
+                _ = &mut hello_deadline, if matches!(self.stage, Stage::Hello) => {
+                    return Err(fatal(CloseCode::TIMEOUT, "no hello in time"));
+                }
+                Some(out) = out_rx.recv() => self.write_out(out).await?,
+                Some(inbound) = in_rx.recv() => {
+                    if !self.bucket.take(Instant::now()) {
+                        return Err(fatal(CloseCode::FLOOD, "frame rate limit exceeded"));
+                    }
+                    match inbound {
+                        Inbound::Session(Ok(req)) => {
+                            if self.on_session(req, readers, &in_tx).await? {
+                                return Ok(());
+                            }
+                        }
+                        Inbound::Session(Err(e)) => return Err(self.on_bad_frame(e).await),
+                        Inbound::SessionEnded => return Ok(()),
+                        Inbound::SignalOpened(send) => self.on_signal_opened(send).await?,
+                        Inbound::Signal(Ok(req)) => self.on_signal(req).await?,
+                        Inbound::Signal(Err(e)) => return Err(e.into()),
+                        Inbound::SignalEnded => return Ok(()),
+                        Inbound::ExtraStream => {
+                            return Err(fatal(CloseCode::FLOOD, "more streams than the protocol uses"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn write_session(&mut self, msg: &SessionResponse) -> Result<(), Fatal> {
+        write_timed(&mut self.session_send, msg).await
+    }
+
+    async fn write_signal(&mut self, ev: SignalEvent) -> Result<(), Fatal> {
+        match &mut self.signal_send {
+            Some(send) => write_timed(send, &ev).await,
+            None if self.early_signals.len() < MAX_EARLY_SIGNALS => {
+                self.early_signals.push_back(ev);
+                Ok(())
+            }
+            None => Err(fatal(CloseCode::TOO_SLOW, "signaling stream never opened")),
+        }
+    }
+
+    async fn write_out(&mut self, out: Outbound) -> Result<(), Fatal> {
+        match out {
+            Outbound::Session(msg) => self.write_session(&msg).await,
+            Outbound::Signal(ev) => self.write_signal(ev).await,
+        }
+    }
+
+    /// A frame that does not decode. A hello from another version gets an
+    /// answer the user can act on before the close.
+    async fn on_bad_frame(&mut self, e: WireError) -> Fatal {
+        if let (
+            Stage::Hello,
+            WireError::Decode {
+                hello_version: Some(v),
+            },
+        ) = (&self.stage, &e)
+        {
+            return self.version_mismatch(*v).await;
+        }
+        e.into()
+    }
+
+    async fn version_mismatch(&mut self, theirs: u32) -> Fatal {
+        let upgrade = if theirs < PROTOCOL_VERSION {
+            "the peer"
+        } else {
+            "the coordinator"
+        };
+        let message = format!(
+            "this coordinator speaks protocol version {PROTOCOL_VERSION} and the peer speaks version {theirs}: upgrade {upgrade} to the same p2pchat release"
+        );
+        let reply = SessionResponse::VersionMismatch {
+            supported: PROTOCOL_VERSION,
+            message,
+        };
+        if self.write_session(&reply).await.is_ok() {
+            flush_then_wait(&mut self.session_send, &self.conn).await;
+        }
+        fatal(
+            CloseCode::VERSION_MISMATCH,
+            format!("peer speaks version {theirs}"),
+        )
+    }
+
+    /// Handles one session-stream request; true when the session should end
+    /// quietly.
+    async fn on_session(
+        &mut self,
+        req: SessionRequest,
+        readers: &mut JoinSet<()>,
+        in_tx: &mpsc::Sender<Inbound>,
+    ) -> Result<bool, Fatal> {
+        let stage = std::mem::replace(&mut self.stage, Stage::Hello);
+        let (next, reply) = match (stage, req) {
+            (Stage::Hello, SessionRequest::Hello { version, addrs }) => {
+                if version != PROTOCOL_VERSION {
+                    return Err(self.version_mismatch(version).await);
+                }
+                self.addrs = candidates(self.observed, addrs);
+                (Stage::Username, SessionResponse::HelloOk)
+            }
+            (Stage::Hello, _) => {
+                return Err(fatal(
+                    CloseCode::PROTOCOL_ERROR,
+                    "first frame is not a hello",
+                ))
+            }
+            (Stage::Username | Stage::Password { .. }, SessionRequest::Username { name }) => {
+                match normalize_username(&name) {
+                    Err(e) => (
+                        Stage::Username,
+                        login_failed(LoginFailure::Invalid(e.to_string()), 0),
+                    ),
+                    Ok(name) => {
+                        let exists = self.shared.store.exists(&name).await.map_err(internal)?;
+                        let reply = SessionResponse::AccountStatus {
+                            name: name.clone(),
+                            exists,
+                        };
+                        (Stage::Password { name, exists }, reply)
+                    }
+                }
+            }
+            (Stage::Password { name, exists }, SessionRequest::Password { password }) => {
+                match self.check_password(&name, exists, password).await? {
+                    Ok(()) => {
+                        let welcome = self.log_in(&name, readers, in_tx).await?;
+                        (Stage::Ready { name }, welcome)
+                    }
+                    Err(reply) => (Stage::Password { name, exists }, reply),
+                }
+            }
+            (Stage::Username | Stage::Password { .. }, SessionRequest::Resume { name, token }) => {
+                let name = normalize_username(&name).unwrap_or_default();
+                let ip = self.observed.ip();
+                if let Some(wait) = self.shared.auth.wait_for(&name, ip) {
+                    (
+                        Stage::Username,
+                        login_failed(LoginFailure::TooManyAttempts, secs(wait)),
+                    )
+                } else if self
+                    .shared
+                    .store
+                    .take_token(&name, &token)
+                    .await
+                    .map_err(internal)?
+                {
+                    let welcome = self.log_in(&name, readers, in_tx).await?;
+                    (Stage::Ready { name }, welcome)
+                } else {
+                    let wait = self.shared.auth.record_failure(&name, ip);
+                    (
+                        Stage::Username,
+                        login_failed(LoginFailure::BadToken, secs(wait)),
+                    )
+                }
+            }
+            (Stage::Ready { name }, SessionRequest::Lookup { name: wanted }) => {
+                let reply = match normalize_username(&wanted) {
+                    Err(e) => SessionResponse::Error {
+                        message: e.to_string(),
+                    },
+                    Ok(wanted) => SessionResponse::LookupResult {
+                        exists: self.shared.store.exists(&wanted).await.map_err(internal)?,
+                        online: self.shared.hub.is_online(&wanted),
+                        name: wanted,
+                    },
+                };
+                (Stage::Ready { name }, reply)
+            }
+            (Stage::Ready { name }, SessionRequest::ListOnline) => {
+                let names = self.shared.hub.online_except(&name);
+                (Stage::Ready { name }, SessionResponse::OnlineList { names })
+            }
+            (stage, req) => {
+                let what = request_name(&req);
+                self.stage = stage;
+                return Err(fatal(
+                    CloseCode::PROTOCOL_ERROR,
+                    format!("{what} out of order"),
+                ));
+            }
+        };
+        self.stage = next;
+        self.write_session(&reply).await?;
+        Ok(false)
+    }
+
+    /// Checks or sets the password. `Ok(Err(reply))` is a failure the user
+    /// may retry.
+    async fn check_password(
+        &mut self,
+        name: &str,
+        exists: bool,
+        password: String,
+    ) -> Result<Result<(), SessionResponse>, Fatal> {
+        let auth = &self.shared.auth;
+        let ip = self.observed.ip();
+        if let Some(wait) = auth.wait_for(name, ip) {
+            return Ok(Err(login_failed(LoginFailure::TooManyAttempts, secs(wait))));
+        }
+        if exists {
+            let Some(phc) = self
+                .shared
+                .store
+                .password_hash(name)
+                .await
+                .map_err(internal)?
+            else {
+                return Ok(Err(login_failed(
+                    LoginFailure::Invalid("the account no longer exists".into()),
+                    0,
+                )));
+            };
+            if !auth.verify(password, phc).await.map_err(internal)? {
+                tracing::info!(user = name, %ip, "wrong password");
+                let wait = auth.record_failure(name, ip);
+                return Ok(Err(login_failed(LoginFailure::WrongPassword, secs(wait))));
+            }
+        } else {
+            if let Err(e) = check_password(&password) {
+                return Ok(Err(login_failed(LoginFailure::Invalid(e.to_string()), 0)));
+            }
+            let phc = auth.hash(password).await.map_err(internal)?;
+            if !self
+                .shared
+                .store
+                .create_account(name, phc)
+                .await
+                .map_err(internal)?
+            {
+                let taken =
+                    LoginFailure::Invalid("that name was just taken; choose another".into());
+                return Ok(Err(login_failed(taken, 0)));
+            }
+            tracing::info!(user = name, "account created");
+        }
+        auth.record_success(name, ip);
+        Ok(Ok(()))
+    }
+
+    /// Issues a token, puts the session online and starts accepting the
+    /// signaling stream.
+    async fn log_in(
+        &mut self,
+        name: &str,
+        readers: &mut JoinSet<()>,
+        in_tx: &mpsc::Sender<Inbound>,
+    ) -> Result<SessionResponse, Fatal> {
+        let token = hex::encode(rand::random::<[u8; 16]>());
+        let ttl = self.shared.config.token_ttl;
+        self.shared
+            .store
+            .add_token(name, &token, ttl.as_millis() as i64)
+            .await
+            .map_err(internal)?;
+        let member = Member {
+            session: self.id,
+            conn: self.conn.clone(),
+            tx: self.out_tx.clone(),
+            fingerprint: self.fingerprint,
+            addrs: self.addrs.clone(),
+        };
+        let online = self.shared.hub.join(name, member);
+        readers.spawn(accept_streams(self.conn.clone(), in_tx.clone()));
+        Ok(SessionResponse::Welcome(Welcome {
+            name: name.to_string(),
+            online,
+            observed: self.observed,
+            token,
+            token_valid_secs: ttl.as_secs(),
+        }))
+    }
+
+    async fn on_signal_opened(&mut self, send: SendStream) -> Result<(), Fatal> {
+        self.signal_send = Some(send);
+        while let Some(ev) = self.early_signals.pop_front() {
+            self.write_signal(ev).await?;
+        }
+        Ok(())
+    }
+
+    async fn on_signal(&mut self, req: SignalRequest) -> Result<(), Fatal> {
+        let Stage::Ready { name } = &self.stage else {
+            return Err(fatal(CloseCode::PROTOCOL_ERROR, "signaling before login"));
+        };
+        let me = name.clone();
+        let hub = &self.shared.hub;
+        match req {
+            SignalRequest::Request { id, to, kind } => {
+                let outcome = match normalize_username(&to) {
+                    Err(_) => Some(Outcome::InvalidName),
+                    Ok(to) if to == me => Some(Outcome::SelfRequest),
+                    Ok(to) => {
+                        if !self.shared.store.exists(&to).await.map_err(internal)? {
+                            Some(Outcome::NoSuchUser)
+                        } else {
+                            hub.request(&me, self.id, id, &to, kind).err()
+                        }
+                    }
+                };
+                if let Some(outcome) = outcome {
+                    self.write_signal(SignalEvent::Outcome { id, outcome })
+                        .await?;
+                }
+            }
+            SignalRequest::Answer { id, answer } => {
+                if hub.answer(self.id, id, answer).is_err() {
+                    let message = format!("request {id} is not waiting for your answer");
+                    self.write_signal(SignalEvent::Error { message }).await?;
+                }
+            }
+            SignalRequest::Cancel { id } => {
+                if hub.cancel(self.id, id).is_err() {
+                    let message = format!("request {id} is not pending");
+                    self.write_signal(SignalEvent::Error { message }).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn write_timed<T: serde::Serialize>(send: &mut SendStream, msg: &T) -> Result<(), Fatal> {
+    match tokio::time::timeout(WRITE_TIMEOUT, write_frame(send, msg)).await {
+        Ok(result) => result.map_err(Fatal::from),
+        Err(_) => Err(fatal(CloseCode::TOO_SLOW, "write timed out")),
+    }
+}
+
+/// Finishes the stream and waits (briefly) for the peer to read it, so a
+/// close right after does not throw the last frame away.
+async fn flush_then_wait(send: &mut SendStream, conn: &quinn::Connection) {
+    let _ = send.finish();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        tokio::select! {
+            _ = send.stopped() => {}
+            _ = conn.closed() => {}
+        }
+    })
+    .await;
+}
+
+fn candidates(observed: SocketAddr, announced: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let mut out = vec![observed];
+    for a in announced.into_iter().take(MAX_CANDIDATES) {
+        let a = SocketAddr::new(a.ip().to_canonical(), a.port());
+        if a.port() != 0 && !a.ip().is_unspecified() && !a.ip().is_multicast() && !out.contains(&a)
+        {
+            out.push(a);
+        }
+    }
+    out
+}
+
+fn login_failed(reason: LoginFailure, retry_after_secs: u32) -> SessionResponse {
+    SessionResponse::LoginFailed {
+        reason,
+        retry_after_secs,
+    }
+}
+
+fn secs(d: Duration) -> u32 {
+    u32::try_from(d.as_secs() + u64::from(d.subsec_nanos() > 0)).unwrap_or(u32::MAX)
+}
+
+fn internal(e: impl std::fmt::Display) -> Fatal {
+    tracing::error!(error = %e, "internal error");
+    fatal(CloseCode::INTERNAL, e.to_string())
+}
+
+fn request_name(req: &SessionRequest) -> &'static str {
+    match req {
+        SessionRequest::Hello { .. } => "hello",
+        SessionRequest::Username { .. } => "username",
+        SessionRequest::Password { .. } => "password",
+        SessionRequest::Resume { .. } => "resume",
+        SessionRequest::Lookup { .. } => "lookup",
+        SessionRequest::ListOnline => "online list",
+    }
+}
