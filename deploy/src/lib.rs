@@ -1,0 +1,1024 @@
+//! Static checks of the p2pchat Terraform deployment in `deploy/terraform`.
+//!
+//! The checks run offline, with no AWS account and no provider download: they
+//! parse the `.tf` files with [`hcl`] and look at the configuration as written.
+//! Each check is a function that takes a parsed [`hcl::Body`] (all `.tf` files
+//! of the directory merged, see [`load_dir`]) and returns the [`Violation`]s it
+//! found; an empty list means the rule holds.
+//!
+//! Expressions are compared through their HCL text (`var.peer_port`,
+//! `aws_security_group.client.id`, `toset(var.ssh_allowed_cidrs)`), and
+//! numeric ports given as `var.NAME` are resolved through the variable's
+//! default. What the checks cannot see (values computed by AWS, the rendered
+//! user data) is checked by `deploy/terraform/check.sh` or not at all; the
+//! README of the deployment says which.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use hcl::{Block, Body, Expression};
+
+/// The rules the deployment must keep. Each [`Violation`] names one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// The coordinator's security group admits QUIC: UDP on the coordinator
+    /// port, and never TCP on that port.
+    CoordinatorQuicIngress,
+    /// The client security group admits UDP on the peer port from the client
+    /// security group itself and from a variable's CIDR list.
+    PeerPortIngress,
+    /// SSH (TCP 22) is admitted only from the SSH CIDR variable, and at least
+    /// one rule admits it.
+    SshOnlyFromVariable,
+    /// No ingress rule has a literal world-open source (`0.0.0.0/0`, `::/0`).
+    NoLiteralOpenIngress,
+    /// Every instance and launch template requires IMDSv2 tokens.
+    Imdsv2Required,
+    /// Every root, EBS block device and EBS volume is encrypted.
+    EncryptedVolumes,
+    /// No user data carries or reads private key material.
+    NoKeysInUserData,
+    /// Nothing but a variable guard mentions the CA's private key.
+    CaKeyNeverReferenced,
+    /// Every variable has a non-empty description and a type.
+    VariablesDocumented,
+    /// Every taggable resource is tagged: provider `default_tags`, else its
+    /// own `tags`.
+    TagsEverywhere,
+    /// Every taggable resource (but S3 objects) has a `Name` tag.
+    NameTags,
+}
+
+/// One place where the configuration breaks a [`Rule`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The rule that is broken.
+    pub rule: Rule,
+    /// Where: a block address such as `aws_instance.client` or `variable.region`.
+    pub location: String,
+    /// What is wrong, in a sentence.
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} at {}: {}", self.rule, self.location, self.message)
+    }
+}
+
+fn violation(rule: Rule, location: impl Into<String>, message: impl Into<String>) -> Violation {
+    Violation {
+        rule,
+        location: location.into(),
+        message: message.into(),
+    }
+}
+
+/// Why a Terraform directory could not be loaded.
+#[derive(Debug)]
+pub enum LoadError {
+    /// A directory or file could not be read.
+    Io {
+        /// The path that failed.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A `.tf` file is not valid HCL.
+    Parse {
+        /// The file that failed.
+        path: PathBuf,
+        /// The parser's error.
+        source: hcl::Error,
+    },
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Io { path, source } => write!(f, "reading {}: {source}", path.display()),
+            LoadError::Parse { path, source } => write!(f, "parsing {}: {source}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoadError::Io { source, .. } => Some(source),
+            LoadError::Parse { source, .. } => Some(source),
+        }
+    }
+}
+
+/// Returns the `.tf` files directly in `dir` (Terraform does not recurse),
+/// sorted by name.
+pub fn tf_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let io = |source| LoadError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        if path.extension().is_some_and(|e| e == "tf") && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Parses every `.tf` file in `dir` and merges them into one body, the way
+/// Terraform sees one module.
+pub fn load_dir(dir: &Path) -> Result<Body, LoadError> {
+    let mut structures = Vec::new();
+    for path in tf_files(dir)? {
+        let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let body = hcl::parse(&text).map_err(|source| LoadError::Parse {
+            path: path.clone(),
+            source,
+        })?;
+        structures.extend(body.into_inner());
+    }
+    Ok(Body(structures))
+}
+
+// ------------------------------------------------------------------ helpers
+
+/// The HCL text of an expression (empty if it cannot be formatted).
+pub fn expr_text(expr: &Expression) -> String {
+    hcl::format::to_string(expr).unwrap_or_default()
+}
+
+fn block_text(block: &Block) -> String {
+    hcl::format::to_string(block).unwrap_or_default()
+}
+
+fn label(block: &Block, i: usize) -> &str {
+    block.labels().get(i).map(|l| l.as_str()).unwrap_or("")
+}
+
+fn attr<'a>(body: &'a Body, key: &str) -> Option<&'a Expression> {
+    body.attributes().find(|a| a.key() == key).map(|a| a.expr())
+}
+
+fn attr_text(body: &Body, key: &str) -> Option<String> {
+    attr(body, key).map(expr_text)
+}
+
+fn sub_blocks<'a>(body: &'a Body, ident: &'a str) -> impl Iterator<Item = &'a Block> + 'a {
+    body.blocks().filter(move |b| b.identifier() == ident)
+}
+
+/// `resource` blocks as (type, name, body).
+fn resources(body: &Body) -> impl Iterator<Item = (&str, &str, &Body)> {
+    sub_blocks(body, "resource").map(|b| (label(b, 0), label(b, 1), b.body()))
+}
+
+fn variable_default(body: &Body, name: &str) -> Option<Expression> {
+    sub_blocks(body, "variable")
+        .find(|b| label(b, 0) == name)
+        .and_then(|b| attr(b.body(), "default").cloned())
+}
+
+/// Resolves a port expression's text to a number: a literal, or `var.NAME`
+/// with a numeric default.
+fn resolve_port(body: &Body, text: &str) -> Option<i64> {
+    let text = text.trim();
+    if let Ok(n) = text.parse::<i64>() {
+        return Some(n);
+    }
+    let name = text.strip_prefix("var.")?;
+    match variable_default(body, name)? {
+        Expression::Number(n) => n.as_i64(),
+        _ => None,
+    }
+}
+
+/// True if `text` references `prefix.name` as a whole identifier (so that
+/// `var.a` does not match `var.ab`).
+fn references(text: &str, prefix: &str, name: &str) -> bool {
+    let needle = format!("{prefix}.{name}");
+    text.match_indices(&needle).any(|(i, _)| {
+        let before_ok = text[..i]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '.'));
+        let after_ok = text[i + needle.len()..]
+            .chars()
+            .next()
+            .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+        before_ok && after_ok
+    })
+}
+
+// ------------------------------------------------------------------ ingress
+
+/// Transport protocol of a security group rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// TCP (`tcp` or `6`).
+    Tcp,
+    /// UDP (`udp` or `17`).
+    Udp,
+    /// Every protocol (`-1` or `all`); ports are ignored.
+    All,
+    /// Anything else (ICMP, a number, an expression).
+    Other,
+}
+
+/// One ingress rule, whichever way it is written: an `ingress` block in
+/// `aws_security_group`, an `aws_security_group_rule` of type `ingress`, or an
+/// `aws_vpc_security_group_ingress_rule`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngressRule {
+    /// Address of the block that declares it.
+    pub location: String,
+    /// The security group it belongs to, e.g. `aws_security_group.client`.
+    pub security_group: String,
+    /// Its protocol.
+    pub protocol: Protocol,
+    /// First port, resolved through variable defaults when possible.
+    pub from_port: Option<i64>,
+    /// Last port, resolved through variable defaults when possible.
+    pub to_port: Option<i64>,
+    /// Source expressions as text: CIDR lists or variables (a `for_each` over
+    /// a collection is substituted for `each.value`), or security groups as
+    /// `aws_security_group.NAME`.
+    pub sources: Vec<String>,
+}
+
+impl IngressRule {
+    /// True if the rule admits `protocol` on `port`.
+    pub fn admits(&self, protocol: Protocol, port: i64) -> bool {
+        match self.protocol {
+            Protocol::All => true,
+            p if p == protocol => match (self.from_port, self.to_port) {
+                (Some(from), Some(to)) => from <= port && port <= to,
+                // An unresolvable range may include the port.
+                _ => true,
+            },
+            _ => false,
+        }
+    }
+}
+
+fn protocol_of(text: Option<String>) -> Protocol {
+    let text = text.unwrap_or_default();
+    match text.trim().trim_matches('"').to_ascii_lowercase().as_str() {
+        "tcp" | "6" => Protocol::Tcp,
+        "udp" | "17" => Protocol::Udp,
+        "-1" | "all" => Protocol::All,
+        _ => Protocol::Other,
+    }
+}
+
+/// `aws_security_group.x.id` -> `aws_security_group.x`.
+fn group_ref(text: &str) -> String {
+    text.trim()
+        .strip_suffix(".id")
+        .unwrap_or(text.trim())
+        .to_string()
+}
+
+fn port_of(body: &Body, rule: &Body, key: &str) -> Option<i64> {
+    attr_text(rule, key).and_then(|t| resolve_port(body, &t))
+}
+
+/// Collects every ingress rule of the configuration.
+pub fn ingress_rules(body: &Body) -> Vec<IngressRule> {
+    let mut rules = Vec::new();
+    for (ty, name, res) in resources(body) {
+        let location = format!("{ty}.{name}");
+        let for_each = attr_text(res, "for_each");
+        let expand = |t: String| match &for_each {
+            Some(fe) if t.contains("each.value") || t.contains("each.key") => fe.clone(),
+            _ => t,
+        };
+        match ty {
+            "aws_security_group" => {
+                for ing in sub_blocks(res, "ingress") {
+                    let b = ing.body();
+                    let mut sources: Vec<String> =
+                        ["cidr_blocks", "ipv6_cidr_blocks", "prefix_list_ids"]
+                            .iter()
+                            .filter_map(|k| attr_text(b, k))
+                            .collect();
+                    if let Some(groups) = attr(b, "security_groups") {
+                        match groups {
+                            Expression::Array(items) => {
+                                sources.extend(items.iter().map(|e| group_ref(&expr_text(e))))
+                            }
+                            other => sources.push(expr_text(other)),
+                        }
+                    }
+                    if matches!(attr(b, "self"), Some(Expression::Bool(true))) {
+                        sources.push(format!("aws_security_group.{name}"));
+                    }
+                    rules.push(IngressRule {
+                        location: location.clone(),
+                        security_group: format!("aws_security_group.{name}"),
+                        protocol: protocol_of(attr_text(b, "protocol")),
+                        from_port: port_of(body, b, "from_port"),
+                        to_port: port_of(body, b, "to_port"),
+                        sources,
+                    });
+                }
+            }
+            "aws_security_group_rule" => {
+                let kind = attr_text(res, "type").unwrap_or_default();
+                if kind.trim_matches('"') != "ingress" {
+                    continue;
+                }
+                let group = group_ref(&attr_text(res, "security_group_id").unwrap_or_default());
+                let mut sources: Vec<String> =
+                    ["cidr_blocks", "ipv6_cidr_blocks", "prefix_list_ids"]
+                        .iter()
+                        .filter_map(|k| attr_text(res, k))
+                        .map(&expand)
+                        .collect();
+                if let Some(src) = attr_text(res, "source_security_group_id") {
+                    sources.push(group_ref(&src));
+                }
+                if matches!(attr(res, "self"), Some(Expression::Bool(true))) {
+                    sources.push(group.clone());
+                }
+                rules.push(IngressRule {
+                    location,
+                    security_group: group,
+                    protocol: protocol_of(attr_text(res, "protocol")),
+                    from_port: port_of(body, res, "from_port"),
+                    to_port: port_of(body, res, "to_port"),
+                    sources,
+                });
+            }
+            "aws_vpc_security_group_ingress_rule" => {
+                let mut sources: Vec<String> = ["cidr_ipv4", "cidr_ipv6", "prefix_list_id"]
+                    .iter()
+                    .filter_map(|k| attr_text(res, k))
+                    .map(&expand)
+                    .collect();
+                if let Some(src) = attr_text(res, "referenced_security_group_id") {
+                    sources.push(group_ref(&src));
+                }
+                rules.push(IngressRule {
+                    location,
+                    security_group: group_ref(
+                        &attr_text(res, "security_group_id").unwrap_or_default(),
+                    ),
+                    protocol: protocol_of(attr_text(res, "ip_protocol")),
+                    from_port: port_of(body, res, "from_port"),
+                    to_port: port_of(body, res, "to_port"),
+                    sources,
+                });
+            }
+            _ => {}
+        }
+    }
+    rules
+}
+
+/// Rule [`Rule::CoordinatorQuicIngress`]: some ingress rule of
+/// `coordinator_sg` (e.g. `aws_security_group.coordinator`) admits UDP on
+/// `port`, and none admits TCP on `port` (QUIC is UDP; a TCP rule is a mistake
+/// that opens a port nobody listens on).
+pub fn check_coordinator_quic_ingress(
+    body: &Body,
+    coordinator_sg: &str,
+    port: i64,
+) -> Vec<Violation> {
+    let rules = ingress_rules(body);
+    let mut out = Vec::new();
+    let on_sg: Vec<&IngressRule> = rules
+        .iter()
+        .filter(|r| r.security_group == coordinator_sg)
+        .collect();
+    if !on_sg
+        .iter()
+        .any(|r| r.protocol == Protocol::Udp && r.admits(Protocol::Udp, port))
+    {
+        out.push(violation(
+            Rule::CoordinatorQuicIngress,
+            coordinator_sg,
+            format!("no ingress rule admits UDP {port} (QUIC) to the coordinator"),
+        ));
+    }
+    for r in on_sg {
+        if r.protocol == Protocol::Tcp && r.admits(Protocol::Tcp, port) {
+            out.push(violation(
+                Rule::CoordinatorQuicIngress,
+                &r.location,
+                format!("admits TCP {port}: QUIC is UDP"),
+            ));
+        }
+    }
+    out
+}
+
+/// Rule [`Rule::PeerPortIngress`]: the client group `client_sg` admits UDP on
+/// `port` from `client_sg` itself (client instances talk to each other) and
+/// from a variable's CIDR list (`var.…`), so that the operator decides who
+/// else may reach the peers.
+pub fn check_peer_port_ingress(body: &Body, client_sg: &str, port: i64) -> Vec<Violation> {
+    let rules = ingress_rules(body);
+    let udp: Vec<&IngressRule> = rules
+        .iter()
+        .filter(|r| {
+            r.security_group == client_sg
+                && r.protocol == Protocol::Udp
+                && r.admits(Protocol::Udp, port)
+        })
+        .collect();
+    let mut out = Vec::new();
+    if !udp.iter().any(|r| r.sources.iter().any(|s| s == client_sg)) {
+        out.push(violation(
+            Rule::PeerPortIngress,
+            client_sg,
+            format!("no rule admits UDP {port} from the client security group itself"),
+        ));
+    }
+    if !udp
+        .iter()
+        .any(|r| r.sources.iter().any(|s| s.contains("var.")))
+    {
+        out.push(violation(
+            Rule::PeerPortIngress,
+            client_sg,
+            format!("no rule admits UDP {port} from a variable's CIDR list"),
+        ));
+    }
+    out
+}
+
+/// Rule [`Rule::SshOnlyFromVariable`]: every ingress rule that admits TCP 22
+/// (a TCP range that contains 22 or an all-protocol rule) has as its only
+/// sources references to `var.SSH_VARIABLE`; and at least one rule admits
+/// SSH (users log in to run `peer`).
+pub fn check_ssh_only_from_variable(body: &Body, ssh_variable: &str) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let mut any = false;
+    for r in ingress_rules(body) {
+        if !r.admits(Protocol::Tcp, 22) {
+            continue;
+        }
+        any = true;
+        for s in &r.sources {
+            if !references(s, "var", ssh_variable) {
+                out.push(violation(
+                    Rule::SshOnlyFromVariable,
+                    &r.location,
+                    format!("admits TCP 22 from `{s}`, not only from var.{ssh_variable}"),
+                ));
+            }
+        }
+    }
+    if !any {
+        out.push(violation(
+            Rule::SshOnlyFromVariable,
+            "(configuration)",
+            format!("no ingress rule admits SSH from var.{ssh_variable}"),
+        ));
+    }
+    out
+}
+
+/// Rule [`Rule::NoLiteralOpenIngress`]: no ingress source is a literal
+/// `0.0.0.0/0` or `::/0`. Opening a port to the world is the operator's choice,
+/// made through a variable; egress rules and routes are not ingress.
+pub fn check_no_literal_open_ingress(body: &Body) -> Vec<Violation> {
+    ingress_rules(body)
+        .into_iter()
+        .flat_map(|r| {
+            r.sources
+                .iter()
+                .filter(|s| s.contains("0.0.0.0/0") || s.contains("::/0"))
+                .map(|s| {
+                    violation(
+                        Rule::NoLiteralOpenIngress,
+                        &r.location,
+                        format!("ingress from the literal `{s}`; use a variable"),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+// ------------------------------------------------------------------ instances
+
+fn instances(body: &Body) -> impl Iterator<Item = (&str, &str, &Body)> {
+    resources(body).filter(|(ty, _, _)| *ty == "aws_instance" || *ty == "aws_launch_template")
+}
+
+/// Rule [`Rule::Imdsv2Required`]: every `aws_instance` and
+/// `aws_launch_template` has a `metadata_options` block with
+/// `http_tokens = "required"` (IMDSv1 lets a server-side request forgery read
+/// the instance role's credentials).
+pub fn check_imdsv2_required(body: &Body) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for (ty, name, res) in instances(body) {
+        let required = sub_blocks(res, "metadata_options").any(|m| {
+            matches!(attr(m.body(), "http_tokens"), Some(Expression::String(s)) if s == "required")
+        });
+        if !required {
+            out.push(violation(
+                Rule::Imdsv2Required,
+                format!("{ty}.{name}"),
+                "metadata_options.http_tokens is not \"required\"",
+            ));
+        }
+    }
+    out
+}
+
+fn is_true(expr: Option<&Expression>) -> bool {
+    match expr {
+        Some(Expression::Bool(b)) => *b,
+        Some(Expression::String(s)) => s == "true",
+        _ => false,
+    }
+}
+
+/// Rule [`Rule::EncryptedVolumes`]: every `aws_instance` declares a
+/// `root_block_device` (else the root volume's encryption is left to the
+/// account default) and every `root_block_device`, `ebs_block_device`, launch
+/// template `block_device_mappings.ebs` and `aws_ebs_volume` has
+/// `encrypted = true`.
+pub fn check_encrypted_volumes(body: &Body) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for (ty, name, res) in resources(body) {
+        let location = format!("{ty}.{name}");
+        let mut devices: Vec<(&str, &Body)> = Vec::new();
+        match ty {
+            "aws_instance" => {
+                if sub_blocks(res, "root_block_device").next().is_none() {
+                    out.push(violation(
+                        Rule::EncryptedVolumes,
+                        &location,
+                        "no root_block_device block, so the root volume is not declared encrypted",
+                    ));
+                }
+                for kind in ["root_block_device", "ebs_block_device"] {
+                    devices.extend(sub_blocks(res, kind).map(|b| (kind, b.body())));
+                }
+            }
+            "aws_launch_template" => {
+                for mapping in sub_blocks(res, "block_device_mappings") {
+                    devices.extend(
+                        sub_blocks(mapping.body(), "ebs")
+                            .map(|b| ("block_device_mappings.ebs", b.body())),
+                    );
+                }
+            }
+            "aws_ebs_volume" => devices.push(("volume", res)),
+            _ => {}
+        }
+        for (kind, dev) in devices {
+            if !is_true(attr(dev, "encrypted")) {
+                out.push(violation(
+                    Rule::EncryptedVolumes,
+                    &location,
+                    format!("{kind} is not encrypted = true"),
+                ));
+            }
+        }
+    }
+    out
+}
+
+// ------------------------------------------------------------------ keys
+
+const FILE_FUNCTIONS: &[&str] = &[
+    "file",
+    "filebase64",
+    "templatefile",
+    "filesha256",
+    "filesha512",
+    "filemd5",
+    "filebase64sha256",
+    "filebase64sha512",
+];
+
+/// True if a path expression's text names key material: a `.key` or `.pem`
+/// key file or a `*key_path` variable.
+fn is_key_path(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    t.contains(".key") || t.contains("key_path") || t.contains("_key.pem") || t.contains("-key.pem")
+}
+
+/// Calls of file-reading functions inside `expr` whose first argument names a
+/// key file.
+fn key_file_reads(expr: &Expression, found: &mut Vec<String>) {
+    match expr {
+        Expression::FuncCall(call) => {
+            let fname = call.name.name.as_str();
+            if FILE_FUNCTIONS.contains(&fname) {
+                if let Some(first) = call.args.first() {
+                    let path = expr_text(first);
+                    if is_key_path(&path) {
+                        found.push(format!("{fname}({path})"));
+                    }
+                }
+            }
+            for a in &call.args {
+                key_file_reads(a, found);
+            }
+        }
+        Expression::Array(items) => items.iter().for_each(|e| key_file_reads(e, found)),
+        Expression::Object(obj) => obj.values().for_each(|e| key_file_reads(e, found)),
+        Expression::Parenthesis(e) => key_file_reads(e, found),
+        Expression::Conditional(c) => {
+            key_file_reads(&c.cond_expr, found);
+            key_file_reads(&c.true_expr, found);
+            key_file_reads(&c.false_expr, found);
+        }
+        // Anything else (templates, for expressions, operations): fall back to
+        // the text, which catches `file("x.key")` written anywhere.
+        other => {
+            let text = expr_text(other);
+            for f in FILE_FUNCTIONS {
+                if text.contains(&format!("{f}(")) && is_key_path(&text) {
+                    found.push(text.clone());
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Names (`var.X`, `local.Y`) whose value is key material: variables whose
+/// name ends in `key_path` or contains `private_key`, and locals that read a
+/// key file or refer to such a name (followed through any chain of locals).
+pub fn key_material_names(body: &Body) -> Vec<String> {
+    let mut names: Vec<String> = sub_blocks(body, "variable")
+        .map(|b| label(b, 0))
+        .filter(|n| n.ends_with("key_path") || n.contains("private_key"))
+        .map(|n| format!("var.{n}"))
+        .collect();
+    let locals: Vec<(String, &Expression)> = sub_blocks(body, "locals")
+        .flat_map(|b| {
+            b.body()
+                .attributes()
+                .map(|a| (a.key().to_string(), a.expr()))
+        })
+        .collect();
+    loop {
+        let before = names.len();
+        for (name, expr) in &locals {
+            let full = format!("local.{name}");
+            if names.contains(&full) {
+                continue;
+            }
+            let text = expr_text(expr);
+            let mut reads = Vec::new();
+            key_file_reads(expr, &mut reads);
+            let tainted = !reads.is_empty()
+                || names.iter().any(|n| {
+                    let (prefix, rest) = n.split_once('.').unwrap_or(("", n));
+                    references(&text, prefix, rest)
+                });
+            if tainted {
+                names.push(full);
+            }
+        }
+        if names.len() == before {
+            return names;
+        }
+    }
+}
+
+/// Rule [`Rule::NoKeysInUserData`]: the `user_data` / `user_data_base64` of
+/// every instance and launch template contains no `PRIVATE KEY` text, calls no
+/// file function on a key path, refers to no key-material name (see
+/// [`key_material_names`]) and reads no SSM parameter's value.
+pub fn check_no_keys_in_user_data(body: &Body) -> Vec<Violation> {
+    let tainted = key_material_names(body);
+    let mut out = Vec::new();
+    for (ty, name, res) in instances(body) {
+        for key in ["user_data", "user_data_base64"] {
+            let Some(expr) = attr(res, key) else { continue };
+            let location = format!("{ty}.{name}.{key}");
+            let text = expr_text(expr);
+            if text.contains("PRIVATE KEY") {
+                out.push(violation(
+                    Rule::NoKeysInUserData,
+                    &location,
+                    "contains PRIVATE KEY text",
+                ));
+            }
+            let mut reads = Vec::new();
+            key_file_reads(expr, &mut reads);
+            for r in reads {
+                out.push(violation(
+                    Rule::NoKeysInUserData,
+                    &location,
+                    format!("reads a key file: {r}"),
+                ));
+            }
+            for n in &tainted {
+                let (prefix, rest) = n.split_once('.').unwrap_or(("", n));
+                if references(&text, prefix, rest) {
+                    out.push(violation(
+                        Rule::NoKeysInUserData,
+                        &location,
+                        format!("refers to key material {n}"),
+                    ));
+                }
+            }
+            if text.contains("aws_ssm_parameter.") && text.contains(".value") {
+                out.push(violation(
+                    Rule::NoKeysInUserData,
+                    &location,
+                    "embeds an SSM parameter's value; fetch it on the instance instead",
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Checks the text of a user-data template file: rule
+/// [`Rule::NoKeysInUserData`] for what Terraform does not see until it
+/// renders (`PRIVATE KEY` text in the template).
+pub fn check_user_data_template(name: &str, text: &str) -> Vec<Violation> {
+    if text.contains("PRIVATE KEY") {
+        vec![violation(
+            Rule::NoKeysInUserData,
+            name,
+            "the template contains PRIVATE KEY text",
+        )]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Rule [`Rule::CaKeyNeverReferenced`]: the CA's private key stays on the
+/// operator's machine. No variable is named for it (`*ca_key*`) or defaults to
+/// a `ca.key` path, and no other block (resource, data, locals, output,
+/// module, provider) mentions `ca.key` or `ca_key`. A variable's validation
+/// may name `ca.key` to refuse it.
+pub fn check_ca_key_never_referenced(body: &Body) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for block in body.blocks() {
+        let ident = block.identifier();
+        let address = std::iter::once(ident)
+            .chain(block.labels().iter().map(|l| l.as_str()))
+            .collect::<Vec<_>>()
+            .join(".");
+        if ident == "variable" {
+            let name = label(block, 0).to_ascii_lowercase();
+            let default = attr_text(block.body(), "default").unwrap_or_default();
+            if name.contains("ca_key") || default.contains("ca.key") {
+                out.push(violation(
+                    Rule::CaKeyNeverReferenced,
+                    &address,
+                    "a variable for the CA's private key: it must never reach Terraform",
+                ));
+            }
+            continue;
+        }
+        let text = block_text(block).to_ascii_lowercase();
+        if text.contains("ca.key") || text.contains("ca_key") {
+            out.push(violation(
+                Rule::CaKeyNeverReferenced,
+                &address,
+                "mentions the CA's private key",
+            ));
+        }
+    }
+    out
+}
+
+// ------------------------------------------------------------------ variables
+
+/// Rule [`Rule::VariablesDocumented`]: every `variable` block has a
+/// `description` that is a non-empty string and a `type`.
+pub fn check_variables_documented(body: &Body) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for v in sub_blocks(body, "variable") {
+        let location = format!("variable.{}", label(v, 0));
+        match attr(v.body(), "description") {
+            Some(Expression::String(s)) if !s.trim().is_empty() => {}
+            _ => out.push(violation(
+                Rule::VariablesDocumented,
+                &location,
+                "no non-empty description",
+            )),
+        }
+        if attr(v.body(), "type").is_none() {
+            out.push(violation(Rule::VariablesDocumented, &location, "no type"));
+        }
+    }
+    out
+}
+
+// ------------------------------------------------------------------ tags
+
+/// Resource types of the AWS provider that take `tags`.
+pub const TAGGABLE: &[&str] = &[
+    "aws_default_security_group",
+    "aws_ebs_volume",
+    "aws_eip",
+    "aws_iam_instance_profile",
+    "aws_iam_role",
+    "aws_instance",
+    "aws_internet_gateway",
+    "aws_kms_key",
+    "aws_launch_template",
+    "aws_route_table",
+    "aws_s3_bucket",
+    "aws_s3_object",
+    "aws_security_group",
+    "aws_ssm_parameter",
+    "aws_subnet",
+    "aws_vpc",
+    "aws_vpc_security_group_egress_rule",
+    "aws_vpc_security_group_ingress_rule",
+];
+
+/// Resource types that take no `tags` (so the tag rules skip them).
+pub const UNTAGGABLE: &[&str] = &[
+    "aws_eip_association",
+    "aws_iam_role_policy",
+    "aws_iam_role_policy_attachment",
+    "aws_route",
+    "aws_route_table_association",
+    "aws_s3_bucket_ownership_controls",
+    "aws_s3_bucket_policy",
+    "aws_s3_bucket_public_access_block",
+    "aws_s3_bucket_server_side_encryption_configuration",
+    "aws_s3_bucket_versioning",
+    "aws_security_group_rule",
+    "aws_volume_attachment",
+    "terraform_data",
+];
+
+/// True if the `aws` provider sets a non-empty `default_tags.tags`.
+pub fn has_default_tags(body: &Body) -> bool {
+    sub_blocks(body, "provider")
+        .filter(|p| label(p, 0) == "aws")
+        .any(|p| {
+            sub_blocks(p.body(), "default_tags").any(|d| match attr(d.body(), "tags") {
+                Some(Expression::Object(o)) => !o.is_empty(),
+                Some(Expression::Null) | None => false,
+                // A reference (e.g. local.common_tags) counts as set.
+                Some(_) => true,
+            })
+        })
+}
+
+/// Rule [`Rule::TagsEverywhere`]: either the `aws` provider sets a non-empty
+/// `default_tags`, or every resource of a [`TAGGABLE`] type sets `tags`.
+/// A resource type in neither [`TAGGABLE`] nor [`UNTAGGABLE`] is reported too,
+/// so that a new kind of resource gets a decision.
+pub fn check_tags_everywhere(body: &Body) -> Vec<Violation> {
+    let defaults = has_default_tags(body);
+    let mut out = Vec::new();
+    for (ty, name, res) in resources(body) {
+        let location = format!("{ty}.{name}");
+        if TAGGABLE.contains(&ty) {
+            if !defaults && attr(res, "tags").is_none() {
+                out.push(violation(
+                    Rule::TagsEverywhere,
+                    &location,
+                    "no tags and no default_tags in the aws provider",
+                ));
+            }
+        } else if !UNTAGGABLE.contains(&ty) {
+            out.push(violation(
+                Rule::TagsEverywhere,
+                &location,
+                "unknown resource type: add it to TAGGABLE or UNTAGGABLE in deploy/src/lib.rs",
+            ));
+        }
+    }
+    out
+}
+
+/// Rule [`Rule::NameTags`]: every resource of a [`TAGGABLE`] type except
+/// `aws_s3_object` sets `tags` with a `Name` key (what the console shows).
+pub fn check_name_tags(body: &Body) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for (ty, name, res) in resources(body) {
+        if !TAGGABLE.contains(&ty) || ty == "aws_s3_object" {
+            continue;
+        }
+        let named = match attr(res, "tags") {
+            Some(Expression::Object(o)) => o.keys().any(|k| expr_key(k) == "Name"),
+            Some(other) => expr_text(other).contains("Name"),
+            None => false,
+        };
+        if !named {
+            out.push(violation(
+                Rule::NameTags,
+                format!("{ty}.{name}"),
+                "no Name tag",
+            ));
+        }
+    }
+    out
+}
+
+fn expr_key(key: &hcl::ObjectKey) -> String {
+    match key {
+        hcl::ObjectKey::Identifier(i) => i.as_str().to_string(),
+        hcl::ObjectKey::Expression(Expression::String(s)) => s.clone(),
+        hcl::ObjectKey::Expression(e) => expr_text(e),
+        _ => String::new(),
+    }
+}
+
+// ------------------------------------------------------------------ templates
+
+/// A `templatefile(PATH, { … })` call: the path's text and the names passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateCall {
+    /// Where the call is, e.g. `aws_instance.client.user_data`.
+    pub location: String,
+    /// The path argument as HCL text, e.g. `"${path.module}/files/x.sh.tftpl"`.
+    pub path: String,
+    /// The keys of the variables object.
+    pub vars: Vec<String>,
+}
+
+/// Every `templatefile` call used directly as an instance's user data.
+pub fn user_data_template_calls(body: &Body) -> Vec<TemplateCall> {
+    let mut calls = Vec::new();
+    for (ty, name, res) in instances(body) {
+        for key in ["user_data", "user_data_base64"] {
+            if let Some(Expression::FuncCall(call)) = attr(res, key) {
+                if call.name.name.as_str() != "templatefile" {
+                    continue;
+                }
+                let path = call.args.first().map(expr_text).unwrap_or_default();
+                let vars = match call.args.get(1) {
+                    Some(Expression::Object(o)) => o.keys().map(expr_key).collect(),
+                    _ => Vec::new(),
+                };
+                calls.push(TemplateCall {
+                    location: format!("{ty}.{name}.{key}"),
+                    path,
+                    vars,
+                });
+            }
+        }
+    }
+    calls
+}
+
+/// The `${name}` placeholders of a template's text, in order of appearance,
+/// each once (`$${` escapes are skipped).
+pub fn template_placeholders(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(off) = text[i..].find("${") {
+        let start = i + off;
+        i = start + 2;
+        if start > 0 && bytes[start - 1] == b'$' {
+            continue;
+        }
+        if let Some(end) = text[i..].find('}') {
+            let inner = text[i..i + end].trim();
+            if !inner.is_empty()
+                && inner.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !names.iter().any(|n| n == inner)
+            {
+                names.push(inner.to_string());
+            }
+        }
+    }
+    names
+}
+
+/// Every check of the p2pchat deployment with its resource names and ports:
+/// coordinator group `aws_security_group.coordinator` on UDP 7070, client
+/// group `aws_security_group.client` on UDP 7071, SSH from
+/// `var.ssh_allowed_cidrs`.
+pub fn check_all(body: &Body) -> Vec<Violation> {
+    let mut out = Vec::new();
+    out.extend(check_coordinator_quic_ingress(
+        body,
+        "aws_security_group.coordinator",
+        7070,
+    ));
+    out.extend(check_peer_port_ingress(
+        body,
+        "aws_security_group.client",
+        7071,
+    ));
+    out.extend(check_ssh_only_from_variable(body, "ssh_allowed_cidrs"));
+    out.extend(check_no_literal_open_ingress(body));
+    out.extend(check_imdsv2_required(body));
+    out.extend(check_encrypted_volumes(body));
+    out.extend(check_no_keys_in_user_data(body));
+    out.extend(check_ca_key_never_referenced(body));
+    out.extend(check_variables_documented(body));
+    out.extend(check_tags_everywhere(body));
+    out.extend(check_name_tags(body));
+    out
+}

@@ -1,0 +1,121 @@
+#!/bin/bash
+# Offline checks of deploy/terraform (no AWS account, no network needed):
+#   1. terraform fmt -check -recursive        (when terraform is installed)
+#   2. bash -n and shellcheck on every script under files/; *.tftpl templates
+#      are rendered first (placeholders ${name} -> dummy values), and a
+#      template may hold no other "${" (Terraform would try to interpolate it)
+#   3. systemd-analyze verify on every unit under files/, on a copy whose
+#      Exec*= commands point at /bin/true (the real binaries exist only on
+#      the instances); the User= account is not checked.
+# Exits non-zero if any check fails. Run from anywhere; CI runs it as root and
+# it installs shellcheck with apt-get when missing.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+files="$here/files"
+failures=0
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+pass() { echo "ok:   $*"; }
+fail() {
+  echo "FAIL: $*"
+  failures=$((failures + 1))
+}
+skip() { echo "skip: $*"; }
+
+# --- 1. terraform fmt
+if command -v terraform >/dev/null 2>&1; then
+  # TF_CLI_CONFIG_FILE: no warning about a missing ~/.terraformrc.
+  if TF_CLI_CONFIG_FILE=/dev/null terraform fmt -check -recursive -diff "$here" >"$work/fmt.out" 2>&1; then
+    pass "terraform fmt -check -recursive"
+  else
+    cat "$work/fmt.out"
+    fail "terraform fmt -check -recursive (run: terraform fmt -recursive deploy/terraform)"
+  fi
+else
+  skip "terraform is not installed: terraform fmt not checked"
+fi
+
+# --- 2. shell scripts
+if ! command -v shellcheck >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing shellcheck with apt-get"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck; } >/dev/null 2>&1 || true
+  fi
+fi
+have_shellcheck=0
+if command -v shellcheck >/dev/null 2>&1; then
+  have_shellcheck=1
+else
+  fail "shellcheck is not installed and could not be installed"
+fi
+
+check_script() {
+  local name=$1 path=$2
+  if bash -n "$path"; then
+    pass "bash -n $name"
+  else
+    fail "bash -n $name"
+  fi
+  if [ "$have_shellcheck" = 1 ]; then
+    if shellcheck --shell=bash --severity=style "$path"; then
+      pass "shellcheck $name"
+    else
+      fail "shellcheck $name"
+    fi
+  fi
+}
+
+check_script "check.sh" "$here/check.sh"
+
+shopt -s nullglob
+scripts=("$files"/*.sh "$files"/*.sh.tftpl)
+if [ "${#scripts[@]}" = 0 ]; then
+  fail "no scripts found under $files"
+fi
+for f in "$files"/*.sh; do
+  check_script "files/$(basename "$f")" "$f"
+done
+for f in "$files"/*.sh.tftpl; do
+  name="files/$(basename "$f")"
+  rendered="$work/$(basename "$f" .tftpl)"
+  # ${name} placeholders become a dummy word; %{ directives are not used.
+  sed -E 's/\$\{[a-z_][a-z0-9_]*\}/dummy-value/g' "$f" >"$rendered"
+  # shellcheck disable=SC2016 # literal "${" is what is searched for
+  if grep -n -e '\${' -e '%{' "$rendered"; then
+    fail "$name: '\${' or '%{' left after rendering (write bash variables as \$NAME in templates)"
+  else
+    pass "$name renders (no stray \${ or %{)"
+  fi
+  check_script "$name (rendered)" "$rendered"
+done
+
+# --- 3. systemd units
+units=("$files"/*.service)
+if [ "${#units[@]}" = 0 ]; then
+  fail "no systemd units found under $files"
+elif command -v systemd-analyze >/dev/null 2>&1; then
+  for u in "${units[@]}"; do
+    name="files/$(basename "$u")"
+    copy="$work/units/$(basename "$u")"
+    mkdir -p "$work/units"
+    # Keep any prefix (+, -, !) and point the command at /bin/true.
+    sed -E 's#^(Exec[A-Za-z]*=[-+!@:]*)/[^ ]+#\1/bin/true#' "$u" >"$copy"
+    if out=$(SYSTEMD_LOG_LEVEL=warning systemd-analyze verify --man=no "$copy" 2>&1) && [ -z "$out" ]; then
+      pass "systemd-analyze verify $name"
+    else
+      echo "$out"
+      fail "systemd-analyze verify $name"
+    fi
+  done
+else
+  skip "systemd-analyze is not installed: units not verified"
+fi
+
+echo
+if [ "$failures" -gt 0 ]; then
+  echo "deploy/terraform/check.sh: $failures check(s) failed"
+  exit 1
+fi
+echo "deploy/terraform/check.sh: all checks passed"

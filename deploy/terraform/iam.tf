@@ -1,0 +1,110 @@
+# Instance roles, least privilege:
+#   coordinator: s3:GetObject on its binary and its certificate, ssm:GetParameter
+#                on its key parameter, kms:Decrypt only through SSM for that parameter.
+#   clients:     s3:GetObject on the peer binary and the CA certificate.
+# No managed policies, no wildcards on buckets or parameters.
+
+data "aws_iam_policy_document" "ec2_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["ec2.amazonaws.com"]
+    }
+  }
+}
+
+# ---------------------------------------------------------------- coordinator
+
+resource "aws_iam_role" "coordinator" {
+  name_prefix        = "${var.name}-coordinator-"
+  description        = "p2pchat coordinator instance: reads its binary, certificate and key"
+  assume_role_policy = data.aws_iam_policy_document.ec2_assume.json
+
+  tags = { Name = "${var.name}-coordinator" }
+}
+
+data "aws_iam_policy_document" "coordinator" {
+  statement {
+    sid     = "ReadCoordinatorArtifacts"
+    actions = ["s3:GetObject"]
+    resources = [
+      "${aws_s3_bucket.artifacts.arn}/${aws_s3_object.coordinator_binary.key}",
+      "${aws_s3_bucket.artifacts.arn}/${aws_s3_object.coordinator_cert.key}",
+    ]
+  }
+
+  statement {
+    sid       = "ReadCoordinatorKeyParameter"
+    actions   = ["ssm:GetParameter"]
+    resources = [aws_ssm_parameter.coordinator_key.arn]
+  }
+
+  # The parameter is encrypted with the AWS-managed aws/ssm key, whose key
+  # policy already lets the account's principals use it through SSM; this
+  # statement makes the grant explicit and narrows it to this parameter.
+  statement {
+    sid       = "DecryptCoordinatorKeyParameter"
+    actions   = ["kms:Decrypt"]
+    resources = ["arn:${local.partition}:kms:${var.region}:${local.account_id}:key/*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["ssm.${var.region}.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:EncryptionContext:PARAMETER_ARN"
+      values   = [aws_ssm_parameter.coordinator_key.arn]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "coordinator" {
+  name   = "${var.name}-coordinator-artifacts"
+  role   = aws_iam_role.coordinator.id
+  policy = data.aws_iam_policy_document.coordinator.json
+}
+
+resource "aws_iam_instance_profile" "coordinator" {
+  name_prefix = "${var.name}-coordinator-"
+  role        = aws_iam_role.coordinator.name
+
+  tags = { Name = "${var.name}-coordinator" }
+}
+
+# ---------------------------------------------------------------- clients
+
+resource "aws_iam_role" "client" {
+  name_prefix        = "${var.name}-client-"
+  description        = "p2pchat client instances: read the peer binary and the CA certificate"
+  assume_role_policy = data.aws_iam_policy_document.ec2_assume.json
+
+  tags = { Name = "${var.name}-client" }
+}
+
+data "aws_iam_policy_document" "client" {
+  statement {
+    sid     = "ReadPeerArtifacts"
+    actions = ["s3:GetObject"]
+    resources = [
+      "${aws_s3_bucket.artifacts.arn}/${aws_s3_object.peer_binary.key}",
+      "${aws_s3_bucket.artifacts.arn}/${aws_s3_object.ca_cert.key}",
+    ]
+  }
+}
+
+resource "aws_iam_role_policy" "client" {
+  name   = "${var.name}-client-artifacts"
+  role   = aws_iam_role.client.id
+  policy = data.aws_iam_policy_document.client.json
+}
+
+resource "aws_iam_instance_profile" "client" {
+  name_prefix = "${var.name}-client-"
+  role        = aws_iam_role.client.name
+
+  tags = { Name = "${var.name}-client" }
+}

@@ -1,0 +1,298 @@
+# Inputs of the p2pchat EC2 deployment. Every variable has a type, a
+# description and, where a wrong value would only fail later in AWS, a
+# validation that fails at plan time instead.
+
+# ---------------------------------------------------------------- general
+
+variable "region" {
+  description = "AWS region to deploy into, e.g. us-east-1."
+  type        = string
+  default     = "us-east-1"
+
+  validation {
+    condition     = can(regex("^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]+$", var.region))
+    error_message = "region must look like an AWS region name, e.g. us-east-1."
+  }
+}
+
+variable "name" {
+  description = "Prefix for resource names and the Deployment tag; lets several deployments share one account."
+  type        = string
+  default     = "p2pchat"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,23}$", var.name))
+    error_message = "name must be 2-24 characters: lower-case letters, digits and '-', starting with a letter."
+  }
+}
+
+variable "environment" {
+  description = "Value of the Environment tag (e.g. dev, staging, prod)."
+  type        = string
+  default     = "dev"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_.-]{1,32}$", var.environment))
+    error_message = "environment must be 1-32 characters of letters, digits, '_', '.' or '-'."
+  }
+}
+
+variable "extra_tags" {
+  description = "Additional tags merged into the provider's default_tags (applied to every taggable resource)."
+  type        = map(string)
+  default     = {}
+}
+
+# ---------------------------------------------------------------- instances
+
+variable "architecture" {
+  description = "CPU architecture of the instances and of the binaries you build: x86_64 (t3.*) or arm64 (t4g.*)."
+  type        = string
+  default     = "x86_64"
+
+  validation {
+    condition     = contains(["x86_64", "arm64"], var.architecture)
+    error_message = "architecture must be \"x86_64\" or \"arm64\"."
+  }
+}
+
+variable "ami_id" {
+  description = "AMI to use instead of the latest Amazon Linux 2023 image (null = look it up). It must have bash, systemd, curl and the AWS CLI v2, and a glibc at least as new as the one the binaries were linked against."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.ami_id == null || can(regex("^ami-[0-9a-f]{8,17}$", var.ami_id))
+    error_message = "ami_id must be null or look like ami-0123456789abcdef0."
+  }
+}
+
+variable "coordinator_instance_type" {
+  description = "EC2 instance type of the coordinator; must match architecture (t3.micro for x86_64, t4g.micro for arm64)."
+  type        = string
+  default     = "t3.micro"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]*\\.[a-z0-9]+$", var.coordinator_instance_type))
+    error_message = "coordinator_instance_type must look like an instance type, e.g. t3.micro."
+  }
+}
+
+variable "client_instance_type" {
+  description = "EC2 instance type of the client instances where users run `peer`; must match architecture."
+  type        = string
+  default     = "t3.micro"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]*\\.[a-z0-9]+$", var.client_instance_type))
+    error_message = "client_instance_type must look like an instance type, e.g. t3.micro."
+  }
+}
+
+variable "client_count" {
+  description = "Number of client instances (one chatting user per instance at a time, since the peer port is fixed)."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.client_count >= 0 && var.client_count <= 50 && floor(var.client_count) == var.client_count
+    error_message = "client_count must be a whole number from 0 to 50."
+  }
+}
+
+variable "key_pair_name" {
+  description = "Name of an existing EC2 key pair in the region, installed for ec2-user on every instance."
+  type        = string
+
+  validation {
+    condition     = length(var.key_pair_name) > 0 && length(var.key_pair_name) <= 255
+    error_message = "key_pair_name must be the name of an existing EC2 key pair."
+  }
+}
+
+variable "ssh_identity_file" {
+  description = "Path of the SSH private key matching key_pair_name on the operator's machine. Only used to print the ssh commands in the outputs; never read by Terraform."
+  type        = string
+  default     = "~/.ssh/id_ed25519"
+}
+
+variable "root_volume_size_gb" {
+  description = "Size in GiB of each instance's encrypted root volume (Amazon Linux 2023 needs at least 8)."
+  type        = number
+  default     = 8
+
+  validation {
+    condition     = var.root_volume_size_gb >= 8 && var.root_volume_size_gb <= 1024
+    error_message = "root_volume_size_gb must be between 8 and 1024."
+  }
+}
+
+variable "coordinator_data_volume_size_gb" {
+  description = "Size in GiB of the coordinator's separate encrypted EBS volume, mounted at /var/lib/p2pchat (accounts database)."
+  type        = number
+  default     = 4
+
+  validation {
+    condition     = var.coordinator_data_volume_size_gb >= 1 && var.coordinator_data_volume_size_gb <= 1024
+    error_message = "coordinator_data_volume_size_gb must be between 1 and 1024."
+  }
+}
+
+variable "coordinator_log_level" {
+  description = "RUST_LOG filter for the coordinator (its logs go to the journal)."
+  type        = string
+  default     = "info"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_:=,.-]+$", var.coordinator_log_level))
+    error_message = "coordinator_log_level must be a tracing filter such as info or coordinator=debug,info."
+  }
+}
+
+# ---------------------------------------------------------------- network
+
+variable "existing_subnet_id" {
+  description = "ID of an existing public subnet (route to an internet gateway, public IPs on launch) to use instead of creating a VPC. null = create a VPC and subnet."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.existing_subnet_id == null || can(regex("^subnet-[0-9a-f]{8,17}$", var.existing_subnet_id))
+    error_message = "existing_subnet_id must be null or look like subnet-0123456789abcdef0."
+  }
+}
+
+variable "vpc_cidr" {
+  description = "CIDR of the VPC created when existing_subnet_id is null."
+  type        = string
+  default     = "10.42.0.0/16"
+
+  validation {
+    condition     = can(cidrhost(var.vpc_cidr, 0)) && can(regex("^[0-9.]+/[0-9]+$", var.vpc_cidr))
+    error_message = "vpc_cidr must be an IPv4 CIDR block, e.g. 10.42.0.0/16."
+  }
+}
+
+variable "public_subnet_cidr" {
+  description = "CIDR of the public subnet created inside vpc_cidr when existing_subnet_id is null."
+  type        = string
+  default     = "10.42.1.0/24"
+
+  validation {
+    condition     = can(cidrhost(var.public_subnet_cidr, 0)) && can(regex("^[0-9.]+/[0-9]+$", var.public_subnet_cidr))
+    error_message = "public_subnet_cidr must be an IPv4 CIDR block, e.g. 10.42.1.0/24."
+  }
+}
+
+variable "availability_zone" {
+  description = "Availability zone of the created subnet (null = the region's first available zone). Ignored with existing_subnet_id."
+  type        = string
+  default     = null
+}
+
+variable "ssh_allowed_cidrs" {
+  description = "IPv4 CIDR blocks allowed to SSH (TCP 22) to every instance, e.g. [\"198.51.100.4/32\"] for the operator's address. Users also log in to client instances through SSH."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.ssh_allowed_cidrs) > 0 && alltrue([for c in var.ssh_allowed_cidrs : can(cidrhost(c, 0)) && can(regex("^[0-9.]+/[0-9]+$", c))])
+    error_message = "ssh_allowed_cidrs must be a non-empty list of IPv4 CIDR blocks."
+  }
+}
+
+variable "coordinator_port" {
+  description = "UDP port of the coordinator's QUIC endpoint (unprivileged, so the service needs no capability)."
+  type        = number
+  default     = 7070
+
+  validation {
+    condition     = var.coordinator_port >= 1024 && var.coordinator_port <= 65535 && floor(var.coordinator_port) == var.coordinator_port
+    error_message = "coordinator_port must be a whole number from 1024 to 65535."
+  }
+}
+
+variable "peer_port" {
+  description = "Fixed UDP port on which `peer` listens on client instances (QUIC between peers and to the coordinator)."
+  type        = number
+  default     = 7071
+
+  validation {
+    condition     = var.peer_port >= 1024 && var.peer_port <= 65535 && floor(var.peer_port) == var.peer_port
+    error_message = "peer_port must be a whole number from 1024 to 65535."
+  }
+}
+
+variable "coordinator_allowed_cidrs" {
+  description = "Extra IPv4 CIDR blocks allowed to reach the coordinator's QUIC port, for peers outside this deployment's client instances. [\"0.0.0.0/0\"] opens it to everyone. The client instances are always allowed."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.coordinator_allowed_cidrs : can(cidrhost(c, 0)) && can(regex("^[0-9.]+/[0-9]+$", c))])
+    error_message = "coordinator_allowed_cidrs must be a list of IPv4 CIDR blocks."
+  }
+}
+
+variable "peer_allowed_cidrs" {
+  description = "Extra IPv4 CIDR blocks allowed to reach the peer port on client instances (peers running elsewhere). [\"0.0.0.0/0\"] = from anywhere. Client instances always reach each other."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.peer_allowed_cidrs : can(cidrhost(c, 0)) && can(regex("^[0-9.]+/[0-9]+$", c))])
+    error_message = "peer_allowed_cidrs must be a list of IPv4 CIDR blocks."
+  }
+}
+
+# ---------------------------------------------------------------- artifacts
+
+variable "coordinator_binary_path" {
+  description = "Path of the `coordinator` executable built by the operator (relative paths are relative to the directory terraform runs in). Its libc must be compatible with the AMI: see README."
+  type        = string
+  default     = "../../target/x86_64-unknown-linux-musl/release/coordinator"
+
+  validation {
+    condition     = fileexists(pathexpand(var.coordinator_binary_path))
+    error_message = "coordinator_binary_path does not name a file: build the binaries first (README, step 1)."
+  }
+}
+
+variable "peer_binary_path" {
+  description = "Path of the `peer` executable built by the operator (relative to the directory terraform runs in)."
+  type        = string
+  default     = "../../target/x86_64-unknown-linux-musl/release/peer"
+
+  validation {
+    condition     = fileexists(pathexpand(var.peer_binary_path))
+    error_message = "peer_binary_path does not name a file: build the binaries first (README, step 1)."
+  }
+}
+
+variable "ca_cert_path" {
+  description = "Path of the CA certificate (ca.pem) written by p2pchat-certs; uploaded for the peers to verify the coordinator. The CA's private key is never read."
+  type        = string
+  default     = "~/p2pchat-pki/ca.pem"
+}
+
+variable "coordinator_cert_path" {
+  description = "Path of the coordinator certificate (coordinator.pem) written by p2pchat-certs; it must name the coordinator's Elastic IP."
+  type        = string
+  default     = "~/p2pchat-pki/coordinator.pem"
+}
+
+variable "coordinator_key_path" {
+  description = "Path of the coordinator's private key (coordinator.key) written by p2pchat-certs. Sent to SSM Parameter Store as a write-only value: never in the plan, the state or user data."
+  type        = string
+  default     = "~/p2pchat-pki/coordinator.key"
+
+  validation {
+    condition     = basename(var.coordinator_key_path) != "ca.key"
+    error_message = "coordinator_key_path must name the coordinator's key, never the CA's key: the CA key stays on the operator's machine."
+  }
+}
+
+variable "artifact_bucket_force_destroy" {
+  description = "Let `terraform destroy` delete the artifact bucket even though it holds objects (they are rebuilt from source)."
+  type        = bool
+  default     = true
+}

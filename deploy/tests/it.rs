@@ -1,0 +1,655 @@
+//! Static checks of `deploy/terraform`, with no AWS account and no network.
+//!
+//! `config` tests run every checker of `p2pchat_deploy_checks` against the
+//! real `.tf` files (or against the directory named by `P2PCHAT_TF_DIR`, which
+//! is how a broken copy is checked to fail); `snippets` tests run each checker
+//! against a small inline configuration that breaks its rule, and one that
+//! keeps it, so that a checker that stops reporting is caught.
+
+use std::path::PathBuf;
+
+use p2pchat_deploy_checks::*;
+
+fn tf_dir() -> PathBuf {
+    match std::env::var_os("P2PCHAT_TF_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("terraform"),
+    }
+}
+
+fn assert_clean(what: &str, violations: Vec<Violation>) {
+    let lines: Vec<String> = violations.iter().map(|v| v.to_string()).collect();
+    assert!(
+        lines.is_empty(),
+        "{what}: {} violation(s):\n{}",
+        lines.len(),
+        lines.join("\n")
+    );
+}
+
+mod config {
+    use super::*;
+    use hcl::{Body, Expression};
+
+    fn body() -> Body {
+        let dir = tf_dir();
+        load_dir(&dir).unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
+    }
+
+    fn resource<'a>(body: &'a Body, ty: &str, name: &str) -> Option<&'a Body> {
+        body.blocks()
+            .filter(|b| b.identifier() == "resource")
+            .find(|b| {
+                b.labels().first().map(|l| l.as_str()) == Some(ty)
+                    && b.labels().get(1).map(|l| l.as_str()) == Some(name)
+            })
+            .map(|b| b.body())
+    }
+
+    fn attr<'a>(body: &'a Body, key: &str) -> Option<&'a Expression> {
+        body.attributes().find(|a| a.key() == key).map(|a| a.expr())
+    }
+
+    #[test]
+    fn every_tf_file_parses() {
+        let files = tf_files(&tf_dir()).expect("listing .tf files");
+        assert!(
+            files.len() >= 5,
+            "expected the deployment's .tf files, found {files:?}"
+        );
+        let body = body();
+        assert!(
+            body.blocks().count() > 20,
+            "suspiciously small configuration"
+        );
+    }
+
+    #[test]
+    fn coordinator_admits_quic_on_udp_7070_and_not_tcp() {
+        assert_clean(
+            "coordinator QUIC",
+            check_coordinator_quic_ingress(&body(), "aws_security_group.coordinator", 7070),
+        );
+    }
+
+    #[test]
+    fn clients_admit_the_peer_port_from_each_other_and_a_variable() {
+        assert_clean(
+            "peer port",
+            check_peer_port_ingress(&body(), "aws_security_group.client", 7071),
+        );
+    }
+
+    #[test]
+    fn ssh_only_from_the_ssh_variable() {
+        assert_clean(
+            "ssh",
+            check_ssh_only_from_variable(&body(), "ssh_allowed_cidrs"),
+        );
+    }
+
+    #[test]
+    fn no_ingress_from_a_literal_open_cidr() {
+        assert_clean("open ingress", check_no_literal_open_ingress(&body()));
+    }
+
+    #[test]
+    fn imdsv2_is_required_everywhere() {
+        let body = body();
+        assert!(
+            body.blocks().any(|b| b.identifier() == "resource"
+                && b.labels().first().map(|l| l.as_str()) == Some("aws_instance")),
+            "no aws_instance at all"
+        );
+        assert_clean("IMDSv2", check_imdsv2_required(&body));
+    }
+
+    #[test]
+    fn every_volume_is_encrypted() {
+        assert_clean("encryption", check_encrypted_volumes(&body()));
+    }
+
+    #[test]
+    fn no_key_material_in_user_data() {
+        assert_clean("user data", check_no_keys_in_user_data(&body()));
+    }
+
+    #[test]
+    fn user_data_templates_hold_no_key_and_match_their_variables() {
+        let body = body();
+        let calls = user_data_template_calls(&body);
+        assert!(
+            calls.len() >= 2,
+            "expected templated user data for both roles: {calls:?}"
+        );
+        for call in calls {
+            let rel = call
+                .path
+                .trim_matches('"')
+                .trim_start_matches("${path.module}/")
+                .to_string();
+            let path = tf_dir().join(&rel);
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: reading {}: {e}", call.location, path.display()));
+            assert_clean(&call.location, check_user_data_template(&rel, &text));
+            let mut placeholders = template_placeholders(&text);
+            let mut vars = call.vars.clone();
+            placeholders.sort();
+            vars.sort();
+            assert_eq!(
+                placeholders, vars,
+                "{}: the template's placeholders and the variables passed differ",
+                call.location
+            );
+        }
+    }
+
+    #[test]
+    fn the_ca_key_is_never_referenced() {
+        assert_clean("CA key", check_ca_key_never_referenced(&body()));
+    }
+
+    #[test]
+    fn every_variable_has_a_description_and_a_type() {
+        assert_clean("variables", check_variables_documented(&body()));
+    }
+
+    #[test]
+    fn everything_is_tagged() {
+        let body = body();
+        // The deployment's choice: default_tags on the provider, Name per resource.
+        assert!(
+            has_default_tags(&body),
+            "the aws provider sets no default_tags"
+        );
+        assert_clean("tags", check_tags_everywhere(&body));
+        assert_clean("Name tags", check_name_tags(&body));
+    }
+
+    #[test]
+    fn the_coordinator_key_goes_to_a_secure_string_parameter_only() {
+        let body = body();
+        let param = resource(&body, "aws_ssm_parameter", "coordinator_key")
+            .expect("aws_ssm_parameter.coordinator_key");
+        assert!(
+            matches!(attr(param, "type"), Some(Expression::String(s)) if s == "SecureString"),
+            "the key parameter must be a SecureString"
+        );
+        assert!(
+            attr(param, "value").is_none() && attr(param, "insecure_value").is_none(),
+            "the key must go through the write-only value_wo, not into the state"
+        );
+        assert!(attr(param, "value_wo").is_some(), "value_wo missing");
+    }
+
+    #[test]
+    fn the_bucket_blocks_all_public_access() {
+        let body = body();
+        let block = resource(&body, "aws_s3_bucket_public_access_block", "artifacts")
+            .expect("aws_s3_bucket_public_access_block.artifacts");
+        for key in [
+            "block_public_acls",
+            "block_public_policy",
+            "ignore_public_acls",
+            "restrict_public_buckets",
+        ] {
+            assert!(
+                matches!(attr(block, key), Some(Expression::Bool(true))),
+                "{key} must be true"
+            );
+        }
+        assert!(
+            resource(
+                &body,
+                "aws_s3_bucket_server_side_encryption_configuration",
+                "artifacts"
+            )
+            .is_some(),
+            "the bucket must have server-side encryption"
+        );
+    }
+
+    #[test]
+    fn instance_roles_read_named_objects_and_one_parameter_only() {
+        let body = body();
+        let docs: Vec<String> = body
+            .blocks()
+            .filter(|b| {
+                b.identifier() == "data"
+                    && b.labels().first().map(|l| l.as_str()) == Some("aws_iam_policy_document")
+                    && b.labels().get(1).map(|l| l.as_str()) != Some("ec2_assume")
+            })
+            .map(|b| hcl::format::to_string(b).expect("formatting a policy document"))
+            .collect();
+        assert_eq!(docs.len(), 2, "expected one policy document per role");
+        for doc in docs {
+            assert!(
+                !doc.contains("arn}/*") && !doc.contains("\"s3:*\"") && !doc.contains("\"ssm:*\""),
+                "policy grants a wildcard:\n{doc}"
+            );
+        }
+        assert!(
+            !body.blocks().any(|b| b.identifier() == "resource"
+                && b.labels().first().map(|l| l.as_str())
+                    == Some("aws_iam_role_policy_attachment")),
+            "no managed policies: the inline policies are the whole grant"
+        );
+    }
+
+    #[test]
+    fn the_elastic_ip_is_its_own_resource() {
+        let body = body();
+        assert!(resource(&body, "aws_eip", "coordinator").is_some());
+        let assoc = resource(&body, "aws_eip_association", "coordinator")
+            .expect("aws_eip_association.coordinator");
+        let instance = attr(assoc, "instance_id")
+            .map(expr_text)
+            .unwrap_or_default();
+        assert!(instance.contains("aws_instance.coordinator"), "{instance}");
+        let eip = resource(&body, "aws_eip", "coordinator").expect("aws_eip.coordinator");
+        assert!(
+            attr(eip, "instance").is_none(),
+            "the EIP must not point at the instance, or step 1 would create it"
+        );
+    }
+}
+
+mod snippets {
+    use super::*;
+
+    fn parse(text: &str) -> hcl::Body {
+        hcl::parse(text).expect("snippet parses")
+    }
+
+    fn rules(v: &[Violation]) -> Vec<Rule> {
+        v.iter().map(|v| v.rule).collect()
+    }
+
+    const COORDINATOR_UDP: &str = r#"
+        variable "coordinator_port" {
+          type    = number
+          default = 7070
+        }
+        resource "aws_security_group" "coordinator" {}
+        resource "aws_vpc_security_group_ingress_rule" "quic" {
+          security_group_id = aws_security_group.coordinator.id
+          ip_protocol       = "udp"
+          from_port         = var.coordinator_port
+          to_port           = var.coordinator_port
+          cidr_ipv4         = "10.0.0.0/8"
+        }
+    "#;
+
+    #[test]
+    fn coordinator_udp_rule_passes_and_its_absence_or_tcp_is_reported() {
+        let ok = parse(COORDINATOR_UDP);
+        assert_clean(
+            "good snippet",
+            check_coordinator_quic_ingress(&ok, "aws_security_group.coordinator", 7070),
+        );
+
+        let tcp = parse(&COORDINATOR_UDP.replace("\"udp\"", "\"tcp\""));
+        let v = check_coordinator_quic_ingress(&tcp, "aws_security_group.coordinator", 7070);
+        assert_eq!(
+            rules(&v),
+            vec![Rule::CoordinatorQuicIngress, Rule::CoordinatorQuicIngress],
+            "{v:?}"
+        );
+
+        let wrong_port = parse(&COORDINATOR_UDP.replace("default = 7070", "default = 7000"));
+        let v = check_coordinator_quic_ingress(&wrong_port, "aws_security_group.coordinator", 7070);
+        assert_eq!(rules(&v), vec![Rule::CoordinatorQuicIngress], "{v:?}");
+
+        let inline_tcp = parse(
+            r#"resource "aws_security_group" "coordinator" {
+                 ingress {
+                   protocol    = "tcp"
+                   from_port   = 7070
+                   to_port     = 7070
+                   cidr_blocks = ["10.0.0.0/8"]
+                 }
+               }"#,
+        );
+        let v = check_coordinator_quic_ingress(&inline_tcp, "aws_security_group.coordinator", 7070);
+        assert_eq!(v.len(), 2, "{v:?}");
+    }
+
+    const PEER: &str = r#"
+        resource "aws_vpc_security_group_ingress_rule" "from_clients" {
+          security_group_id            = aws_security_group.client.id
+          ip_protocol                  = "udp"
+          from_port                    = 7071
+          to_port                      = 7071
+          referenced_security_group_id = aws_security_group.client.id
+        }
+        resource "aws_vpc_security_group_ingress_rule" "from_cidrs" {
+          for_each          = toset(var.peer_allowed_cidrs)
+          security_group_id = aws_security_group.client.id
+          ip_protocol       = "udp"
+          from_port         = 7071
+          to_port           = 7071
+          cidr_ipv4         = each.value
+        }
+    "#;
+
+    #[test]
+    fn peer_rules_pass_and_a_missing_source_is_reported() {
+        assert_clean(
+            "good snippet",
+            check_peer_port_ingress(&parse(PEER), "aws_security_group.client", 7071),
+        );
+        let no_group = parse(&PEER.replace(
+            "referenced_security_group_id = aws_security_group.client.id",
+            "cidr_ipv4 = \"10.0.0.0/8\"",
+        ));
+        let v = check_peer_port_ingress(&no_group, "aws_security_group.client", 7071);
+        assert_eq!(rules(&v), vec![Rule::PeerPortIngress], "{v:?}");
+
+        let no_var =
+            parse(&PEER.replace("toset(var.peer_allowed_cidrs)", "toset([\"10.0.0.0/8\"])"));
+        let v = check_peer_port_ingress(&no_var, "aws_security_group.client", 7071);
+        assert_eq!(rules(&v), vec![Rule::PeerPortIngress], "{v:?}");
+
+        let tcp = parse(&PEER.replace("\"udp\"", "\"tcp\""));
+        assert_eq!(
+            check_peer_port_ingress(&tcp, "aws_security_group.client", 7071).len(),
+            2
+        );
+    }
+
+    const SSH: &str = r#"
+        resource "aws_security_group_rule" "ssh" {
+          type              = "ingress"
+          security_group_id = aws_security_group.client.id
+          protocol          = "tcp"
+          from_port         = 22
+          to_port           = 22
+          cidr_blocks       = var.ssh_allowed_cidrs
+        }
+    "#;
+
+    #[test]
+    fn ssh_from_anything_but_the_variable_is_reported() {
+        assert_clean(
+            "good snippet",
+            check_ssh_only_from_variable(&parse(SSH), "ssh_allowed_cidrs"),
+        );
+        let other_var = parse(&SSH.replace("var.ssh_allowed_cidrs", "var.ssh_allowed_cidrs_all"));
+        let v = check_ssh_only_from_variable(&other_var, "ssh_allowed_cidrs");
+        assert_eq!(rules(&v), vec![Rule::SshOnlyFromVariable], "{v:?}");
+
+        let wide_range = parse(
+            &SSH.replace("from_port         = 22", "from_port = 0")
+                .replace("to_port           = 22", "to_port = 1024")
+                .replace("var.ssh_allowed_cidrs", "var.peer_allowed_cidrs"),
+        );
+        let v = check_ssh_only_from_variable(&wide_range, "ssh_allowed_cidrs");
+        assert_eq!(rules(&v), vec![Rule::SshOnlyFromVariable], "{v:?}");
+
+        let all_protocols = parse(
+            r#"resource "aws_vpc_security_group_ingress_rule" "all" {
+                 security_group_id = aws_security_group.client.id
+                 ip_protocol       = "-1"
+                 cidr_ipv4         = "10.0.0.0/8"
+               }"#,
+        );
+        let v = check_ssh_only_from_variable(&all_protocols, "ssh_allowed_cidrs");
+        assert!(rules(&v).contains(&Rule::SshOnlyFromVariable), "{v:?}");
+
+        let none = parse("resource \"aws_security_group\" \"x\" {}");
+        assert_eq!(
+            check_ssh_only_from_variable(&none, "ssh_allowed_cidrs").len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_literal_open_ingress_is_reported_but_egress_and_routes_are_not() {
+        let open = parse(&SSH.replace("var.ssh_allowed_cidrs", "[\"0.0.0.0/0\"]"));
+        let v = check_no_literal_open_ingress(&open);
+        assert_eq!(rules(&v), vec![Rule::NoLiteralOpenIngress], "{v:?}");
+
+        let open_v6 = parse(
+            r#"resource "aws_vpc_security_group_ingress_rule" "x" {
+                 security_group_id = aws_security_group.client.id
+                 ip_protocol       = "udp"
+                 from_port         = 1
+                 to_port           = 1
+                 cidr_ipv6         = "::/0"
+               }"#,
+        );
+        assert_eq!(check_no_literal_open_ingress(&open_v6).len(), 1);
+
+        let egress = parse(
+            r#"resource "aws_vpc_security_group_egress_rule" "all" {
+                 security_group_id = aws_security_group.client.id
+                 ip_protocol       = "-1"
+                 cidr_ipv4         = "0.0.0.0/0"
+               }
+               resource "aws_route_table" "public" {
+                 route {
+                   cidr_block = "0.0.0.0/0"
+                   gateway_id = aws_internet_gateway.main.id
+                 }
+               }"#,
+        );
+        assert_clean("egress and routes", check_no_literal_open_ingress(&egress));
+    }
+
+    const INSTANCE: &str = r#"
+        resource "aws_instance" "x" {
+          ami = "ami-1"
+          metadata_options {
+            http_tokens = "required"
+          }
+          root_block_device {
+            encrypted = true
+          }
+          user_data = templatefile("${path.module}/files/boot.sh.tftpl", {
+            bucket = aws_s3_bucket.artifacts.id
+          })
+        }
+    "#;
+
+    #[test]
+    fn imdsv1_is_reported() {
+        assert_clean("good snippet", check_imdsv2_required(&parse(INSTANCE)));
+        let optional = parse(&INSTANCE.replace("\"required\"", "\"optional\""));
+        assert_eq!(
+            rules(&check_imdsv2_required(&optional)),
+            vec![Rule::Imdsv2Required]
+        );
+        let missing = parse(
+            r#"resource "aws_launch_template" "x" {
+                 image_id = "ami-1"
+               }"#,
+        );
+        assert_eq!(
+            rules(&check_imdsv2_required(&missing)),
+            vec![Rule::Imdsv2Required]
+        );
+    }
+
+    #[test]
+    fn unencrypted_or_undeclared_volumes_are_reported() {
+        assert_clean("good snippet", check_encrypted_volumes(&parse(INSTANCE)));
+        let off = parse(&INSTANCE.replace("encrypted = true", "encrypted = false"));
+        assert_eq!(
+            rules(&check_encrypted_volumes(&off)),
+            vec![Rule::EncryptedVolumes]
+        );
+        let no_root = parse(
+            r#"resource "aws_instance" "x" {
+                 ami = "ami-1"
+               }"#,
+        );
+        assert_eq!(check_encrypted_volumes(&no_root).len(), 1);
+        let volume = parse(
+            r#"resource "aws_ebs_volume" "data" {
+                 size = 1
+               }
+               resource "aws_launch_template" "t" {
+                 block_device_mappings {
+                   ebs {
+                     encrypted = "false"
+                   }
+                 }
+               }"#,
+        );
+        assert_eq!(check_encrypted_volumes(&volume).len(), 2);
+    }
+
+    #[test]
+    fn key_material_in_user_data_is_reported() {
+        assert_clean("good snippet", check_no_keys_in_user_data(&parse(INSTANCE)));
+
+        let direct = parse(
+            r#"resource "aws_instance" "x" {
+                 user_data = file("${path.module}/certs/coordinator.key")
+               }"#,
+        );
+        assert_eq!(
+            rules(&check_no_keys_in_user_data(&direct)),
+            vec![Rule::NoKeysInUserData]
+        );
+
+        let through_var = parse(&INSTANCE.replace(
+            "bucket = aws_s3_bucket.artifacts.id",
+            "key = file(var.coordinator_key_path)",
+        ));
+        assert!(!check_no_keys_in_user_data(&through_var).is_empty());
+
+        let through_locals = parse(&format!(
+            r#"variable "coordinator_key_path" {{
+                 type        = string
+                 description = "x"
+               }}
+               locals {{
+                 key_pem = file(var.coordinator_key_path)
+                 wrapped = "x${{local.key_pem}}"
+               }}
+               {}"#,
+            INSTANCE.replace("bucket = aws_s3_bucket.artifacts.id", "key = local.wrapped")
+        ));
+        let v = check_no_keys_in_user_data(&through_locals);
+        assert!(
+            v.iter().any(|v| v.message.contains("local.wrapped")),
+            "{v:?}"
+        );
+
+        let literal = parse(
+            "resource \"aws_instance\" \"x\" {\n  user_data = \"-----BEGIN PRIVATE KEY-----\"\n}",
+        );
+        assert_eq!(check_no_keys_in_user_data(&literal).len(), 1);
+
+        let param = parse(&INSTANCE.replace(
+            "bucket = aws_s3_bucket.artifacts.id",
+            "key = aws_ssm_parameter.coordinator_key.value",
+        ));
+        assert_eq!(check_no_keys_in_user_data(&param).len(), 1);
+
+        assert_eq!(
+            check_user_data_template("t", "echo '-----BEGIN PRIVATE KEY-----'").len(),
+            1
+        );
+        assert!(check_user_data_template("t", "echo hello").is_empty());
+    }
+
+    #[test]
+    fn a_ca_key_anywhere_is_reported() {
+        let guarded = parse(
+            r#"variable "coordinator_key_path" {
+                 type        = string
+                 description = "x"
+                 validation {
+                   condition     = basename(var.coordinator_key_path) != "ca.key"
+                   error_message = "never the CA key"
+                 }
+               }"#,
+        );
+        assert_clean("a guard", check_ca_key_never_referenced(&guarded));
+
+        let uploaded = parse(
+            r#"resource "aws_s3_object" "ca_key" {
+                 source = "pki/ca.key"
+               }"#,
+        );
+        assert_eq!(
+            rules(&check_ca_key_never_referenced(&uploaded)),
+            vec![Rule::CaKeyNeverReferenced]
+        );
+        let variable = parse(
+            r#"variable "ca_key_path" {
+                 type        = string
+                 description = "x"
+               }"#,
+        );
+        assert_eq!(check_ca_key_never_referenced(&variable).len(), 1);
+        let local = parse("locals {\n  k = file(\"/home/op/pki/ca.key\")\n}");
+        assert_eq!(check_ca_key_never_referenced(&local).len(), 1);
+    }
+
+    #[test]
+    fn undocumented_or_untyped_variables_are_reported() {
+        let good = parse(
+            r#"variable "a" {
+                 description = "A."
+                 type        = string
+               }"#,
+        );
+        assert_clean("good snippet", check_variables_documented(&good));
+        let bad = parse(
+            r#"variable "a" {
+                 type = string
+               }
+               variable "b" {
+                 description = ""
+               }"#,
+        );
+        assert_eq!(
+            rules(&check_variables_documented(&bad)),
+            vec![Rule::VariablesDocumented; 3]
+        );
+    }
+
+    #[test]
+    fn untagged_resources_are_reported() {
+        let with_defaults = parse(
+            r#"provider "aws" {
+                 default_tags {
+                   tags = local.common_tags
+                 }
+               }
+               resource "aws_vpc" "main" {
+                 tags = { Name = "x" }
+               }"#,
+        );
+        assert_clean("good snippet", check_tags_everywhere(&with_defaults));
+        assert_clean("good snippet", check_name_tags(&with_defaults));
+
+        let without = parse(
+            r#"provider "aws" {
+                 region = "us-east-1"
+               }
+               resource "aws_vpc" "main" {}
+               resource "aws_eip_association" "a" {}
+               resource "aws_new_thing" "n" {}"#,
+        );
+        let v = check_tags_everywhere(&without);
+        assert_eq!(rules(&v), vec![Rule::TagsEverywhere; 2], "{v:?}");
+        assert_eq!(rules(&check_name_tags(&without)), vec![Rule::NameTags]);
+
+        let unnamed = parse(
+            r#"resource "aws_vpc" "main" {
+                 tags = { Role = "x" }
+               }"#,
+        );
+        assert_eq!(check_name_tags(&unnamed).len(), 1);
+    }
+
+    #[test]
+    fn template_placeholders_are_found_once_and_escapes_skipped() {
+        let text = "a=${one}\nb=$${not_me}\nc=$PLAIN\nd=${two} e=${one}\n";
+        assert_eq!(template_placeholders(text), vec!["one", "two"]);
+    }
+}
