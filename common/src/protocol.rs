@@ -195,6 +195,9 @@ pub enum SignalRequest {
         /// Requester-chosen id.
         id: u64,
     },
+    /// The first frame on the signaling stream: it makes the stream known to
+    /// the coordinator (a QUIC stream is announced by its first data).
+    Open,
 }
 
 /// The outcome of a request, told to the requester.

@@ -435,6 +435,21 @@ pub fn insecure_client_config_with_alpn(
     Ok(cfg)
 }
 
+/// True when a connection failed because one side refused the other's
+/// certificate (a fingerprint or CA check), as opposed to the network.
+pub fn is_certificate_rejection(err: &quinn::ConnectionError) -> bool {
+    let quinn::ConnectionError::TransportError(t) = err else {
+        return false;
+    };
+    let access_denied = u8::from(rustls::AlertDescription::AccessDenied);
+    let bad_cert = u8::from(rustls::AlertDescription::BadCertificate);
+    let unknown_ca = u8::from(rustls::AlertDescription::UnknownCA);
+    [access_denied, bad_cert, unknown_ca]
+        .iter()
+        .any(|a| t.code == quinn::TransportErrorCode::crypto(*a))
+        || t.reason.contains("certificate")
+}
+
 /// The ALPN a connection negotiated, if any.
 pub fn negotiated_alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
     conn.handshake_data()?

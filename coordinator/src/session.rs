@@ -212,6 +212,7 @@ impl Session {
             Inbound::Session,
             Inbound::SessionEnded,
         ));
+        readers.spawn(accept_streams(self.conn.clone(), in_tx.clone()));
         let hello_deadline = tokio::time::sleep(HANDSHAKE_TIMEOUT);
         tokio::pin!(hello_deadline);
         loop {
@@ -229,9 +230,7 @@ impl Session {
                     }
                     match inbound {
                         Inbound::Session(Ok(req)) => {
-                            if self.on_session(req, readers, &in_tx).await? {
-                                return Ok(());
-                            }
+                            self.on_session(req).await?
                         }
                         Inbound::Session(Err(e)) => return Err(self.on_bad_frame(e).await),
                         Inbound::SessionEnded => return Ok(()),
@@ -307,14 +306,8 @@ impl Session {
         )
     }
 
-    /// Handles one session-stream request; true when the session should end
-    /// quietly.
-    async fn on_session(
-        &mut self,
-        req: SessionRequest,
-        readers: &mut JoinSet<()>,
-        in_tx: &mpsc::Sender<Inbound>,
-    ) -> Result<bool, Fatal> {
+    /// Handles one session-stream request.
+    async fn on_session(&mut self, req: SessionRequest) -> Result<(), Fatal> {
         let stage = std::mem::replace(&mut self.stage, Stage::Hello);
         let (next, reply) = match (stage, req) {
             (Stage::Hello, SessionRequest::Hello { version, addrs }) => {
@@ -349,7 +342,7 @@ impl Session {
             (Stage::Password { name, exists }, SessionRequest::Password { password }) => {
                 match self.check_password(&name, exists, password).await? {
                     Ok(()) => {
-                        let welcome = self.log_in(&name, readers, in_tx).await?;
+                        let welcome = self.log_in(&name).await?;
                         (Stage::Ready { name }, welcome)
                     }
                     Err(reply) => (Stage::Password { name, exists }, reply),
@@ -370,7 +363,7 @@ impl Session {
                     .await
                     .map_err(internal)?
                 {
-                    let welcome = self.log_in(&name, readers, in_tx).await?;
+                    let welcome = self.log_in(&name).await?;
                     (Stage::Ready { name }, welcome)
                 } else {
                     let wait = self.shared.auth.record_failure(&name, ip);
@@ -407,8 +400,7 @@ impl Session {
             }
         };
         self.stage = next;
-        self.write_session(&reply).await?;
-        Ok(false)
+        self.write_session(&reply).await
     }
 
     /// Checks or sets the password. `Ok(Err(reply))` is a failure the user
@@ -464,14 +456,8 @@ impl Session {
         Ok(Ok(()))
     }
 
-    /// Issues a token, puts the session online and starts accepting the
-    /// signaling stream.
-    async fn log_in(
-        &mut self,
-        name: &str,
-        readers: &mut JoinSet<()>,
-        in_tx: &mpsc::Sender<Inbound>,
-    ) -> Result<SessionResponse, Fatal> {
+    /// Issues a token and puts the session online.
+    async fn log_in(&mut self, name: &str) -> Result<SessionResponse, Fatal> {
         let token = hex::encode(rand::random::<[u8; 16]>());
         let ttl = self.shared.config.token_ttl;
         self.shared
@@ -487,7 +473,6 @@ impl Session {
             addrs: self.addrs.clone(),
         };
         let online = self.shared.hub.join(name, member);
-        readers.spawn(accept_streams(self.conn.clone(), in_tx.clone()));
         Ok(SessionResponse::Welcome(Welcome {
             name: name.to_string(),
             online,
@@ -498,6 +483,9 @@ impl Session {
     }
 
     async fn on_signal_opened(&mut self, send: SendStream) -> Result<(), Fatal> {
+        if !matches!(self.stage, Stage::Ready { .. }) {
+            return Err(fatal(CloseCode::PROTOCOL_ERROR, "signaling before login"));
+        }
         self.signal_send = Some(send);
         while let Some(ev) = self.early_signals.pop_front() {
             self.write_signal(ev).await?;
@@ -535,6 +523,7 @@ impl Session {
                     self.write_signal(SignalEvent::Error { message }).await?;
                 }
             }
+            SignalRequest::Open => {}
             SignalRequest::Cancel { id } => {
                 if hub.cancel(self.id, id).is_err() {
                     let message = format!("request {id} is not pending");

@@ -1,0 +1,190 @@
+//! Reading lines: from a terminal with rustyline (line editing, history,
+//! masked passwords, and an external printer that keeps the prompt intact
+//! while messages arrive), or plain lines from a pipe.
+//!
+//! Both run on a dedicated thread, since reading blocks; lines come back
+//! through a bounded channel.
+
+use rustyline::completion::Completer;
+use rustyline::config::Configurer;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::history::DefaultHistory;
+use rustyline::validate::Validator;
+use rustyline::{Editor, ExternalPrinter, Helper};
+use std::borrow::Cow;
+use std::io::{BufRead, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc};
+use tokio::sync::mpsc;
+
+/// Longest line read, in bytes; longer lines are refused whole.
+pub const MAX_LINE_BYTES: usize = 16 * 1024;
+
+/// What the reader hands the front end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A line, without its line ending.
+    Line(String),
+    /// A line over [`MAX_LINE_BYTES`], dropped.
+    TooLong(usize),
+    /// Ctrl+C at the prompt.
+    Interrupted,
+    /// End of input (Ctrl+D, or the pipe closed).
+    Eof,
+}
+
+/// A request to read one line.
+pub struct ReadRequest {
+    prompt: String,
+    secret: bool,
+}
+
+/// Hides what is typed while a password is read.
+struct Masking {
+    on: Arc<AtomicBool>,
+}
+
+impl Helper for Masking {}
+impl Completer for Masking {
+    type Candidate = String;
+}
+impl Hinter for Masking {
+    type Hint = String;
+}
+impl Validator for Masking {}
+impl Highlighter for Masking {
+    fn highlight<'l>(&self, line: &'l str, _pos: usize) -> Cow<'l, str> {
+        if self.on.load(Ordering::Relaxed) {
+            Cow::Owned("*".repeat(line.chars().count()))
+        } else {
+            Cow::Borrowed(line)
+        }
+    }
+    fn highlight_char(&self, _line: &str, _pos: usize, _forced: bool) -> bool {
+        self.on.load(Ordering::Relaxed)
+    }
+}
+
+/// The line source.
+pub enum Reader {
+    /// An interactive terminal.
+    Terminal {
+        /// Read requests to the editor thread.
+        requests: std_mpsc::Sender<ReadRequest>,
+        /// Prints above the prompt while a line is being read.
+        printer: Box<dyn ExternalPrinter + Send>,
+    },
+    /// A pipe or file: lines are read ahead continuously.
+    Plain,
+}
+
+impl Reader {
+    /// Starts the reader for a terminal (`terminal`) or a pipe.
+    pub fn start(terminal: bool) -> Result<(Reader, mpsc::Receiver<Input>), String> {
+        let (tx, rx) = mpsc::channel(256);
+        if !terminal {
+            std::thread::Builder::new()
+                .name("stdin".into())
+                .spawn(move || read_plain(tx))
+                .map_err(|e| e.to_string())?;
+            return Ok((Reader::Plain, rx));
+        }
+        let masking = Arc::new(AtomicBool::new(false));
+        let mut editor: Editor<Masking, DefaultHistory> =
+            Editor::new().map_err(|e| e.to_string())?;
+        editor.set_helper(Some(Masking {
+            on: masking.clone(),
+        }));
+        editor.set_auto_add_history(false);
+        let printer = editor
+            .create_external_printer()
+            .map_err(|e| e.to_string())?;
+        let (req_tx, req_rx) = std_mpsc::channel::<ReadRequest>();
+        std::thread::Builder::new()
+            .name("terminal".into())
+            .spawn(move || read_terminal(editor, masking, req_rx, tx))
+            .map_err(|e| e.to_string())?;
+        Ok((
+            Reader::Terminal {
+                requests: req_tx,
+                printer: Box::new(printer),
+            },
+            rx,
+        ))
+    }
+
+    /// Asks the terminal for a line (no effect for a pipe, which reads ahead).
+    pub fn request(&self, prompt: &str, secret: bool) {
+        if let Reader::Terminal { requests, .. } = self {
+            let _ = requests.send(ReadRequest {
+                prompt: prompt.to_string(),
+                secret,
+            });
+        }
+    }
+}
+
+fn read_plain(tx: mpsc::Sender<Input>) {
+    let stdin = std::io::stdin();
+    let mut lock = stdin.lock();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        // Bounded read: a line longer than the limit is consumed and dropped.
+        let mut taken = (&mut lock).take(MAX_LINE_BYTES as u64 + 1);
+        let item = match taken.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => Input::Eof,
+            Ok(_) if buf.len() > MAX_LINE_BYTES && !buf.ends_with(b"\n") => {
+                let mut skipped = buf.len();
+                let mut rest = Vec::new();
+                while let Ok(n) = (&mut lock)
+                    .take(MAX_LINE_BYTES as u64)
+                    .read_until(b'\n', &mut rest)
+                {
+                    skipped += n;
+                    if n == 0 || rest.ends_with(b"\n") {
+                        break;
+                    }
+                    rest.clear();
+                }
+                Input::TooLong(skipped)
+            }
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                Input::Line(line.trim_end_matches(['\n', '\r']).to_string())
+            }
+        };
+        let end = item == Input::Eof;
+        if tx.blocking_send(item).is_err() || end {
+            return;
+        }
+    }
+}
+
+fn read_terminal(
+    mut editor: Editor<Masking, DefaultHistory>,
+    masking: Arc<AtomicBool>,
+    requests: std_mpsc::Receiver<ReadRequest>,
+    tx: mpsc::Sender<Input>,
+) {
+    while let Ok(req) = requests.recv() {
+        masking.store(req.secret, Ordering::Relaxed);
+        let item = match editor.readline(&req.prompt) {
+            Ok(line) if line.len() > MAX_LINE_BYTES => Input::TooLong(line.len()),
+            Ok(line) => {
+                if !req.secret && !line.trim().is_empty() {
+                    let _ = editor.add_history_entry(line.as_str());
+                }
+                Input::Line(line)
+            }
+            Err(rustyline::error::ReadlineError::Interrupted) => Input::Interrupted,
+            Err(_) => Input::Eof,
+        };
+        masking.store(false, Ordering::Relaxed);
+        let end = matches!(item, Input::Eof | Input::Interrupted);
+        if tx.blocking_send(item).is_err() || end {
+            return;
+        }
+    }
+}

@@ -1,0 +1,495 @@
+//! The terminal front end: prompts, typed commands and the rendering of
+//! engine events. It sends [`Command`]s and reads [`Event`]s; it never
+//! touches the network or the database.
+//!
+//! With a terminal it uses line editing and colours (unless `NO_COLOR` is
+//! set); with a pipe it reads plain lines and writes plain lines, each prompt
+//! on a line of its own, so scripts and tests can drive it.
+
+pub mod input;
+pub mod render;
+pub mod terminal;
+
+use crate::engine::{ChatEnd, Command, EngineHandle, Event};
+use common::names::{check_password, normalize_username};
+use input::{Input, Reader};
+use render::Style;
+use std::collections::VecDeque;
+use tokio::sync::mpsc;
+
+/// Where the conversation with the user stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// Waiting for the coordinator.
+    Connecting,
+    /// Asking for a username.
+    Username,
+    /// Waiting for the account status.
+    CheckingName,
+    /// Asking for the password of an existing account.
+    Password { name: String },
+    /// Asking for a new account's password.
+    NewPassword { name: String },
+    /// Asking for it again.
+    RepeatPassword { name: String, first: String },
+    /// Waiting for the login result (`new`: creating the account).
+    LoggingIn { name: String, new: bool },
+    /// Asking who to chat with.
+    Who,
+    /// Waiting for the request to be sent.
+    Asking { name: String },
+    /// Waiting for the callee's answer.
+    Requesting { name: String },
+    /// Asking whether to accept `from`.
+    Answering { from: String },
+    /// Accepted; waiting for the connection.
+    Joining { with: String },
+    /// In a chat.
+    Chatting { with: String },
+    /// Typing messages to keep for `to`.
+    Composing { to: String },
+}
+
+impl State {
+    /// True while waiting for the engine: typed lines are kept until the
+    /// state changes (so a script may type ahead), except `exit`, and
+    /// `disconnect` while a request is pending.
+    fn waiting(&self) -> bool {
+        matches!(
+            self,
+            State::Connecting
+                | State::CheckingName
+                | State::LoggingIn { .. }
+                | State::Asking { .. }
+                | State::Requesting { .. }
+                | State::Joining { .. }
+        )
+    }
+
+    /// The prompt, and whether typing is hidden; `None` when no line should
+    /// be read now (a short wait for the engine).
+    fn prompt(&self, me: &str) -> Option<(String, bool)> {
+        let p = |s: &str| Some((s.to_string(), false));
+        match self {
+            State::Connecting | State::Requesting { .. } | State::Joining { .. } => p(""),
+            State::Username => p("Username: "),
+            State::Password { name } => Some((format!("Password for {name}: "), true)),
+            State::NewPassword { name } => {
+                Some((format!("New account {name}. Choose a password: "), true))
+            }
+            State::RepeatPassword { .. } => Some(("Repeat the password: ".into(), true)),
+            State::Who => p("Who do you want to chat with? "),
+            State::Answering { from } => Some((format!("Chat with {from}? [y/n] "), false)),
+            State::Chatting { with } => Some((format!("{me} → {with}> "), false)),
+            State::Composing { to } => Some((format!("{me} → {to} (kept)> "), false)),
+            State::CheckingName | State::LoggingIn { .. } | State::Asking { .. } => None,
+        }
+    }
+}
+
+/// How the program ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The user left.
+    Normal,
+    /// The engine hit a fatal error.
+    Failed,
+}
+
+struct Cli {
+    engine: EngineHandle,
+    reader: Reader,
+    style: Style,
+    state: State,
+    me: String,
+    /// Lines typed while no input was wanted (a pipe reads ahead).
+    queued: VecDeque<String>,
+    /// A read (terminal) or a printed prompt (pipe) is outstanding.
+    asked: bool,
+    exit: Option<Exit>,
+}
+
+/// Runs the front end until the user leaves or the engine stops.
+pub async fn run(
+    engine: EngineHandle,
+    mut events: mpsc::Receiver<Event>,
+    terminal: bool,
+    color: bool,
+) -> Exit {
+    let (reader, mut lines) = match Reader::start(terminal) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot read input: {e}");
+            engine.shutdown().await;
+            return Exit::Failed;
+        }
+    };
+    let mut cli = Cli {
+        engine,
+        reader,
+        style: Style { color },
+        state: State::Connecting,
+        me: String::new(),
+        queued: VecDeque::new(),
+        asked: false,
+        exit: None,
+    };
+    cli.say(&cli.style.info(
+        "Welcome to p2pchat. Type exit (or press Ctrl+C) at any prompt to sign out and quit.",
+    ));
+    let mut stopping = false;
+    loop {
+        if !stopping {
+            if cli.exit.is_some() {
+                stopping = true;
+                cli.say(&cli.style.info("Signing out..."));
+                let _ = cli.engine.send(Command::Shutdown).await;
+            } else {
+                cli.ask().await;
+            }
+        }
+        tokio::select! {
+            ev = events.recv() => match ev {
+                None | Some(Event::Stopped) => break,
+                Some(ev) => cli.on_event(ev).await,
+            },
+            input = lines.recv(), if !stopping => {
+                // A terminal read is over; a pipe's prompt stays printed
+                // until the state changes.
+                if matches!(cli.reader, Reader::Terminal { .. }) {
+                    cli.asked = false;
+                }
+                match input {
+                    Some(Input::Line(line)) => cli.on_input(line).await,
+                    Some(Input::TooLong(n)) => cli.say(&cli.style.error(&format!(
+                        "That line has {n} bytes; lines are limited to {} bytes. Nothing was sent.", input::MAX_LINE_BYTES
+                    ))),
+                    Some(Input::Interrupted) | Some(Input::Eof) | None => cli.exit = Some(cli.exit.unwrap_or(Exit::Normal)),
+                }
+            }
+            _ = tokio::signal::ctrl_c(), if !stopping => cli.exit = Some(Exit::Normal),
+        }
+    }
+    cli.say(&cli.style.info("Signed out."));
+    cli.exit.unwrap_or(Exit::Normal)
+}
+
+impl Cli {
+    /// Prints a line above the prompt (terminal) or on its own (pipe).
+    fn say(&mut self, line: &str) {
+        match &mut self.reader {
+            Reader::Terminal { printer, .. } if self.asked => {
+                let _ = printer.print(format!("{line}\n"));
+            }
+            _ => println!("{line}"),
+        }
+    }
+
+    fn say_all(&mut self, lines: Vec<String>) {
+        for l in lines {
+            self.say(&l);
+        }
+    }
+
+    /// A line as typed: `exit` acts at once; while waiting, lines are kept.
+    async fn on_input(&mut self, line: String) {
+        let word = line.trim();
+        let cancel = matches!(self.state, State::Requesting { .. })
+            && word.eq_ignore_ascii_case("disconnect");
+        if word.eq_ignore_ascii_case("exit") {
+            self.exit = Some(Exit::Normal);
+        } else if self.state.waiting() && !cancel {
+            self.queued.push_back(line);
+        } else {
+            self.on_line(line).await;
+        }
+    }
+
+    /// Handles kept lines, then asks for a new one if input is wanted.
+    async fn ask(&mut self) {
+        while self.exit.is_none() && !self.state.waiting() && !self.asked {
+            match self.queued.pop_front() {
+                Some(line) => self.on_line(line).await,
+                None => break,
+            }
+        }
+        if self.asked || self.exit.is_some() {
+            return;
+        }
+        let Some((prompt, secret)) = self.state.prompt(&self.me) else {
+            return;
+        };
+        match &self.reader {
+            Reader::Terminal { .. } => self.reader.request(&prompt, secret),
+            Reader::Plain if !prompt.is_empty() => println!("{}", prompt.trim_end()),
+            Reader::Plain => {}
+        }
+        self.asked = true;
+    }
+
+    fn set(&mut self, state: State) {
+        if self.state != state {
+            self.state = state;
+            // A pipe prints the new prompt; a terminal keeps its read going.
+            if matches!(self.reader, Reader::Plain) {
+                self.asked = false;
+            }
+        }
+    }
+
+    async fn send(&mut self, cmd: Command) {
+        if !self.engine.send(cmd).await {
+            self.exit = Some(Exit::Failed);
+        }
+    }
+
+    async fn on_line(&mut self, line: String) {
+        let trimmed = line.trim();
+        let secret = matches!(
+            self.state,
+            State::Password { .. } | State::NewPassword { .. } | State::RepeatPassword { .. }
+        );
+        if trimmed.eq_ignore_ascii_case("exit") {
+            self.exit = Some(Exit::Normal);
+            return;
+        }
+        if !secret && self.command(trimmed).await {
+            return;
+        }
+        match self.state.clone() {
+            State::Connecting
+            | State::CheckingName
+            | State::LoggingIn { .. }
+            | State::Asking { .. } => {}
+            State::Username => {
+                if trimmed.is_empty() {
+                    return;
+                }
+                match normalize_username(trimmed) {
+                    Ok(_) => {
+                        self.set(State::CheckingName);
+                        self.send(Command::Username(trimmed.to_string())).await;
+                    }
+                    Err(e) => self.say(&self.style.error(&format!("{e}. Try again."))),
+                }
+            }
+            State::Password { name } => {
+                if line.is_empty() {
+                    return;
+                }
+                self.set(State::LoggingIn { name, new: false });
+                self.send(Command::Password(line)).await;
+            }
+            State::NewPassword { name } => match check_password(&line) {
+                Ok(()) => self.set(State::RepeatPassword { name, first: line }),
+                Err(e) => self.say(&self.style.error(&format!("{e}. Choose another."))),
+            },
+            State::RepeatPassword { name, first } => {
+                if line == first {
+                    self.set(State::LoggingIn { name, new: true });
+                    self.send(Command::Password(line)).await;
+                } else {
+                    self.say(
+                        &self
+                            .style
+                            .error("The passwords differ. Choose a password again."),
+                    );
+                    self.set(State::NewPassword { name });
+                }
+            }
+            State::Who => {
+                if trimmed.is_empty() {
+                    return;
+                }
+                match normalize_username(trimmed) {
+                    Ok(name) if name == self.me => {
+                        self.say(&self.style.error("That is you. Choose someone else."))
+                    }
+                    Ok(name) => {
+                        self.set(State::Asking { name: name.clone() });
+                        self.send(Command::Chat(name)).await;
+                    }
+                    Err(e) => self.say(&self.style.error(&format!("{e}. Try again."))),
+                }
+            }
+            State::Requesting { name } => {
+                self.send(Command::CancelRequest).await;
+                self.say(&self.style.info(&format!("Request to {name} cancelled.")));
+                self.set(State::Who);
+            }
+            State::Answering { from } => match trimmed.to_ascii_lowercase().as_str() {
+                "y" | "yes" => {
+                    self.set(State::Joining { with: from });
+                    self.send(Command::Answer { accept: true }).await;
+                }
+                "n" | "no" => {
+                    self.send(Command::Answer { accept: false }).await;
+                    self.say(&self.style.info(&format!("You declined {from}.")));
+                    self.set(State::Who);
+                }
+                _ => self.say(&self.style.info("Answer y or n.")),
+            },
+            State::Joining { .. } => {}
+            State::Chatting { with } => {
+                if trimmed.eq_ignore_ascii_case("disconnect") {
+                    self.send(Command::Leave).await;
+                } else if !line.is_empty() {
+                    self.send(Command::Send {
+                        to: with,
+                        body: line,
+                    })
+                    .await;
+                }
+            }
+            State::Composing { to } => {
+                if trimmed.eq_ignore_ascii_case("disconnect") {
+                    self.say(&self.style.info(&format!("Done keeping messages for {to}.")));
+                    self.set(State::Who);
+                } else if !line.is_empty() {
+                    self.send(Command::Send { to, body: line }).await;
+                }
+            }
+        }
+    }
+
+    /// Slash commands, available once logged in. True when `line` was one.
+    async fn command(&mut self, line: &str) -> bool {
+        if !line.starts_with('/') || self.me.is_empty() {
+            return false;
+        }
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("/help"), _) => self.say_all(render::help()),
+            (Some("/online"), _) => self.send(Command::Online).await,
+            (Some("/history"), Some(name)) => self.send(Command::History(name.to_string())).await,
+            (Some("/history"), None) => self.say(&self.style.error("Usage: /history NAME")),
+            (Some(other), _) => self.say(
+                &self
+                    .style
+                    .error(&format!("Unknown command {other}; /help lists them.")),
+            ),
+            (None, _) => return false,
+        }
+        true
+    }
+
+    async fn on_event(&mut self, ev: Event) {
+        if let Some(lines) = render::simple_event(&self.style, &ev) {
+            self.say_all(lines);
+            if let Event::Fatal(_) = ev {
+                self.exit = Some(Exit::Failed);
+            }
+            return;
+        }
+        let info = |s: &Style, t: &str| s.info(t);
+        match ev {
+            Event::Connected => {
+                self.say(&info(&self.style, "Connected to the coordinator."));
+                self.set(State::Username);
+            }
+            Event::AccountStatus { name, exists: true } => self.set(State::Password { name }),
+            Event::AccountStatus {
+                name,
+                exists: false,
+            } => self.set(State::NewPassword { name }),
+            Event::LoginFailed {
+                reason,
+                retry_after,
+                bad_name,
+            } => {
+                let wait = if retry_after.is_zero() {
+                    String::new()
+                } else {
+                    format!(
+                        " Wait {} s before trying again.",
+                        retry_after.as_secs().max(1)
+                    )
+                };
+                self.say(&self.style.error(&format!("Login failed: {reason}.{wait}")));
+                let next = match (&self.state, bad_name) {
+                    (_, true) => State::Username,
+                    (State::LoggingIn { name, new: false }, _) => {
+                        State::Password { name: name.clone() }
+                    }
+                    (State::LoggingIn { name, new: true }, _) => {
+                        State::NewPassword { name: name.clone() }
+                    }
+                    (s, _) => s.clone(),
+                };
+                self.set(next);
+            }
+            Event::LoggedIn { name, online } => {
+                self.me = name.clone();
+                self.say(&info(&self.style, &format!("Logged in as {name}.")));
+                let list = if online.is_empty() {
+                    "Nobody else is online right now.".to_string()
+                } else {
+                    format!("Online now: {}", online.join(", "))
+                };
+                self.say(&info(&self.style, &list));
+                self.say(&info(&self.style, "Type /help for commands."));
+                self.set(State::Who);
+            }
+            Event::Requesting { name } => {
+                self.say(&info(
+                    &self.style,
+                    &format!("Asking {name} to chat... (type disconnect to cancel)"),
+                ));
+                self.set(State::Requesting { name });
+            }
+            Event::RequestFailed { name, outcome } => {
+                let (text, keep) = render::outcome_text(&name, outcome);
+                self.say(&info(&self.style, &text));
+                self.set(if keep {
+                    State::Composing { to: name }
+                } else {
+                    State::Who
+                });
+            }
+            Event::ChatFailed { with, reason } => {
+                self.say(
+                    &self
+                        .style
+                        .error(&format!("Could not connect to {with}: {reason}.")),
+                );
+                let (text, _) = render::outcome_text(&with, common::protocol::Outcome::Offline);
+                let offer = text
+                    .split_once(". ")
+                    .map(|(_, rest)| rest.to_string())
+                    .unwrap_or(text);
+                self.say(&info(&self.style, &offer));
+                self.set(State::Composing { to: with });
+            }
+            Event::IncomingRequest { from } => {
+                self.say(&info(
+                    &self.style,
+                    &format!("{from} wants to chat with you. Accept? [y/n]"),
+                ));
+                self.set(State::Answering { from });
+            }
+            Event::IncomingWithdrawn { from, reason }
+                if self.state == (State::Answering { from: from.clone() }) =>
+            {
+                self.say(&info(
+                    &self.style,
+                    &format!("{from}'s request is gone: {reason}."),
+                ));
+                self.set(State::Who);
+            }
+            Event::ChatStarted { with } => {
+                self.say(&info(
+                    &self.style,
+                    &format!("You are now chatting with {with}, directly. Type disconnect to leave the chat."),
+                ));
+                self.set(State::Chatting { with });
+            }
+            Event::ChatEnded { with, reason } => {
+                self.say(&info(&self.style, &render::chat_end_text(&with, &reason)));
+                if reason != ChatEnd::YouLeft || matches!(self.state, State::Chatting { .. }) {
+                    self.set(State::Who);
+                }
+            }
+            _ => {}
+        }
+    }
+}

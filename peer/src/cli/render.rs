@@ -1,0 +1,191 @@
+//! Turning engine events into the lines a user reads. Pure functions: no
+//! printing here, so the wording is tested directly. Received text is always
+//! passed through [`sanitize_for_display`] so that escape sequences from a
+//! peer never reach the terminal raw.
+
+use crate::engine::{ChatEnd, Event, HistoryLine};
+use chrono::{Local, TimeZone};
+use common::names::sanitize_for_display;
+use common::protocol::Outcome;
+
+/// How lines are decorated.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    /// Use ANSI colours.
+    pub color: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    /// A notice from the program (not a chat message).
+    pub fn info(&self, text: &str) -> String {
+        self.paint("36", text)
+    }
+
+    /// An error.
+    pub fn error(&self, text: &str) -> String {
+        self.paint("31", text)
+    }
+
+    fn name(&self, text: &str) -> String {
+        self.paint("1", text)
+    }
+}
+
+/// A message time: `HH:MM` today, `YYYY-MM-DD HH:MM` otherwise.
+pub fn format_time(ms: i64) -> String {
+    let Some(t) = Local.timestamp_millis_opt(ms).single() else {
+        return "??:??".into();
+    };
+    if t.date_naive() == Local::now().date_naive() {
+        t.format("%H:%M").to_string()
+    } else {
+        t.format("%Y-%m-%d %H:%M").to_string()
+    }
+}
+
+/// One chat message as shown.
+pub fn message_line(style: &Style, from: &str, body: &str, sent_at_ms: i64, held: bool) -> String {
+    let when = format_time(sent_at_ms);
+    let away = if held {
+        ", sent while you were away"
+    } else {
+        ""
+    };
+    format!(
+        "[{when}{away}] {}: {}",
+        style.name(from),
+        sanitize_for_display(body)
+    )
+}
+
+fn history_line(style: &Style, l: &HistoryLine) -> String {
+    let mut line = message_line(style, &l.from, &l.body, l.sent_at_ms, false);
+    if l.held {
+        line.push_str(" (kept while away)");
+    }
+    if l.delivered == Some(false) {
+        line.push_str(" (not delivered yet)");
+    }
+    line
+}
+
+/// What to offer after a request that ended without a chat.
+pub fn outcome_text(name: &str, outcome: Outcome) -> (String, bool) {
+    let keep = "Type messages to keep for them (delivered when you are both online), or disconnect to stop.";
+    match outcome {
+        Outcome::NoSuchUser => (
+            format!("There is no user named {name}. Try another name."),
+            false,
+        ),
+        Outcome::InvalidName => (format!("'{name}' is not a valid username."), false),
+        Outcome::SelfRequest => ("That is you. Choose someone else.".to_string(), false),
+        Outcome::Offline => (format!("{name} is offline. {keep}"), true),
+        Outcome::Declined => (format!("{name} declined the chat. {keep}"), true),
+        Outcome::Busy => (format!("{name} is busy in another chat. {keep}"), true),
+        Outcome::TimedOut => (format!("{name} did not answer. {keep}"), true),
+        Outcome::CalleeLeft => (format!("{name} went offline. {keep}"), true),
+        Outcome::TooManyRequests => (
+            "Too many requests at once; wait a moment.".to_string(),
+            false,
+        ),
+        Outcome::DuplicateId => ("That request is already pending.".to_string(), false),
+    }
+}
+
+/// Why a chat ended, as a sentence.
+pub fn chat_end_text(with: &str, reason: &ChatEnd) -> String {
+    match reason {
+        ChatEnd::YouLeft => format!("You left the chat with {with}."),
+        ChatEnd::PeerLeft => format!("{with} left the chat."),
+        ChatEnd::PeerSignedOut => format!("{with} signed out."),
+        ChatEnd::ConnectionLost(why) => format!("The connection to {with} was lost ({why})."),
+        ChatEnd::ProtocolError(why) => format!("The chat with {with} was closed: {why}."),
+    }
+}
+
+/// The lines for events that need no state to render; `None` for the rest.
+pub fn simple_event(style: &Style, ev: &Event) -> Option<Vec<String>> {
+    let lines = match ev {
+        Event::Connecting { coordinator } => vec![style.info(&format!("Connecting to the coordinator at {coordinator}..."))],
+        Event::ConnectFailed { coordinator, reason, retry_in } => vec![style.error(&format!(
+            "Cannot reach the coordinator at {coordinator}: {reason}. Retrying in {} s (type exit to quit).",
+            retry_in.as_secs().max(1)
+        ))],
+        Event::Presence { name, online: true } => vec![style.info(&format!("{name} is online."))],
+        Event::Presence { name, online: false } => vec![style.info(&format!("{name} went offline."))],
+        Event::OnlineList(names) if names.is_empty() => vec![style.info("Nobody else is online.")],
+        Event::OnlineList(names) => vec![style.info(&format!("Online: {}", names.join(", ")))],
+        Event::Message { from, body, sent_at_ms, held } => vec![message_line(style, from, body, *sent_at_ms, *held)],
+        Event::Kept { to } => vec![style.info(&format!("(kept for {to})"))],
+        Event::Delivered { to, count } => {
+            let s = if *count == 1 { "" } else { "s" };
+            vec![style.info(&format!("{count} kept message{s} delivered to {to}."))]
+        }
+        Event::MissedWhileBusy { from } => {
+            vec![style.info(&format!("{from} wanted to chat while you were busy; they were told you are busy."))]
+        }
+        Event::History { with, lines } if lines.is_empty() => vec![style.info(&format!("No messages with {with} yet."))],
+        Event::History { with, lines } => {
+            let mut out = vec![style.info(&format!("History with {with} ({} messages):", lines.len()))];
+            out.extend(lines.iter().map(|l| history_line(style, l)));
+            out
+        }
+        Event::CoordinatorLost { reason } => vec![style.error(&format!(
+            "Lost the coordinator ({reason}); reconnecting. Chats in progress go on."
+        ))],
+        Event::Reconnected => vec![style.info("Reconnected to the coordinator.")],
+        Event::Error(text) => vec![style.error(&format!("Error: {text}"))],
+        Event::Fatal(text) => vec![style.error(text)],
+        _ => return None,
+    };
+    Some(lines)
+}
+
+/// The help text.
+pub fn help() -> Vec<String> {
+    [
+        "Commands:",
+        "  /online          who is online",
+        "  /history NAME    the stored conversation with NAME",
+        "  /help            this list",
+        "  disconnect       leave the chat (or stop keeping messages)",
+        "  exit             sign out and quit (Ctrl+C and Ctrl+D too)",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn received_escapes_are_neutralised() {
+        let style = Style { color: false };
+        let line = message_line(
+            &style,
+            "bob",
+            "\x1b[2J\x1b]0;pwned\x07hi",
+            common::ids::now_millis(),
+            true,
+        );
+        assert!(!line.contains('\x1b') && !line.contains('\x07'), "{line:?}");
+        assert!(line.contains("sent while you were away"));
+    }
+
+    #[test]
+    fn offline_offers_kept_messages() {
+        let (text, keep) = outcome_text("bob", Outcome::Offline);
+        assert!(keep && text.contains("bob is offline"));
+        assert!(!outcome_text("bob", Outcome::NoSuchUser).1);
+    }
+}

@@ -1,0 +1,229 @@
+//! A local account's message store: one SQLite database per account, holding
+//! every message sent and received with its delivery state.
+//!
+//! Life cycle of a message: the sender stores it (outgoing, undelivered)
+//! before sending; the receiver stores it (idempotently, keyed by sender and
+//! id) before acknowledging; the sender marks it delivered on the
+//! acknowledgement. Undelivered outgoing messages are what is "held" for
+//! someone and sent at the next connection.
+
+use common::db::{Db, DbError};
+use common::ids::{now_millis, MessageId};
+use common::protocol::ChatMessage;
+use rusqlite::params;
+use std::path::{Path, PathBuf};
+
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE messages (
+        peer TEXT NOT NULL,
+        outgoing INTEGER NOT NULL,
+        id BLOB NOT NULL,
+        body TEXT NOT NULL,
+        sent_at_ms INTEGER NOT NULL,
+        held INTEGER NOT NULL,
+        stored_at_ms INTEGER NOT NULL,
+        delivered_at_ms INTEGER,
+        PRIMARY KEY (peer, outgoing, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX messages_by_time ON messages(peer, sent_at_ms, id);
+    CREATE INDEX messages_undelivered ON messages(peer, id)
+        WHERE outgoing = 1 AND delivered_at_ms IS NULL;
+"];
+
+/// One stored message, as history shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// The other side of the conversation.
+    pub peer: String,
+    /// True when this user sent it.
+    pub outgoing: bool,
+    /// The message.
+    pub message: ChatMessage,
+    /// For outgoing messages: when the receiver acknowledged it.
+    pub delivered_at_ms: Option<i64>,
+}
+
+/// The store of one local account.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: Db,
+    path: PathBuf,
+}
+
+/// Path of `account`'s database inside the data folder.
+pub fn account_db_path(data_dir: &Path, account: &str) -> PathBuf {
+    data_dir.join("accounts").join(format!("{account}.sqlite3"))
+}
+
+impl Store {
+    /// Opens (or creates) the database of `account` in `data_dir`.
+    pub fn open(data_dir: &Path, account: &str) -> Result<Store, DbError> {
+        let path = account_db_path(data_dir, account);
+        Ok(Store {
+            db: Db::open(&path, MIGRATIONS)?,
+            path,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stores a message this user wrote to `peer`, not yet delivered.
+    pub async fn add_outgoing(&self, peer: &str, msg: &ChatMessage) -> Result<(), DbError> {
+        let (peer, msg) = (peer.to_string(), msg.clone());
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO messages (peer, outgoing, id, body, sent_at_ms, held, stored_at_ms)
+                     VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6)",
+                    params![peer, msg.id.to_bytes(), msg.body, msg.sent_at_ms, msg.held, now_millis()],
+                )
+                .map(drop)
+            })
+            .await
+    }
+
+    /// Stores a message received from `peer`; false when it was already stored.
+    pub async fn add_incoming(&self, peer: &str, msg: &ChatMessage) -> Result<bool, DbError> {
+        let (peer, msg) = (peer.to_string(), msg.clone());
+        self.db
+            .call(move |c| {
+                let n = c.execute(
+                    "INSERT OR IGNORE INTO messages (peer, outgoing, id, body, sent_at_ms, held, stored_at_ms)
+                     VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6)",
+                    params![peer, msg.id.to_bytes(), msg.body, msg.sent_at_ms, msg.held, now_millis()],
+                )?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    /// Marks a message to `peer` delivered; false when it already was (or is unknown).
+    pub async fn mark_delivered(&self, peer: &str, id: MessageId) -> Result<bool, DbError> {
+        let peer = peer.to_string();
+        self.db
+            .call(move |c| {
+                let n = c.execute(
+                    "UPDATE messages SET delivered_at_ms = ?3
+                     WHERE peer = ?1 AND outgoing = 1 AND id = ?2 AND delivered_at_ms IS NULL",
+                    params![peer, id.to_bytes(), now_millis()],
+                )?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    /// Messages to `peer` not yet delivered, oldest first.
+    pub async fn undelivered(&self, peer: &str) -> Result<Vec<ChatMessage>, DbError> {
+        let peer = peer.to_string();
+        self.db
+            .call(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT id, body, sent_at_ms, held FROM messages
+                     WHERE peer = ?1 AND outgoing = 1 AND delivered_at_ms IS NULL ORDER BY id",
+                )?;
+                let rows = stmt.query_map([peer], |r| {
+                    Ok(ChatMessage {
+                        id: MessageId::from_bytes(r.get(0)?),
+                        body: r.get(1)?,
+                        sent_at_ms: r.get(2)?,
+                        held: r.get(3)?,
+                    })
+                })?;
+                rows.collect()
+            })
+            .await
+    }
+
+    /// Everyone this user has undelivered messages for.
+    pub async fn peers_with_undelivered(&self) -> Result<Vec<String>, DbError> {
+        self.db
+            .call(|c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT DISTINCT peer FROM messages WHERE outgoing = 1 AND delivered_at_ms IS NULL",
+                )?;
+                let rows = stmt.query_map([], |r| r.get(0))?;
+                rows.collect()
+            })
+            .await
+    }
+
+    /// The last `limit` messages with `peer`, oldest first.
+    pub async fn history(&self, peer: &str, limit: u32) -> Result<Vec<StoredMessage>, DbError> {
+        let peer = peer.to_string();
+        self.db
+            .call(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT outgoing, id, body, sent_at_ms, held, delivered_at_ms FROM (
+                         SELECT * FROM messages WHERE peer = ?1
+                         ORDER BY sent_at_ms DESC, id DESC LIMIT ?2
+                     ) ORDER BY sent_at_ms, id",
+                )?;
+                let rows = stmt.query_map(params![peer, limit], |r| {
+                    Ok(StoredMessage {
+                        peer: peer.clone(),
+                        outgoing: r.get(0)?,
+                        message: ChatMessage {
+                            id: MessageId::from_bytes(r.get(1)?),
+                            body: r.get(2)?,
+                            sent_at_ms: r.get(3)?,
+                            held: r.get(4)?,
+                        },
+                        delivered_at_ms: r.get(5)?,
+                    })
+                })?;
+                rows.collect()
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(body: &str, held: bool) -> ChatMessage {
+        ChatMessage {
+            id: MessageId::generate(),
+            sent_at_ms: now_millis(),
+            held,
+            body: body.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn life_cycle() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "alice").unwrap();
+        let (a, b) = (msg("one", true), msg("two", false));
+        store.add_outgoing("bob", &a).await.unwrap();
+        store.add_outgoing("bob", &b).await.unwrap();
+        assert_eq!(
+            store.undelivered("bob").await.unwrap(),
+            vec![a.clone(), b.clone()]
+        );
+        assert_eq!(
+            store.peers_with_undelivered().await.unwrap(),
+            vec!["bob".to_string()]
+        );
+        assert!(store.mark_delivered("bob", a.id).await.unwrap());
+        assert!(
+            !store.mark_delivered("bob", a.id).await.unwrap(),
+            "second ack changes nothing"
+        );
+        assert_eq!(store.undelivered("bob").await.unwrap(), vec![b.clone()]);
+
+        let c = msg("three", true);
+        assert!(store.add_incoming("bob", &c).await.unwrap());
+        assert!(
+            !store.add_incoming("bob", &c).await.unwrap(),
+            "a resend is stored once"
+        );
+        let h = store.history("bob", 10).await.unwrap();
+        assert_eq!(h.len(), 3);
+        assert!(h[0].outgoing && h[0].delivered_at_ms.is_some());
+        assert!(!h[2].outgoing && h[2].message.held);
+    }
+}

@@ -1,0 +1,1 @@
+//! Peer tests (to come).
