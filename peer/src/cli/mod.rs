@@ -138,14 +138,14 @@ pub async fn run(
         "Welcome to p2pchat. Type exit (or press Ctrl+C) at any prompt to sign out and quit.",
     ));
     let mut stopping = false;
+    let mut input_closed = false;
     loop {
         if !stopping {
+            cli.ask().await;
             if cli.exit.is_some() {
                 stopping = true;
                 cli.say(&cli.style.info("Signing out..."));
                 let _ = cli.engine.send(Command::Shutdown).await;
-            } else {
-                cli.ask().await;
             }
         }
         tokio::select! {
@@ -153,7 +153,7 @@ pub async fn run(
                 None | Some(Event::Stopped) => break,
                 Some(ev) => cli.on_event(ev).await,
             },
-            input = lines.recv(), if !stopping => {
+            input = lines.recv(), if !stopping && !input_closed => {
                 // A terminal read is over; a pipe's prompt stays printed
                 // until the state changes.
                 if matches!(cli.reader, Reader::Terminal { .. }) {
@@ -162,9 +162,15 @@ pub async fn run(
                 match input {
                     Some(Input::Line(line)) => cli.on_input(line).await,
                     Some(Input::TooLong(n)) => cli.say(&cli.style.error(&format!(
-                        "That line has {n} bytes; lines are limited to {} bytes. Nothing was sent.", input::MAX_LINE_BYTES
+                        "That line has {n} bytes; lines are limited to {} bytes. Nothing was sent.",
+                        input::MAX_LINE_BYTES
                     ))),
-                    Some(Input::Interrupted) | Some(Input::Eof) | None => cli.exit = Some(cli.exit.unwrap_or(Exit::Normal)),
+                    Some(Input::Interrupted) => cli.exit = Some(Exit::Normal),
+                    // End of input is `exit`, after the lines typed before it.
+                    Some(Input::Eof) | None => {
+                        input_closed = true;
+                        cli.on_input("exit".to_string()).await;
+                    }
                 }
             }
             _ = tokio::signal::ctrl_c(), if !stopping => cli.exit = Some(Exit::Normal),
@@ -191,14 +197,15 @@ impl Cli {
         }
     }
 
-    /// A line as typed: `exit` acts at once; while waiting, lines are kept.
+    /// A line as typed: `exit` acts at once (after lines typed before it);
+    /// while waiting, lines are kept.
     async fn on_input(&mut self, line: String) {
         let word = line.trim();
         let cancel = matches!(self.state, State::Requesting { .. })
             && word.eq_ignore_ascii_case("disconnect");
-        if word.eq_ignore_ascii_case("exit") {
+        if word.eq_ignore_ascii_case("exit") && self.queued.is_empty() {
             self.exit = Some(Exit::Normal);
-        } else if self.state.waiting() && !cancel {
+        } else if (self.state.waiting() || !self.queued.is_empty()) && !cancel {
             self.queued.push_back(line);
         } else {
             self.on_line(line).await;
