@@ -450,6 +450,15 @@ pub fn is_certificate_rejection(err: &quinn::ConnectionError) -> bool {
         || t.reason.contains("certificate")
 }
 
+/// True when the other side ended the handshake with a TLS alert (it
+/// refused our certificate or our ALPN).
+pub fn is_refused_by_peer(err: &quinn::ConnectionError) -> bool {
+    let quinn::ConnectionError::ConnectionClosed(c) = err else {
+        return false;
+    };
+    (0x100..0x200).contains(&u64::from(c.error_code))
+}
+
 /// The ALPN a connection negotiated, if any.
 pub fn negotiated_alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
     conn.handshake_data()?

@@ -46,6 +46,9 @@ pub enum DialError {
         /// The candidate.
         addr: SocketAddr,
     },
+    /// The peer refused our certificate: it was not told to expect us.
+    #[error("the peer refused our certificate (it was not expecting this connection)")]
+    NotVouched,
     /// No candidate answered.
     #[error("no candidate address answered ({0})")]
     Unreachable(String),
@@ -57,8 +60,16 @@ pub enum DialError {
     Protocol(String),
 }
 
+/// How long the dialer keeps trying while the acceptor refuses its
+/// certificate: the coordinator tells both sides at once, and the dialer's
+/// first packets may arrive before the acceptor has read that it should
+/// expect them.
+const VOUCH_GRACE: Duration = Duration::from_secs(5);
+const VOUCH_RETRY: Duration = Duration::from_millis(100);
+
 /// Dials every candidate at once; the first connection whose certificate
-/// matches `expected` wins and the rest are dropped (closing them).
+/// matches `expected` wins and the rest are dropped (closing them). A peer
+/// that refuses our certificate is tried again for a few seconds.
 pub async fn dial(
     endpoint: &quinn::Endpoint,
     identity: &Identity,
@@ -67,6 +78,60 @@ pub async fn dial(
 ) -> Result<quinn::Connection, DialError> {
     let config = tls::peer_client_config(identity, expected)
         .map_err(|e| DialError::Protocol(e.to_string()))?;
+    let started = Instant::now();
+    loop {
+        match dial_once(endpoint, &config, addrs).await {
+            Err(DialError::NotVouched) if started.elapsed() < VOUCH_GRACE => {
+                tokio::time::sleep(VOUCH_RETRY).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Dials (as [`dial`]) and says hello. In TLS 1.3 the dialer's handshake
+/// completes before the acceptor has checked the dialer's certificate, so a
+/// refusal can also surface as a failed hello: that is retried the same way.
+pub async fn connect(
+    endpoint: &quinn::Endpoint,
+    identity: &Identity,
+    expected: Fingerprint,
+    addrs: &[SocketAddr],
+    me: &str,
+    kind: RequestKind,
+) -> Result<(quinn::Connection, SendStream, RecvStream), DialError> {
+    let config = tls::peer_client_config(identity, expected)
+        .map_err(|e| DialError::Protocol(e.to_string()))?;
+    let started = Instant::now();
+    loop {
+        let attempt = match dial_once(endpoint, &config, addrs).await {
+            Ok(conn) => match hello_as_dialer(&conn, me, kind).await {
+                Ok((send, recv)) => Ok((conn, send, recv)),
+                Err(_)
+                    if conn
+                        .close_reason()
+                        .is_some_and(|r| tls::is_refused_by_peer(&r)) =>
+                {
+                    Err(DialError::NotVouched)
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        match attempt {
+            Err(DialError::NotVouched) if started.elapsed() < VOUCH_GRACE => {
+                tokio::time::sleep(VOUCH_RETRY).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn dial_once(
+    endpoint: &quinn::Endpoint,
+    config: &quinn::ClientConfig,
+    addrs: &[SocketAddr],
+) -> Result<quinn::Connection, DialError> {
     let ipv6 = endpoint.local_addr().map(|a| a.is_ipv6()).unwrap_or(false);
     let mut attempts = JoinSet::new();
     for &addr in addrs.iter().filter(|a| ipv6 || a.is_ipv4()) {
@@ -81,6 +146,7 @@ pub async fn dial(
     }
     let mut failures = Vec::new();
     let mut wrong_cert = None;
+    let mut refused = false;
     while let Some(done) = attempts.join_next().await {
         let Ok((addr, result)) = done else { continue };
         match result {
@@ -89,12 +155,16 @@ pub async fn dial(
                 tracing::warn!(%addr, "candidate presented an unexpected certificate");
                 wrong_cert = Some(addr);
             }
-            Ok(Err(e)) => failures.push(format!("{addr}: {e}")),
+            Ok(Err(e)) => {
+                refused |= tls::is_refused_by_peer(&e);
+                failures.push(format!("{addr}: {e}"));
+            }
             Err(_) => failures.push(format!("{addr}: timed out")),
         }
     }
     match wrong_cert {
         Some(addr) => Err(DialError::WrongCertificate { addr }),
+        None if refused => Err(DialError::NotVouched),
         None if failures.is_empty() => Err(DialError::Unreachable("no usable address".into())),
         None => Err(DialError::Unreachable(failures.join("; "))),
     }

@@ -688,8 +688,9 @@ impl Engine {
                 let tx = self.net_tx.clone();
                 self.tasks.spawn(async move {
                     let result = async {
-                        let conn = direct::dial(&endpoint, &identity, fingerprint, &addrs).await?;
-                        let (send, recv) = direct::hello_as_dialer(&conn, &me, kind).await?;
+                        let (conn, send, recv) =
+                            direct::connect(&endpoint, &identity, fingerprint, &addrs, &me, kind)
+                                .await?;
                         Ok::<_, direct::DialError>(LinkUp {
                             peer: peer.clone(),
                             kind,
