@@ -435,8 +435,9 @@ pub fn insecure_client_config_with_alpn(
     Ok(cfg)
 }
 
-/// True when a connection failed because one side refused the other's
-/// certificate (a fingerprint or CA check), as opposed to the network.
+/// True when a connection failed because our verifier refused the other
+/// side's certificate (a fingerprint or CA check), as opposed to the network
+/// or a refusal by the other side (see [`is_refused_by_peer`]).
 pub fn is_certificate_rejection(err: &quinn::ConnectionError) -> bool {
     let quinn::ConnectionError::TransportError(t) = err else {
         return false;

@@ -85,32 +85,47 @@ impl Store {
             .await
     }
 
-    /// Stores a message received from `peer`; false when it was already stored.
-    pub async fn add_incoming(&self, peer: &str, msg: &ChatMessage) -> Result<bool, DbError> {
-        let (peer, msg) = (peer.to_string(), msg.clone());
+    /// Stores messages received from `peer`, in one transaction; for each,
+    /// false when it was already stored (a resend).
+    pub async fn add_incoming(
+        &self,
+        peer: &str,
+        msgs: Vec<ChatMessage>,
+    ) -> Result<Vec<bool>, DbError> {
+        let peer = peer.to_string();
         self.db
             .call(move |c| {
-                let n = c.execute(
+                let mut stmt = c.prepare_cached(
                     "INSERT OR IGNORE INTO messages (peer, outgoing, id, body, sent_at_ms, held, stored_at_ms)
                      VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6)",
-                    params![peer, msg.id.to_bytes(), msg.body, msg.sent_at_ms, msg.held, now_millis()],
                 )?;
-                Ok(n == 1)
+                let now = now_millis();
+                msgs.iter()
+                    .map(|m| {
+                        let n = stmt.execute(params![peer, m.id.to_bytes(), m.body, m.sent_at_ms, m.held, now])?;
+                        Ok(n == 1)
+                    })
+                    .collect()
             })
             .await
     }
 
-    /// Marks a message to `peer` delivered; false when it already was (or is unknown).
-    pub async fn mark_delivered(&self, peer: &str, id: MessageId) -> Result<bool, DbError> {
+    /// Marks messages to `peer` delivered, in one transaction; returns how
+    /// many were not marked before.
+    pub async fn mark_delivered(&self, peer: &str, ids: Vec<MessageId>) -> Result<usize, DbError> {
         let peer = peer.to_string();
         self.db
             .call(move |c| {
-                let n = c.execute(
+                let mut stmt = c.prepare_cached(
                     "UPDATE messages SET delivered_at_ms = ?3
                      WHERE peer = ?1 AND outgoing = 1 AND id = ?2 AND delivered_at_ms IS NULL",
-                    params![peer, id.to_bytes(), now_millis()],
                 )?;
-                Ok(n == 1)
+                let now = now_millis();
+                let mut changed = 0;
+                for id in ids {
+                    changed += stmt.execute(params![peer, id.to_bytes(), now])?;
+                }
+                Ok(changed)
             })
             .await
     }
@@ -208,21 +223,18 @@ mod tests {
             store.peers_with_undelivered().await.unwrap(),
             vec!["bob".to_string()]
         );
-        assert!(store.mark_delivered("bob", a.id).await.unwrap());
-        assert!(
-            !store.mark_delivered("bob", a.id).await.unwrap(),
-            "second ack changes nothing"
-        );
+        assert_eq!(store.mark_delivered("bob", vec![a.id]).await.unwrap(), 1);
+        let again = store.mark_delivered("bob", vec![a.id]).await.unwrap();
+        assert_eq!(again, 0, "a second ack changes nothing");
         assert_eq!(store.undelivered("bob").await.unwrap(), vec![b.clone()]);
 
-        let c = msg("three", true);
-        assert!(store.add_incoming("bob", &c).await.unwrap());
-        assert!(
-            !store.add_incoming("bob", &c).await.unwrap(),
-            "a resend is stored once"
-        );
+        let (c, d) = (msg("three", true), msg("four", false));
+        let fresh = store.add_incoming("bob", vec![c.clone(), d]).await.unwrap();
+        assert_eq!(fresh, vec![true, true]);
+        let resend = store.add_incoming("bob", vec![c]).await.unwrap();
+        assert_eq!(resend, vec![false], "a resend is stored once");
         let h = store.history("bob", 10).await.unwrap();
-        assert_eq!(h.len(), 3);
+        assert_eq!(h.len(), 4);
         assert!(h[0].outgoing && h[0].delivered_at_ms.is_some());
         assert!(!h[2].outgoing && h[2].message.held);
     }

@@ -1,17 +1,18 @@
 //! Reading lines: from a terminal with rustyline (line editing, history,
 //! masked passwords, and an external printer that keeps the prompt intact
-//! while messages arrive), or plain lines from a pipe.
+//! while messages arrive), from a terminal rustyline cannot drive (plain
+//! lines, passwords without echo), or plain lines from a pipe.
 //!
 //! Both run on a dedicated thread, since reading blocks; lines come back
 //! through a bounded channel.
 
 use rustyline::completion::Completer;
 use rustyline::config::Configurer;
-use rustyline::highlight::Highlighter;
+use rustyline::highlight::{CmdKind, Highlighter};
 use rustyline::hint::Hinter;
 use rustyline::history::DefaultHistory;
 use rustyline::validate::Validator;
-use rustyline::{Editor, ExternalPrinter, Helper};
+use rustyline::{ColorMode, Editor, ExternalPrinter, Helper};
 use std::borrow::Cow;
 use std::io::{BufRead, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,19 +62,25 @@ impl Highlighter for Masking {
             Cow::Borrowed(line)
         }
     }
-    fn highlight_char(&self, _line: &str, _pos: usize, _forced: bool) -> bool {
-        self.on.load(Ordering::Relaxed)
+    fn highlight_char(&self, _line: &str, _pos: usize, kind: CmdKind) -> bool {
+        kind != CmdKind::MoveCursor && self.on.load(Ordering::Relaxed)
     }
 }
 
 /// The line source.
 pub enum Reader {
-    /// An interactive terminal.
-    Terminal {
+    /// A terminal with line editing: lines are read on request.
+    Editor {
         /// Read requests to the editor thread.
         requests: std_mpsc::Sender<ReadRequest>,
         /// Prints above the prompt while a line is being read.
         printer: Box<dyn ExternalPrinter + Send>,
+    },
+    /// A terminal line editing cannot drive (`TERM=dumb`, say): lines are
+    /// read on request, passwords without echo.
+    Basic {
+        /// Read requests to the reading thread.
+        requests: std_mpsc::Sender<ReadRequest>,
     },
     /// A pipe or file: lines are read ahead continuously.
     Plain,
@@ -83,44 +90,115 @@ impl Reader {
     /// Starts the reader for a terminal (`terminal`) or a pipe.
     pub fn start(terminal: bool) -> Result<(Reader, mpsc::Receiver<Input>), String> {
         let (tx, rx) = mpsc::channel(256);
-        if !terminal {
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
-                .name("stdin".into())
-                .spawn(move || read_plain(tx))
-                .map_err(|e| e.to_string())?;
+                .name(name.into())
+                .spawn(f)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        };
+        if !terminal {
+            spawn("stdin", Box::new(move || read_plain(tx)))?;
             return Ok((Reader::Plain, rx));
         }
-        let masking = Arc::new(AtomicBool::new(false));
-        let mut editor: Editor<Masking, DefaultHistory> =
-            Editor::new().map_err(|e| e.to_string())?;
-        editor.set_helper(Some(Masking {
-            on: masking.clone(),
-        }));
-        editor.set_auto_add_history(false);
-        let printer = editor
-            .create_external_printer()
-            .map_err(|e| e.to_string())?;
         let (req_tx, req_rx) = std_mpsc::channel::<ReadRequest>();
-        std::thread::Builder::new()
-            .name("terminal".into())
-            .spawn(move || read_terminal(editor, masking, req_rx, tx))
-            .map_err(|e| e.to_string())?;
-        Ok((
-            Reader::Terminal {
-                requests: req_tx,
-                printer: Box::new(printer),
-            },
-            rx,
-        ))
+        match editor() {
+            Ok((editor, masking, printer)) => {
+                spawn(
+                    "terminal",
+                    Box::new(move || read_terminal(editor, masking, req_rx, tx)),
+                )?;
+                Ok((
+                    Reader::Editor {
+                        requests: req_tx,
+                        printer,
+                    },
+                    rx,
+                ))
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "no line editing on this terminal");
+                spawn("terminal", Box::new(move || read_basic(req_rx, tx)))?;
+                Ok((Reader::Basic { requests: req_tx }, rx))
+            }
+        }
+    }
+
+    /// True when lines are read on request (a terminal), false when read
+    /// ahead (a pipe).
+    pub fn on_request(&self) -> bool {
+        !matches!(self, Reader::Plain)
     }
 
     /// Asks the terminal for a line (no effect for a pipe, which reads ahead).
     pub fn request(&self, prompt: &str, secret: bool) {
-        if let Reader::Terminal { requests, .. } = self {
+        if let Reader::Editor { requests, .. } | Reader::Basic { requests } = self {
             let _ = requests.send(ReadRequest {
                 prompt: prompt.to_string(),
                 secret,
             });
+        }
+    }
+
+    /// Prints a line: above the prompt while the editor reads, else plainly.
+    pub fn print(&mut self, line: &str, reading: bool) {
+        match self {
+            Reader::Editor { printer, .. } if reading => {
+                let _ = printer.print(format!("{line}\n"));
+            }
+            _ => println!("{line}"),
+        }
+    }
+}
+
+type Ready = (
+    Editor<Masking, DefaultHistory>,
+    Arc<AtomicBool>,
+    Box<dyn ExternalPrinter + Send>,
+);
+
+fn editor() -> Result<Ready, String> {
+    let masking = Arc::new(AtomicBool::new(false));
+    let mut editor: Editor<Masking, DefaultHistory> = Editor::new().map_err(|e| e.to_string())?;
+    editor.set_helper(Some(Masking {
+        on: masking.clone(),
+    }));
+    editor.set_auto_add_history(false);
+    // Masking is done by the highlighter: it must run even where colours
+    // are off (NO_COLOR, a monochrome terminal), or a password would show.
+    editor.set_color_mode(ColorMode::Forced);
+    let printer = editor
+        .create_external_printer()
+        .map_err(|e| e.to_string())?;
+    Ok((editor, masking, Box::new(printer)))
+}
+
+/// Reads on request without line editing; passwords are read with echo off.
+fn read_basic(requests: std_mpsc::Receiver<ReadRequest>, tx: mpsc::Sender<Input>) {
+    let stdin = std::io::stdin();
+    while let Ok(req) = requests.recv() {
+        print!("{}", req.prompt);
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        let item = if req.secret {
+            match rpassword::read_password() {
+                Ok(line) => Input::Line(line),
+                Err(_) => Input::Eof,
+            }
+        } else {
+            let mut line = String::new();
+            match stdin
+                .lock()
+                .take(MAX_LINE_BYTES as u64 + 1)
+                .read_line(&mut line)
+            {
+                Ok(0) | Err(_) => Input::Eof,
+                Ok(n) if n > MAX_LINE_BYTES => Input::TooLong(n),
+                Ok(_) => Input::Line(line.trim_end_matches(['\n', '\r']).to_string()),
+            }
+        };
+        let end = item == Input::Eof;
+        if tx.blocking_send(item).is_err() || end {
+            return;
         }
     }
 }

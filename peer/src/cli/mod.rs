@@ -106,6 +106,8 @@ struct Cli {
     queued: VecDeque<String>,
     /// A read (terminal) or a printed prompt (pipe) is outstanding.
     asked: bool,
+    /// The prompt of the terminal read in progress.
+    reading: String,
     exit: Option<Exit>,
 }
 
@@ -132,6 +134,7 @@ pub async fn run(
         me: String::new(),
         queued: VecDeque::new(),
         asked: false,
+        reading: String::new(),
         exit: None,
     };
     cli.say(&cli.style.info(
@@ -156,7 +159,7 @@ pub async fn run(
             input = lines.recv(), if !stopping && !input_closed => {
                 // A terminal read is over; a pipe's prompt stays printed
                 // until the state changes.
-                if matches!(cli.reader, Reader::Terminal { .. }) {
+                if cli.reader.on_request() {
                     cli.asked = false;
                 }
                 match input {
@@ -183,12 +186,7 @@ pub async fn run(
 impl Cli {
     /// Prints a line above the prompt (terminal) or on its own (pipe).
     fn say(&mut self, line: &str) {
-        match &mut self.reader {
-            Reader::Terminal { printer, .. } if self.asked => {
-                let _ = printer.print(format!("{line}\n"));
-            }
-            _ => println!("{line}"),
-        }
+        self.reader.print(line, self.asked);
     }
 
     fn say_all(&mut self, lines: Vec<String>) {
@@ -226,21 +224,32 @@ impl Cli {
         let Some((prompt, secret)) = self.state.prompt(&self.me) else {
             return;
         };
-        match &self.reader {
-            Reader::Terminal { .. } => self.reader.request(&prompt, secret),
-            Reader::Plain if !prompt.is_empty() => println!("{}", prompt.trim_end()),
-            Reader::Plain => {}
+        if self.reader.on_request() {
+            self.reader.request(&prompt, secret);
+            self.reading = prompt;
+        } else if !prompt.is_empty() {
+            println!("{}", prompt.trim_end());
         }
         self.asked = true;
     }
 
     fn set(&mut self, state: State) {
-        if self.state != state {
-            self.state = state;
-            // A pipe prints the new prompt; a terminal keeps its read going.
-            if matches!(self.reader, Reader::Plain) {
-                self.asked = false;
-            }
+        if self.state == state {
+            return;
+        }
+        self.state = state;
+        if !self.reader.on_request() {
+            // A pipe prints the new prompt.
+            self.asked = false;
+            return;
+        }
+        // A terminal read cannot change its prompt: show the new question
+        // above it instead (other states are announced by their event).
+        let asks = matches!(self.state, State::Username | State::Who);
+        let question = self.state.prompt(&self.me).filter(|_| asks).map(|(p, _)| p);
+        if let Some(q) = question.filter(|q| self.asked && !q.is_empty() && *q != self.reading) {
+            let line = self.style.info(q.trim_end());
+            self.say(&line);
         }
     }
 

@@ -16,10 +16,10 @@ use common::limits::TokenBucket;
 use common::names::{check_message, normalize_username};
 use common::protocol::{ChatMessage, PeerMsg, RequestKind, PROTOCOL_VERSION};
 use common::tls::{self, Identity};
-use common::wire::{read_frame, write_frame, WireError};
+use common::wire::{encode, read_frame, write_frame, WireError};
 use common::Fingerprint;
 use quinn::{RecvStream, SendStream};
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -31,6 +31,8 @@ pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames a peer may send in a burst, then per second.
 const FRAME_BURST: u32 = 5000;
 const FRAME_RATE: u32 = 2000;
+/// Most inbound frames handled (and stored) together.
+const MAX_BATCH: usize = 256;
 /// Messages a session may have queued for sending.
 pub const LINK_QUEUE: usize = 1024;
 /// The TLS server name used between peers (names are not checked: the
@@ -376,99 +378,199 @@ impl Session {
         in_rx: &mut mpsc::Receiver<Inbound>,
         cmds: &mut mpsc::Receiver<LinkCmd>,
     ) -> ChatEnd {
+        match self.exchange(send, in_rx, cmds).await {
+            Ok(end) | Err(end) => end,
+        }
+    }
+
+    /// The session proper; `Err` carries the end of a failed session.
+    async fn exchange(
+        &self,
+        send: &mut SendStream,
+        in_rx: &mut mpsc::Receiver<Inbound>,
+        cmds: &mut mpsc::Receiver<LinkCmd>,
+    ) -> Result<ChatEnd, ChatEnd> {
         // Held messages first: their acks are counted to tell the user.
-        let held = match self.store.undelivered(&self.peer).await {
-            Ok(m) => m,
-            Err(e) => return self.fail(CloseCode::INTERNAL, e.to_string()),
+        let held = self
+            .store
+            .undelivered(&self.peer)
+            .await
+            .map_err(|e| self.internal(e))?;
+        let mut progress = Progress {
+            waiting_held: held.iter().map(|m| m.id).collect(),
+            held_count: held.len(),
+            outstanding: held.iter().map(|m| m.id).collect(),
+            peer_flushed: false,
+            peer_eof: false,
         };
-        let mut waiting_held: HashMap<MessageId, ()> = HashMap::new();
-        let mut outstanding: HashMap<MessageId, ()> = HashMap::new();
-        let held_count = held.len();
-        for m in held {
-            waiting_held.insert(m.id, ());
-            outstanding.insert(m.id, ());
-            if let Err(e) = write_frame(send, &PeerMsg::Message(m)).await {
-                return self.fail(CloseCode::PROTOCOL_ERROR, e.to_string());
-            }
-        }
-        if let Err(e) = write_frame(send, &PeerMsg::Flushed).await {
-            return self.fail(CloseCode::PROTOCOL_ERROR, e.to_string());
-        }
-        let mut peer_flushed = false;
+        let mut frames: Vec<PeerMsg> = held.into_iter().map(PeerMsg::Message).collect();
+        frames.push(PeerMsg::Flushed);
+        self.write_all(send, &frames).await?;
         let mut finished = false;
-        let mut peer_eof = false;
         loop {
-            let delivery_done =
-                self.kind == RequestKind::Deliver && peer_flushed && outstanding.is_empty();
+            let delivery_done = self.kind == RequestKind::Deliver && progress.done();
             if delivery_done && !finished {
                 let _ = send.finish();
                 finished = true;
             }
-            if delivery_done && peer_eof {
+            if delivery_done && progress.peer_eof {
                 close::close(&self.conn, CloseCode::NORMAL);
-                return ChatEnd::PeerLeft;
+                return Ok(ChatEnd::PeerLeft);
             }
             tokio::select! {
                 biased;
-                err = self.conn.closed() => return end_reason(&err),
+                err = self.conn.closed() => return Ok(end_reason(&err)),
                 cmd = cmds.recv() => match cmd {
                     Some(LinkCmd::Send(m)) if !finished => {
-                        outstanding.insert(m.id, ());
-                        if let Err(e) = write_frame(send, &PeerMsg::Message(m)).await {
-                            return self.fail(CloseCode::PROTOCOL_ERROR, e.to_string());
-                        }
+                        progress.outstanding.insert(m.id);
+                        self.write_all(send, &[PeerMsg::Message(m)]).await?;
                     }
                     Some(LinkCmd::Send(_)) => {}
                     Some(LinkCmd::Close(code)) => {
                         close::close(&self.conn, code);
-                        return if code == CloseCode::SIGNED_OUT { ChatEnd::PeerSignedOut } else { ChatEnd::YouLeft };
+                        return Ok(if code == CloseCode::SIGNED_OUT { ChatEnd::PeerSignedOut } else { ChatEnd::YouLeft });
                     }
                     None => {
                         close::close(&self.conn, CloseCode::SIGNED_OUT);
-                        return ChatEnd::YouLeft;
+                        return Ok(ChatEnd::YouLeft);
                     }
                 },
-                inbound = in_rx.recv() => match inbound {
-                    Some(Inbound::Frame(PeerMsg::Message(m))) => {
-                        if let Err(e) = check_message(&m.body) {
-                            return self.fail(CloseCode::PROTOCOL_ERROR, format!("{} sent an invalid message: {e}", self.peer));
-                        }
-                        match self.store.add_incoming(&self.peer, &m).await {
-                            Ok(true) => self.report(LinkEvent::Received(m.clone())).await,
-                            Ok(false) => {}
-                            Err(e) => return self.fail(CloseCode::INTERNAL, e.to_string()),
-                        }
-                        if let Err(e) = write_frame(send, &PeerMsg::Ack { id: m.id }).await {
-                            return self.fail(CloseCode::PROTOCOL_ERROR, e.to_string());
+                inbound = in_rx.recv() => {
+                    // Take everything already read, so that storage and
+                    // acknowledgements are batched under load.
+                    let mut batch = vec![inbound.unwrap_or(Inbound::Eof)];
+                    while batch.len() < MAX_BATCH {
+                        match in_rx.try_recv() {
+                            Ok(item) => batch.push(item),
+                            Err(_) => break,
                         }
                     }
-                    Some(Inbound::Frame(PeerMsg::Ack { id })) => {
-                        if let Err(e) = self.store.mark_delivered(&self.peer, id).await {
-                            return self.fail(CloseCode::INTERNAL, e.to_string());
-                        }
-                        outstanding.remove(&id);
-                        if waiting_held.remove(&id).is_some() && waiting_held.is_empty() {
-                            self.report(LinkEvent::HeldDelivered(held_count)).await;
-                        }
+                    if let Some(end) = self.on_inbound(batch, send, &mut progress).await? {
+                        return Ok(end);
                     }
-                    Some(Inbound::Frame(PeerMsg::Flushed)) => peer_flushed = true,
-                    Some(Inbound::Frame(_)) => {
-                        return self.fail(CloseCode::PROTOCOL_ERROR, format!("{} sent a frame out of order", self.peer));
-                    }
-                    Some(Inbound::Bad(why, code)) => return self.fail(code, format!("{} sent bad data: {why}", self.peer)),
-                    Some(Inbound::Eof) | None => {
-                        if self.kind == RequestKind::Chat {
-                            // A chat peer never finishes its stream; wait for the close.
-                            let err = self.conn.closed().await;
-                            return end_reason(&err);
-                        }
-                        if !(peer_flushed && outstanding.is_empty()) {
-                            return self.fail(CloseCode::PROTOCOL_ERROR, format!("{} ended the delivery early", self.peer));
-                        }
-                        peer_eof = true;
-                    }
-                },
+
+                }
             }
         }
+    }
+
+    /// Handles a batch of inbound items in order: messages are stored (in one
+    /// transaction) and then acknowledged, acknowledgements mark messages
+    /// delivered. `Some` ends the session.
+    async fn on_inbound(
+        &self,
+        batch: Vec<Inbound>,
+        send: &mut SendStream,
+        progress: &mut Progress,
+    ) -> Result<Option<ChatEnd>, ChatEnd> {
+        let mut messages = Vec::new();
+        let mut acks = Vec::new();
+        let mut last = None;
+        for item in batch {
+            match item {
+                Inbound::Frame(PeerMsg::Message(m)) => {
+                    if let Err(e) = check_message(&m.body) {
+                        let why = format!("{} sent an invalid message: {e}", self.peer);
+                        return Err(self.fail(CloseCode::PROTOCOL_ERROR, why));
+                    }
+                    messages.push(m);
+                }
+                Inbound::Frame(PeerMsg::Ack { id }) => acks.push(id),
+                Inbound::Frame(PeerMsg::Flushed) => progress.peer_flushed = true,
+                other => {
+                    last = Some(other);
+                    break;
+                }
+            }
+        }
+        if !messages.is_empty() {
+            let fresh = self
+                .store
+                .add_incoming(&self.peer, messages.clone())
+                .await
+                .map_err(|e| self.internal(e))?;
+            let reply: Vec<PeerMsg> = messages.iter().map(|m| PeerMsg::Ack { id: m.id }).collect();
+            for (m, new) in messages.into_iter().zip(fresh) {
+                if new {
+                    self.report(LinkEvent::Received(m)).await;
+                }
+            }
+            self.write_all(send, &reply).await?;
+        }
+        if !acks.is_empty() {
+            self.store
+                .mark_delivered(&self.peer, acks.clone())
+                .await
+                .map_err(|e| self.internal(e))?;
+            for id in acks {
+                progress.outstanding.remove(&id);
+                if progress.waiting_held.remove(&id) && progress.waiting_held.is_empty() {
+                    self.report(LinkEvent::HeldDelivered(progress.held_count))
+                        .await;
+                }
+            }
+        }
+        match last {
+            None => Ok(None),
+            Some(Inbound::Frame(_)) => {
+                let why = format!("{} sent a frame out of order", self.peer);
+                Err(self.fail(CloseCode::PROTOCOL_ERROR, why))
+            }
+            Some(Inbound::Bad(why, code)) => {
+                Err(self.fail(code, format!("{} sent bad data: {why}", self.peer)))
+            }
+            Some(Inbound::Eof) if self.kind == RequestKind::Chat => {
+                // A chat peer never finishes its stream; wait for the close.
+                Ok(Some(end_reason(&self.conn.closed().await)))
+            }
+            Some(Inbound::Eof) if progress.done() => {
+                progress.peer_eof = true;
+                Ok(None)
+            }
+            Some(Inbound::Eof) => {
+                let why = format!("{} ended the delivery early", self.peer);
+                Err(self.fail(CloseCode::PROTOCOL_ERROR, why))
+            }
+        }
+    }
+
+    async fn write_all(&self, send: &mut SendStream, frames: &[PeerMsg]) -> Result<(), ChatEnd> {
+        let mut bytes = Vec::new();
+        for f in frames {
+            bytes.extend(
+                encode(f).map_err(|e| self.fail(CloseCode::PROTOCOL_ERROR, e.to_string()))?,
+            );
+        }
+        send.write_all(&bytes)
+            .await
+            .map_err(|e| self.fail(CloseCode::PROTOCOL_ERROR, e.to_string()))
+    }
+
+    fn internal(&self, e: common::db::DbError) -> ChatEnd {
+        self.fail(
+            CloseCode::INTERNAL,
+            format!("your message store failed: {e}"),
+        )
+    }
+}
+
+/// What a session has sent and received so far.
+struct Progress {
+    /// Messages that were waiting at the start and are not acknowledged yet.
+    waiting_held: HashSet<MessageId>,
+    /// How many were waiting at the start.
+    held_count: usize,
+    /// Every message sent and not acknowledged yet.
+    outstanding: HashSet<MessageId>,
+    /// The other side has sent everything it held for us.
+    peer_flushed: bool,
+    /// The other side finished its stream (a delivery is over).
+    peer_eof: bool,
+}
+
+impl Progress {
+    /// Both sides have delivered everything they held.
+    fn done(&self) -> bool {
+        self.peer_flushed && self.outstanding.is_empty()
     }
 }

@@ -1,0 +1,616 @@
+//! The terminal front end in a pseudo-terminal: the real `peer` binary runs
+//! inside a private tmux server (its own socket, killed on drop) against the
+//! real `coordinator` binary, and a second `peer` is driven through pipes.
+//!
+//! Checked: a password is never shown while it is typed (only `*`s); a
+//! message arriving while a line is half typed appears above the prompt and
+//! leaves the prompt and the typed text intact; Ctrl+C at a prompt signs out
+//! cleanly (exit status 0, the terminal's echo restored, the other side told);
+//! colours follow `NO_COLOR`.
+//!
+//! Synchronisation is by polling the pane (every 100 ms, for at most
+//! [`WAIT`]), never by fixed sleeps. tmux is required: without it these
+//! tests fail with a sentence saying so (CI installs it).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// The longest wait for anything to appear.
+const WAIT: Duration = Duration::from_secs(15);
+/// How often the pane is polled.
+const POLL: Duration = Duration::from_millis(100);
+/// The password typed in these tests (long enough to spot anywhere).
+const SECRET: &str = "Zebra-Quokka-4711";
+
+/// The `coordinator` binary: next to the `peer` binary, built once if missing.
+fn coordinator_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let bin = Path::new(env!("CARGO_BIN_EXE_peer")).with_file_name("coordinator");
+        if !bin.exists() {
+            let status = Command::new(env!("CARGO"))
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "p2pchat-coordinator",
+                    "--bin",
+                    "coordinator",
+                ])
+                .status()
+                .expect("running cargo build for the coordinator");
+            assert!(status.success(), "building the coordinator failed");
+        }
+        assert!(bin.exists(), "no coordinator binary at {}", bin.display());
+        bin
+    })
+}
+
+/// Fails the test with a clear sentence when tmux is missing.
+fn require_tmux() {
+    let found = Command::new("tmux")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "the terminal tests need tmux (not found on PATH); install it, e.g. `apt-get install tmux` (CI installs it)"
+    );
+}
+
+/// Lines of a child's output, read by a thread into a channel.
+fn line_reader(out: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a line matching `pred` among `lines`, recording what it skips.
+fn expect_line(
+    lines: &mpsc::Receiver<String>,
+    seen: &mut Vec<String>,
+    who: &str,
+    what: &str,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                seen.push(line.clone());
+                if pred(&line) {
+                    return line;
+                }
+            }
+            Err(_) => panic!(
+                "{who}: no line with {what} within {WAIT:?}; output so far:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
+}
+
+/// A real coordinator on 127.0.0.1 with its own data folder; killed on drop.
+struct CoordinatorProcess {
+    child: Child,
+    addr: SocketAddr,
+    dir: TempDir,
+}
+
+impl CoordinatorProcess {
+    fn start() -> CoordinatorProcess {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let mut child = Command::new(coordinator_bin())
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the coordinator");
+        let lines = line_reader(child.stdout.take().expect("coordinator stdout"));
+        let mut seen = Vec::new();
+        let line = expect_line(&lines, &mut seen, "coordinator", "its address", |l| {
+            l.starts_with("listening on ")
+        });
+        let addr = line["listening on ".len()..]
+            .trim()
+            .parse()
+            .expect("the coordinator's address");
+        // The reader thread keeps draining stdout until the child dies.
+        CoordinatorProcess { child, addr, dir }
+    }
+
+    fn ca_cert(&self) -> PathBuf {
+        self.dir.path().join("tls").join(certs::CA_CERT_FILE)
+    }
+}
+
+impl Drop for CoordinatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `peer` driven through pipes (plain lines in and out); killed on drop.
+struct PipePeer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    name: String,
+    _dir: TempDir,
+}
+
+impl PipePeer {
+    fn start(coord: &CoordinatorProcess, name: &str) -> PipePeer {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_peer"))
+            .arg("--coordinator")
+            .arg(coord.addr.to_string())
+            .arg("--ca-cert")
+            .arg(coord.ca_cert())
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the pipe peer");
+        let lines = line_reader(child.stdout.take().expect("peer stdout"));
+        let stdin = child.stdin.take();
+        PipePeer {
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+            name: name.to_string(),
+            _dir: dir,
+        }
+    }
+
+    fn expect(&mut self, what: &str) -> String {
+        let who = self.name.clone();
+        expect_line(&self.lines, &mut self.seen, &who, what, |l| {
+            l.contains(what)
+        })
+    }
+
+    fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("writing to the peer");
+        stdin.flush().expect("flushing the peer's input");
+    }
+
+    /// Creates the account and logs in with [`SECRET`].
+    fn register(&mut self) {
+        self.expect("Username:");
+        let name = self.name.clone();
+        self.type_line(&name);
+        self.expect("Choose a password:");
+        self.type_line(SECRET);
+        self.expect("Repeat the password:");
+        self.type_line(SECRET);
+        self.expect(&format!("Logged in as {name}."));
+    }
+}
+
+impl Drop for PipePeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private tmux server with one session running one shell command; the
+/// server is killed on drop.
+struct Tmux {
+    socket: PathBuf,
+    _dir: TempDir,
+}
+
+impl Tmux {
+    /// Starts `script` (run by `sh -c`) in a detached 120x40 session.
+    fn start(script: &str) -> Tmux {
+        require_tmux();
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let tmux = Tmux {
+            socket: dir.path().join("tmux.sock"),
+            _dir: dir,
+        };
+        tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            "120",
+            "-y",
+            "40",
+            "sh",
+            "-c",
+            script,
+        ]);
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-f")
+            .arg("/dev/null")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running tmux");
+        assert!(
+            out.status.success(),
+            "tmux {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Types `text` literally (no Enter).
+    fn type_text(&self, text: &str) {
+        self.run(&["send-keys", "-t", "t", "-l", text]);
+    }
+
+    /// Presses a named key (`Enter`, `C-c`).
+    fn press(&self, key: &str) {
+        self.run(&["send-keys", "-t", "t", key]);
+    }
+
+    /// The visible pane, lines trimmed at the end, trailing blank lines dropped.
+    fn screen(&self) -> Vec<String> {
+        let text = self.run(&["capture-pane", "-p", "-t", "t"]);
+        let mut lines: Vec<String> = text.lines().map(|l| l.trim_end().to_string()).collect();
+        while lines.last().is_some_and(|l| l.is_empty()) {
+            lines.pop();
+        }
+        lines
+    }
+
+    /// Everything the pane has shown (scroll-back included), with escapes
+    /// for colours and attributes when `escapes`.
+    fn everything(&self, escapes: bool) -> String {
+        let mut args = vec!["capture-pane", "-p", "-t", "t", "-S", "-"];
+        if escapes {
+            args.push("-e");
+        }
+        self.run(&args)
+    }
+
+    /// Polls the screen until `pred` holds; `check` runs on every capture
+    /// (for things that must never be seen). Returns the matching screen.
+    fn wait_for(
+        &self,
+        what: &str,
+        pred: impl Fn(&[String]) -> bool,
+        check: impl Fn(&str),
+    ) -> Vec<String> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let screen = self.screen();
+            check(&self.everything(false));
+            if pred(&screen) {
+                return screen;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "the terminal did not show {what} within {WAIT:?}; the screen:\n{}",
+                    screen.join("\n")
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Waits until some line of the screen contains `text`.
+    fn wait_text(&self, text: &str) -> Vec<String> {
+        self.wait_for(text, |s| s.iter().any(|l| l.contains(text)), |_| {})
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A single-quoted shell word.
+fn quote(path: &Path) -> String {
+    let s = path.display().to_string();
+    assert!(!s.contains('\''), "unexpected quote in {s}");
+    format!("'{s}'")
+}
+
+/// The shell script that runs the terminal peer, then reports its exit
+/// status and keeps the pane open. `env` is a prefix such as `NO_COLOR=1`.
+fn peer_script(coord: &CoordinatorProcess, data_dir: &Path, env: &str) -> String {
+    format!(
+        "trap : INT; {env} RUST_LOG=error {} --coordinator {} --ca-cert {} --listen 127.0.0.1:0 --data-dir {} 2>/dev/null; echo EXIT=$?; sleep 60",
+        quote(Path::new(env!("CARGO_BIN_EXE_peer"))),
+        coord.addr,
+        quote(&coord.ca_cert()),
+        quote(data_dir),
+    )
+}
+
+/// Panics if the pane ever shows the password.
+fn never_the_secret(everything: &str) {
+    assert!(
+        !everything.contains(SECRET),
+        "the password is visible in the terminal:\n{everything}"
+    );
+}
+
+/// Types `text` one key at a time, as a person does, waiting after each key
+/// until the last line shows `shown(typed so far)` at its end.
+///
+/// (A burst of keys is not used here: see
+/// [`a_pasted_line_is_taken_whole`].)
+fn type_slowly(tmux: &Tmux, text: &str, shown: impl Fn(&str) -> String) {
+    let mut typed = String::new();
+    for c in text.chars() {
+        typed.push(c);
+        tmux.type_text(&c.to_string());
+        // The pane does not keep trailing blanks.
+        let want = shown(&typed).trim_end().to_string();
+        tmux.wait_for(
+            &format!("{want:?} at the end of the last line"),
+            |s| s.last().is_some_and(|l| l.ends_with(&want)),
+            never_the_secret,
+        );
+    }
+}
+
+/// Types [`SECRET`] at the prompt `prompt`: after every key the prompt
+/// line must show the prompt and one `*` per key, nothing else; then Enter.
+fn type_secret(tmux: &Tmux, prompt: &str) {
+    tmux.wait_for(
+        prompt,
+        |s| s.last().is_some_and(|l| l.ends_with(prompt)),
+        never_the_secret,
+    );
+    let mut typed = 0;
+    for c in SECRET.chars() {
+        tmux.type_text(&c.to_string());
+        typed += 1;
+        let want = format!("{prompt} {}", "*".repeat(typed));
+        let screen = tmux.wait_for(
+            &format!("{typed} stars"),
+            |s| {
+                s.last()
+                    .is_some_and(|l| l.ends_with(&format!(" {}", "*".repeat(typed))))
+            },
+            never_the_secret,
+        );
+        let last = screen.last().map(String::as_str).unwrap_or_default();
+        assert!(
+            last.ends_with(&want),
+            "the password line must show only stars: {last:?}"
+        );
+    }
+    tmux.press("Enter");
+}
+
+/// Creates `name` in the terminal, checking the password stays hidden.
+fn register_in_terminal(tmux: &Tmux, name: &str) {
+    // Wait for the connection, not for "Username:": see
+    // `the_username_prompt_is_shown_once_connected`.
+    tmux.wait_text("Connected to the coordinator.");
+    type_slowly(tmux, name, |typed| typed.to_string());
+    tmux.press("Enter");
+    type_secret(tmux, "Choose a password:");
+    type_secret(tmux, "Repeat the password:");
+    tmux.wait_for(
+        "the login",
+        |s| {
+            s.iter()
+                .any(|l| l.contains(&format!("Logged in as {name}.")))
+        },
+        never_the_secret,
+    );
+    never_the_secret(&tmux.everything(false));
+}
+
+#[test]
+fn a_password_is_shown_as_stars_only_and_colours_are_on_by_default() {
+    let coord = CoordinatorProcess::start();
+    let data = tempfile::tempdir().unwrap();
+    let tmux = Tmux::start(&peer_script(&coord, data.path(), "env -u NO_COLOR"));
+    register_in_terminal(&tmux, "alice");
+    tmux.wait_text("Who do you want to chat with?");
+    let painted = tmux.everything(true);
+    assert!(
+        painted.contains('\x1b'),
+        "without NO_COLOR the notices are coloured:\n{painted}"
+    );
+}
+
+#[test]
+fn no_color_turns_colours_off() {
+    let coord = CoordinatorProcess::start();
+    let data = tempfile::tempdir().unwrap();
+    let tmux = Tmux::start(&peer_script(&coord, data.path(), "NO_COLOR=1"));
+    register_in_terminal(&tmux, "alice");
+    tmux.wait_text("Who do you want to chat with?");
+    let plain = tmux.everything(true);
+    assert!(
+        !plain.contains('\x1b'),
+        "NO_COLOR=1 must print no escape sequences:\n{plain:?}"
+    );
+}
+
+#[test]
+fn a_message_arriving_while_typing_keeps_the_prompt_and_ctrl_c_signs_out() {
+    let coord = CoordinatorProcess::start();
+    let mut bob = PipePeer::start(&coord, "bob");
+    bob.register();
+    bob.expect("Who do you want to chat with?");
+
+    let data = tempfile::tempdir().unwrap();
+    let tmux = Tmux::start(&peer_script(&coord, data.path(), "env -u NO_COLOR"));
+    register_in_terminal(&tmux, "alice");
+    tmux.wait_text("Who do you want to chat with?");
+    type_slowly(&tmux, "bob", |t| format!("chat with? {t}"));
+    tmux.press("Enter");
+    bob.expect("alice wants to chat with you");
+    bob.type_line("y");
+    bob.expect("You are now chatting with alice");
+    tmux.wait_text("You are now chatting with bob");
+    // The read started while waiting for bob's answer keeps its empty
+    // prompt (see `the_username_prompt_is_shown_once_connected`): an empty
+    // line ends it, and the next read shows the chat prompt.
+    let prompt = "alice → bob>";
+    tmux.press("Enter");
+    tmux.wait_for(
+        "the chat prompt",
+        |s| s.last().is_some_and(|l| l == prompt),
+        |_| {},
+    );
+
+    // A half-typed line, then a message from bob.
+    type_slowly(&tmux, "half-typ", |typed| format!("{prompt} {typed}"));
+    let typed = format!("{prompt} half-typ");
+    bob.type_line("hello from bob");
+    tmux.wait_for(
+        "bob's message",
+        |s| s.iter().any(|l| l.contains("bob: hello from bob")),
+        |_| {},
+    );
+    // The last line settles on the prompt with the typed text, below the message.
+    let now = tmux.wait_for(
+        "the prompt redrawn below the message",
+        |s| s.last().is_some_and(|l| *l == typed),
+        |_| {},
+    );
+    let msg_at = now
+        .iter()
+        .position(|l| l.contains("bob: hello from bob"))
+        .expect("the message is on the screen");
+    assert_eq!(
+        now.last().map(String::as_str),
+        Some(typed.as_str()),
+        "the prompt and the typed text must survive the message:\n{}",
+        now.join("\n")
+    );
+    assert!(
+        msg_at < now.len() - 1,
+        "the message must be above the prompt:\n{}",
+        now.join("\n")
+    );
+    assert!(
+        !now[..now.len() - 1].iter().any(|l| l.contains("half-typ")),
+        "the typed text must not be smeared into the lines above:\n{}",
+        now.join("\n")
+    );
+
+    // Enter sends the whole line.
+    type_slowly(&tmux, "ed line", |t| format!("half-typ{t}"));
+    tmux.press("Enter");
+    bob.expect("alice: half-typed line");
+
+    // Ctrl+C at the prompt signs out.
+    tmux.wait_for(
+        "a fresh prompt",
+        |s| s.last().is_some_and(|l| l == prompt),
+        |_| {},
+    );
+    tmux.press("C-c");
+    let screen = tmux.wait_text("EXIT=");
+    assert!(
+        screen.iter().any(|l| l.contains("Signed out.")),
+        "{}",
+        screen.join("\n")
+    );
+    assert!(
+        screen.iter().any(|l| l.trim() == "EXIT=0"),
+        "Ctrl+C is a normal exit:\n{}",
+        screen.join("\n")
+    );
+    bob.expect("alice went offline");
+
+    // The shell got its terminal back with echo on.
+    tmux.type_text("echo-is-back");
+    tmux.wait_text("echo-is-back");
+}
+
+#[test]
+fn the_username_prompt_is_shown_once_connected() {
+    let coord = CoordinatorProcess::start();
+    let data = tempfile::tempdir().unwrap();
+    let tmux = Tmux::start(&peer_script(&coord, data.path(), "NO_COLOR=1"));
+    tmux.wait_text("Connected to the coordinator.");
+    let screen = tmux.wait_for(
+        "the Username: prompt",
+        |s| s.last().is_some_and(|l| l == "Username:"),
+        |_| {},
+    );
+    assert!(screen.len() > 1);
+}
+
+#[test]
+fn a_pasted_line_is_taken_whole() {
+    let coord = CoordinatorProcess::start();
+    let data = tempfile::tempdir().unwrap();
+    let tmux = Tmux::start(&peer_script(&coord, data.path(), "NO_COLOR=1"));
+    register_in_terminal(&tmux, "alice");
+    tmux.wait_for(
+        "the chat partner prompt",
+        |s| {
+            s.last()
+                .is_some_and(|l| l == "Who do you want to chat with?")
+        },
+        |_| {},
+    );
+    // A paste: the keys arrive in one burst, Enter included.
+    tmux.type_text("/online\r");
+    tmux.wait_text("Nobody else is online.");
+}
+
+#[test]
+fn a_password_stays_hidden_on_a_dumb_terminal() {
+    let coord = CoordinatorProcess::start();
+    let data = tempfile::tempdir().unwrap();
+    let tmux = Tmux::start(&peer_script(&coord, data.path(), "TERM=dumb NO_COLOR=1"));
+    tmux.wait_text("Connected to the coordinator.");
+    tmux.type_text("alice");
+    tmux.press("Enter");
+    tmux.wait_text("Choose a password:");
+    tmux.type_text(SECRET);
+    tmux.press("Enter");
+    tmux.wait_text("Repeat the password:");
+    never_the_secret(&tmux.everything(false));
+}
