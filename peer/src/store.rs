@@ -70,17 +70,27 @@ impl Store {
         &self.path
     }
 
-    /// Stores a message this user wrote to `peer`, not yet delivered.
-    pub async fn add_outgoing(&self, peer: &str, msg: &ChatMessage) -> Result<(), DbError> {
-        let (peer, msg) = (peer.to_string(), msg.clone());
+    /// Stores messages this user wrote (recipient, message), not yet
+    /// delivered, in one transaction.
+    pub async fn add_outgoing(&self, msgs: Vec<(String, ChatMessage)>) -> Result<(), DbError> {
         self.db
             .call(move |c| {
-                c.execute(
+                let mut stmt = c.prepare_cached(
                     "INSERT INTO messages (peer, outgoing, id, body, sent_at_ms, held, stored_at_ms)
                      VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6)",
-                    params![peer, msg.id.to_bytes(), msg.body, msg.sent_at_ms, msg.held, now_millis()],
-                )
-                .map(drop)
+                )?;
+                let now = now_millis();
+                for (peer, m) in &msgs {
+                    stmt.execute(params![
+                        peer,
+                        m.id.to_bytes(),
+                        m.body,
+                        m.sent_at_ms,
+                        m.held,
+                        now
+                    ])?;
+                }
+                Ok(())
             })
             .await
     }
@@ -213,8 +223,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), "alice").unwrap();
         let (a, b) = (msg("one", true), msg("two", false));
-        store.add_outgoing("bob", &a).await.unwrap();
-        store.add_outgoing("bob", &b).await.unwrap();
+        let out = vec![
+            ("bob".to_string(), a.clone()),
+            ("bob".to_string(), b.clone()),
+        ];
+        store.add_outgoing(out).await.unwrap();
         assert_eq!(
             store.undelivered("bob").await.unwrap(),
             vec![a.clone(), b.clone()]

@@ -41,6 +41,8 @@ const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 /// How long an accepted request waits for the other side to dial.
 const EXPECTATION_TTL: Duration = Duration::from_secs(30);
+/// Most queued sends stored in one transaction.
+const SEND_BATCH: usize = 256;
 /// Messages shown by `/history`.
 const HISTORY_LIMIT: u32 = 200;
 
@@ -297,8 +299,9 @@ impl Engine {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             let flow = tokio::select! {
-                cmd = cmds.recv() => match cmd {
+                                cmd = cmds.recv() => match cmd {
                     None | Some(Command::Shutdown) => Flow::Stop,
+                    Some(Command::Send { to, body }) => self.on_sends(to, body, &mut cmds).await,
                     Some(cmd) => self.on_command(cmd).await,
                 },
                 Some(ev) = net.recv() => self.on_net(ev).await,
@@ -889,6 +892,34 @@ impl Engine {
 
     // ----- commands and reports -----
 
+    /// A send, with every send queued right behind it: they are stored in
+    /// one transaction. A different command drained on the way runs after.
+    async fn on_sends(
+        &mut self,
+        to: String,
+        body: String,
+        cmds: &mut mpsc::Receiver<Command>,
+    ) -> Flow {
+        let mut batch = vec![(to, body)];
+        let mut next = None;
+        while batch.len() < SEND_BATCH {
+            match cmds.try_recv() {
+                Ok(Command::Send { to, body }) => batch.push((to, body)),
+                Ok(other) => {
+                    next = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        self.send_messages(batch).await;
+        match next {
+            Some(Command::Shutdown) => Flow::Stop,
+            Some(cmd) => self.on_command(cmd).await,
+            None => Flow::Go,
+        }
+    }
+
     async fn on_command(&mut self, cmd: Command) -> Flow {
         match cmd {
             Command::Username(name) => {
@@ -927,7 +958,7 @@ impl Engine {
                         .await;
                 }
             }
-            Command::Send { to, body } => self.send_message(to, body).await,
+            Command::Send { to, body } => self.send_messages(vec![(to, body)]).await,
             Command::Leave => {
                 if let Some(link) = self.chat.take() {
                     if let Some(l) = self.links.get(&link) {
@@ -987,42 +1018,55 @@ impl Engine {
         }
     }
 
-    async fn send_message(&mut self, to: String, body: String) {
-        if let Err(e) = check_message(&body) {
-            return self.emit(Event::Error(format!("not sent: {e}"))).await;
-        }
-        let to = match normalize_username(&to) {
-            Ok(n) => n,
-            Err(e) => return self.emit(Event::Error(e.to_string())).await,
-        };
-        let Some(store) = &self.store else {
+    /// Stores messages (in one transaction) and sends those whose recipient
+    /// is in the open chat; the others are kept for later delivery.
+    async fn send_messages(&mut self, batch: Vec<(String, String)>) {
+        let Some(store) = self.store.clone() else {
             return self.emit(Event::Error("log in first".into())).await;
         };
-        let live = self
-            .chat
-            .and_then(|l| self.links.get(&l))
-            .filter(|l| l.peer == to);
-        let msg = ChatMessage {
-            id: MessageId::generate(),
-            sent_at_ms: now_millis(),
-            held: live.is_none(),
-            body,
-        };
-        if let Err(e) = store.add_outgoing(&to, &msg).await {
-            return self
-                .emit(Event::Error(format!(
-                    "not sent: your message store failed: {e}"
-                )))
-                .await;
-        }
-        match live {
-            // A full queue leaves the message stored and undelivered: it goes
-            // out with the next connection.
-            Some(link) => {
-                let _ = link.tx.try_send(LinkCmd::Send(msg));
+        let mut accepted = Vec::with_capacity(batch.len());
+        for (to, body) in batch {
+            if let Err(e) = check_message(&body) {
+                self.emit(Event::Error(format!("not sent: {e}"))).await;
+                continue;
             }
-            None => self.emit(Event::Kept { to }).await,
+            let to = match normalize_username(&to) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.emit(Event::Error(e.to_string())).await;
+                    continue;
+                }
+            };
+            let live = self.chat_link_to(&to).is_some();
+            let msg = ChatMessage {
+                id: MessageId::generate(),
+                sent_at_ms: now_millis(),
+                held: !live,
+                body,
+            };
+            accepted.push((to, msg));
         }
+        if let Err(e) = store.add_outgoing(accepted.clone()).await {
+            let text = format!("not sent: your message store failed: {e}");
+            return self.emit(Event::Error(text)).await;
+        }
+        for (to, msg) in accepted {
+            match self.chat_link_to(&to) {
+                // A full queue leaves the message stored and undelivered: it
+                // goes out with the next connection.
+                Some(link) => {
+                    let _ = link.tx.try_send(LinkCmd::Send(msg));
+                }
+                None => self.emit(Event::Kept { to }).await,
+            }
+        }
+    }
+
+    /// The open chat's link, if it is with `peer`.
+    fn chat_link_to(&self, peer: &str) -> Option<&Link> {
+        self.chat
+            .and_then(|l| self.links.get(&l))
+            .filter(|l| l.peer == peer)
     }
 
     async fn history(&mut self, name: String) {
