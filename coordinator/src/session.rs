@@ -149,6 +149,8 @@ pub async fn handle(incoming: quinn::Incoming, shared: Arc<Shared>, shutdown: Ca
     }
     match result {
         Ok(()) => tracing::debug!(%remote, "connection ended"),
+        // A stream read that failed because the client went away.
+        Err(_) if conn.close_reason().is_some() => tracing::debug!(%remote, "connection ended"),
         Err(f) => {
             tracing::info!(%remote, code = f.code.0, reason = %f.why, "closing connection");
             close::close(&conn, f.code);

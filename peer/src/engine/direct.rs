@@ -516,6 +516,11 @@ impl Session {
                 let why = format!("{} sent a frame out of order", self.peer);
                 Err(self.fail(CloseCode::PROTOCOL_ERROR, why))
             }
+            // A read that failed because the connection closed ends the
+            // session the way the close says, not as bad data.
+            Some(Inbound::Bad(..)) if self.conn.close_reason().is_some() => {
+                Ok(Some(end_reason(&self.conn.closed().await)))
+            }
             Some(Inbound::Bad(why, code)) => {
                 Err(self.fail(code, format!("{} sent bad data: {why}", self.peer)))
             }
