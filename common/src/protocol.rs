@@ -15,6 +15,7 @@
 use crate::ids::MessageId;
 use crate::tls::Fingerprint;
 use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::net::SocketAddr;
 
 /// The protocol version this build speaks.
@@ -25,6 +26,42 @@ pub const ALPN_COORDINATOR: &[u8] = b"p2pchat-coordinator/1";
 pub const ALPN_PEER: &[u8] = b"p2pchat-peer/1";
 /// Most candidate addresses a peer may announce.
 pub const MAX_CANDIDATES: usize = 16;
+
+/// A password or session token. It travels as a plain string, but its
+/// `Debug` form is redacted, so logging a message never shows it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret text.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The secret text, consuming the wrapper.
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Secret {
+        Secret(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Secret {
+        Secret(s.to_string())
+    }
+}
 
 /// Session stream, peer → coordinator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,14 +83,14 @@ pub enum SessionRequest {
     /// account, chosen for a new one.
     Password {
         /// The password. Never logged.
-        password: String,
+        password: Secret,
     },
     /// Log in again with the token of an earlier welcome, without the password.
     Resume {
         /// The account name.
         name: String,
         /// The session token from [`Welcome::token`].
-        token: String,
+        token: Secret,
     },
     /// Does this user exist, and are they online?
     Lookup {
@@ -145,7 +182,7 @@ pub struct Welcome {
     /// The address the coordinator sees this peer's packets come from.
     pub observed: SocketAddr,
     /// A session token for [`SessionRequest::Resume`].
-    pub token: String,
+    pub token: Secret,
     /// Seconds the token stays valid.
     pub token_valid_secs: u64,
 }

@@ -341,15 +341,16 @@ impl Session {
                     }
                 }
             }
-            (Stage::Password { name, exists }, SessionRequest::Password { password }) => {
-                match self.check_password(&name, exists, password).await? {
-                    Ok(()) => {
-                        let welcome = self.log_in(&name).await?;
-                        (Stage::Ready { name }, welcome)
-                    }
-                    Err(reply) => (Stage::Password { name, exists }, reply),
+            (Stage::Password { name, exists }, SessionRequest::Password { password }) => match self
+                .check_password(&name, exists, password.into_inner())
+                .await?
+            {
+                Ok(()) => {
+                    let welcome = self.log_in(&name).await?;
+                    (Stage::Ready { name }, welcome)
                 }
-            }
+                Err(reply) => (Stage::Password { name, exists }, reply),
+            },
             (Stage::Username | Stage::Password { .. }, SessionRequest::Resume { name, token }) => {
                 let name = normalize_username(&name).unwrap_or_default();
                 let ip = self.observed.ip();
@@ -361,7 +362,7 @@ impl Session {
                 } else if self
                     .shared
                     .store
-                    .take_token(&name, &token)
+                    .take_token(&name, token.expose())
                     .await
                     .map_err(internal)?
                 {
@@ -479,7 +480,7 @@ impl Session {
             name: name.to_string(),
             online,
             observed: self.observed,
-            token,
+            token: token.into(),
             token_valid_secs: ttl.as_secs(),
         }))
     }

@@ -41,6 +41,8 @@ const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 /// How long an accepted request waits for the other side to dial.
 const EXPECTATION_TTL: Duration = Duration::from_secs(30);
+/// Least time between two deliveries to one peer prompted by ended links.
+const REDELIVERY_PAUSE: Duration = Duration::from_secs(5);
 /// Most queued sends stored in one transaction.
 const SEND_BATCH: usize = 256;
 /// Messages shown by `/history`.
@@ -195,6 +197,7 @@ pub fn start(config: Config) -> Result<(EngineHandle, mpsc::Receiver<Event>), En
         next_link: 0,
         links: HashMap::new(),
         chat: None,
+        last_delivery: HashMap::new(),
     };
     let task = tokio::spawn(engine.run(cmd_rx, net_rx));
     Ok((
@@ -279,7 +282,7 @@ struct Engine {
     stage: Stage,
     retry: Duration,
     me: Option<String>,
-    token: Option<String>,
+    token: Option<Secret>,
     store: Option<Store>,
     next_id: u64,
     chat_request: Option<(u64, String)>,
@@ -289,6 +292,16 @@ struct Engine {
     next_link: u64,
     links: HashMap<u64, Link>,
     chat: Option<u64>,
+    last_delivery: HashMap<String, Instant>,
+}
+
+/// What prompted a delivery of held messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// The recipient is online (a presence change, or online at login).
+    Online,
+    /// A connection to the recipient ended with messages still held.
+    LinkEnded,
 }
 
 impl Engine {
@@ -521,7 +534,7 @@ impl Engine {
                 })
                 .await;
                 if online {
-                    self.deliver_held(&name).await;
+                    self.deliver_held(&name, Trigger::Online).await;
                 }
             }
             SessionResponse::OnlineList { names } => self.emit(Event::OnlineList(names)).await,
@@ -560,7 +573,7 @@ impl Engine {
             .await;
         }
         for name in &w.online {
-            self.deliver_held(name).await;
+            self.deliver_held(name, Trigger::Online).await;
         }
         Flow::Go
     }
@@ -853,21 +866,33 @@ impl Engine {
                 if self.chat == Some(link) {
                     self.chat = None;
                     if reason != ChatEnd::YouLeft {
-                        self.emit(Event::ChatEnded { with: peer, reason }).await;
+                        let with = peer.clone();
+                        self.emit(Event::ChatEnded { with, reason }).await;
                     }
                 }
+                // Messages the link could not deliver (the other side died
+                // and may already be back under a new session, which no
+                // presence change announces) get a delivery of their own.
+                self.deliver_held(&peer, Trigger::LinkEnded).await;
             }
         }
     }
 
     /// Starts a background delivery to `name` when messages wait for them and
     /// no connection to them is open or being arranged.
-    async fn deliver_held(&mut self, name: &str) {
+    /// After a link ends, a new delivery waits [`REDELIVERY_PAUSE`] since
+    /// the last one, so a peer that accepts deliveries and drops them cannot
+    /// make this engine spin.
+    async fn deliver_held(&mut self, name: &str, trigger: Trigger) {
         let Some(store) = &self.store else { return };
         let busy = self.links.values().any(|l| l.peer == name)
             || self.delivery_requests.values().any(|p| p == name)
             || self.chat_request.as_ref().is_some_and(|(_, p)| p == name);
-        if busy || self.stage != Stage::Ready {
+        let recent = self
+            .last_delivery
+            .get(name)
+            .is_some_and(|t| t.elapsed() < REDELIVERY_PAUSE);
+        if busy || self.stage != Stage::Ready || (trigger == Trigger::LinkEnded && recent) {
             return;
         }
         match store.undelivered(name).await {
@@ -875,6 +900,7 @@ impl Engine {
                 self.next_id += 1;
                 let id = self.next_id;
                 self.delivery_requests.insert(id, name.to_string());
+                self.last_delivery.insert(name.to_string(), Instant::now());
                 self.send_signal(SignalRequest::Request {
                     id,
                     to: name.to_string(),
@@ -935,8 +961,10 @@ impl Engine {
                     self.emit(Event::Error("enter a username first".into()))
                         .await;
                 } else {
-                    self.send_session(SessionRequest::Password { password })
-                        .await;
+                    self.send_session(SessionRequest::Password {
+                        password: password.into(),
+                    })
+                    .await;
                 }
             }
             Command::Chat(name) => self.request_chat(name).await,

@@ -1,1 +1,12 @@
-//! Peer tests (to come).
+//! Integration tests of the peer: the engine driven in-process against an
+//! in-process coordinator (`engine`), the real `coordinator` and `peer`
+//! binaries driven through pipes (`e2e`), and the terminal front end in a
+//! pseudo-terminal (`terminal`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod e2e;
+mod e2e_support;
+mod engine;
+mod engine_support;
+mod terminal;
