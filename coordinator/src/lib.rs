@@ -30,6 +30,9 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How long a session token stays valid.
     pub token_ttl: Duration,
+    /// How long a connection may take from its hello to a completed login
+    /// (a person typing a name and a password); idling longer closes it.
+    pub login_timeout: Duration,
     /// Login throttling and hashing concurrency.
     pub auth: auth::AuthLimits,
 }
@@ -41,6 +44,7 @@ impl Config {
             data_dir,
             request_timeout: Duration::from_secs(60),
             token_ttl: Duration::from_secs(7 * 24 * 3600),
+            login_timeout: Duration::from_secs(300),
             auth: auth::AuthLimits::default(),
         }
     }

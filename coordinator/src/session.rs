@@ -216,7 +216,8 @@ impl Session {
         ));
         readers.spawn(accept_streams(self.conn.clone(), in_tx.clone()));
         let hello_deadline = tokio::time::sleep(HANDSHAKE_TIMEOUT);
-        tokio::pin!(hello_deadline);
+        let login_deadline = tokio::time::sleep(self.shared.config.login_timeout);
+        tokio::pin!(hello_deadline, login_deadline);
         loop {
             tokio::select! {
                 biased;
@@ -224,6 +225,9 @@ impl Session {
                 _ = self.conn.closed() => return Ok(()),
                 _ = &mut hello_deadline, if matches!(self.stage, Stage::Hello) => {
                     return Err(fatal(CloseCode::TIMEOUT, "no hello in time"));
+                }
+                _ = &mut login_deadline, if !matches!(self.stage, Stage::Ready { .. }) => {
+                    return Err(fatal(CloseCode::TIMEOUT, "no login in time"));
                 }
                 Some(out) = out_rx.recv() => self.write_out(out).await?,
                 Some(inbound) = in_rx.recv() => {

@@ -356,3 +356,13 @@ async fn too_many_announced_addresses_are_cut_to_the_limit() {
         other => panic!("expected connect, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_connection_that_never_logs_in_is_closed() {
+    let tc = TestCoordinator::start_with(|cfg| cfg.login_timeout = Duration::from_secs(1)).await;
+    let mut b = bystander(&tc).await;
+    let mut idle = tc.client().await;
+    idle.hello().await;
+    assert_eq!(idle.close_code().await, CloseCode::TIMEOUT);
+    assert_still_served(&mut b).await;
+}
