@@ -366,7 +366,13 @@ impl Session {
         let _ = self.events.send(NetEvent::Link(self.link, ev)).await;
     }
 
+    /// Ends the session for `why`, closing with `code`. A read or write that
+    /// failed because the connection had already closed ends it the way the
+    /// close says instead (a peer that signed out is not a protocol error).
     fn fail(&self, code: CloseCode, why: String) -> ChatEnd {
+        if let Some(reason) = self.conn.close_reason() {
+            return end_reason(&reason);
+        }
         tracing::warn!(peer = %self.peer, reason = %why, "closing direct connection");
         close::close(&self.conn, code);
         ChatEnd::ProtocolError(why)
@@ -515,11 +521,6 @@ impl Session {
             Some(Inbound::Frame(_)) => {
                 let why = format!("{} sent a frame out of order", self.peer);
                 Err(self.fail(CloseCode::PROTOCOL_ERROR, why))
-            }
-            // A read that failed because the connection closed ends the
-            // session the way the close says, not as bad data.
-            Some(Inbound::Bad(..)) if self.conn.close_reason().is_some() => {
-                Ok(Some(end_reason(&self.conn.closed().await)))
             }
             Some(Inbound::Bad(why, code)) => {
                 Err(self.fail(code, format!("{} sent bad data: {why}", self.peer)))

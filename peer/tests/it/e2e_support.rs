@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests: the real `coordinator` and `peer`
 //! binaries started with temporary data folders, driven through pipes, and
-//! killed on drop; an expect-style reader over a peer's output; and a
+//! killed on drop (optionally inside a network namespace, through
+//! `ip netns exec`); an expect-style reader over a peer's output; and a
 //! read-only look into a peer's message database.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -38,6 +39,20 @@ fn coordinator_bin() -> &'static Path {
     })
 }
 
+/// A command that runs `bin`, inside the network namespace `netns` (through
+/// `ip netns exec`, which execs `bin` in place, so killing the child kills
+/// `bin`) when one is given.
+fn in_netns(netns: Option<&str>, bin: &Path) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns]).arg(bin);
+            cmd
+        }
+        None => Command::new(bin),
+    }
+}
+
 /// A UDP port on 127.0.0.1 that nothing listens on (bound, then released).
 pub fn free_udp_addr() -> SocketAddr {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("binding a UDP socket");
@@ -61,10 +76,16 @@ impl Coordinator {
 
     /// Starts a coordinator with extra arguments (e.g. `--request-timeout`).
     pub fn start_with(extra: &[&str]) -> Coordinator {
+        Coordinator::start_in(None, "127.0.0.1:0", extra)
+    }
+
+    /// Starts a coordinator listening on `listen`, inside the network
+    /// namespace `netns` when one is given, with extra arguments.
+    pub fn start_in(netns: Option<&str>, listen: &str, extra: &[&str]) -> Coordinator {
         let dir = tempfile::tempdir().expect("coordinator data folder");
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file");
-        let mut child = Command::new(coordinator_bin())
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        let mut child = in_netns(netns, coordinator_bin())
+            .args(["--listen", listen, "--data-dir"])
             .arg(dir.path())
             .args(extra)
             .env("RUST_LOG", "info")
@@ -140,6 +161,18 @@ impl Peer {
     /// Starts a peer on `coordinator` (`HOST:PORT`), trusting it through
     /// `ca_cert` or, with none, by pinning its certificate on first use.
     pub fn spawn(coordinator: &str, data_dir: &Path, ca_cert: Option<&Path>) -> Peer {
+        Peer::spawn_in(None, coordinator, data_dir, ca_cert, "127.0.0.1:0")
+    }
+
+    /// As [`Peer::spawn`], with the peer's endpoint bound to `listen`, and
+    /// inside the network namespace `netns` when one is given.
+    pub fn spawn_in(
+        netns: Option<&str>,
+        coordinator: &str,
+        data_dir: &Path,
+        ca_cert: Option<&Path>,
+        listen: &str,
+    ) -> Peer {
         let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let label = format!(
             "peer #{run} ({})",
@@ -155,10 +188,10 @@ impl Peer {
             None => data_dir.join(format!("stderr-{run}.log")),
         };
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_peer"));
+        let mut cmd = in_netns(netns, Path::new(env!("CARGO_BIN_EXE_peer")));
         cmd.args(["--coordinator", coordinator, "--data-dir"])
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0"]);
+            .args(["--listen", listen]);
         if let Some(ca) = ca_cert {
             cmd.arg("--ca-cert").arg(ca);
         }
@@ -225,11 +258,17 @@ impl Peer {
             .count()
     }
 
-    fn fail(&self, what: &str) -> ! {
+    /// Everything the peer logged to its standard error so far.
+    pub fn stderr_log(&self) -> String {
         let mut stderr = String::new();
         if let Ok(mut f) = std::fs::File::open(&self.stderr_path) {
             let _ = f.read_to_string(&mut stderr);
         }
+        stderr
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        let stderr = self.stderr_log();
         let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         panic!(

@@ -1,7 +1,8 @@
 //! Integration tests of the peer: the engine driven in-process against an
 //! in-process coordinator (`engine`), the real `coordinator` and `peer`
 //! binaries driven through pipes (`e2e`), and the terminal front end in a
-//! pseudo-terminal (`terminal`).
+//! pseudo-terminal (`terminal`), and the binaries in network namespaces
+//! with NAT and impaired links (`netns`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,4 +10,5 @@ mod e2e;
 mod e2e_support;
 mod engine;
 mod engine_support;
+mod netns;
 mod terminal;

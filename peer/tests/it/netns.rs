@@ -1,0 +1,731 @@
+//! End-to-end tests over real (virtual) networks: the real `coordinator` and
+//! `peer` binaries run in Linux network namespaces joined by veth pairs, a
+//! bridge, a masquerading NAT router and an impaired link, and are driven
+//! through pipes with the `e2e_support` harness.
+//!
+//! Topology of each test (its own namespaces, named after the process id and
+//! a counter, removed by a guard on drop, even on panic):
+//!
+//! ```text
+//!            ┌──────────────── wan: bridge br0, 10.X.Y.254/24, no forwarding ───────────────┐
+//!   coord 10.X.Y.1        bob 10.X.Y.2 (public)        router eth0 10.X.Y.3 (MASQUERADE)
+//!                                                      router lan0 192.168.Y.1
+//!                                                            │
+//!                                                      alice 192.168.Y.2 (private)
+//! ```
+//!
+//! (In the impaired-link test there is no router: alice is on the wan at
+//! 10.X.Y.3.) The coordinator and bob route by default through the bridge's
+//! address, alice through the router's LAN leg.
+//!
+//! The wan namespace does not forward, so like the Internet it drops
+//! packets for private addresses: the only way into the LAN is back through
+//! the router's connection tracking. Tests cover an impaired link (netem
+//! delay and loss where the kernel has netem, else a token bucket and random
+//! loss from iptables), a NATed requester, and the known limitation that a
+//! NATed callee cannot be dialed (a chat from a public requester, and a
+//! background delivery of kept messages).
+//!
+//! They need root, `ip` and `tc` (iproute2) and `iptables`; without them they
+//! fail and say what is missing.
+
+use crate::e2e_support::{eventually, stored_messages, Coordinator, Peer, WAIT};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+const PW: &str = "correct horse";
+/// The coordinator's UDP port inside the test network.
+const COORD_PORT: u16 = 7070;
+
+/// Runs a command and returns its standard output; panics with its
+/// standard error if it fails.
+fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", args.join(" ")));
+    assert!(
+        out.status.success(),
+        "`{}` failed ({}): {}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `args` inside namespace `ns`.
+fn ns_run(ns: &str, args: &[&str]) -> String {
+    let mut full = vec!["ip", "netns", "exec", ns];
+    full.extend_from_slice(args);
+    run(&full)
+}
+
+/// Checks once that this machine can run these tests, failing loudly (never
+/// skipping) when it cannot, and removes namespaces left behind by test
+/// processes that died without cleaning up.
+fn preflight() {
+    static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
+    let checked = CHECKED.get_or_init(|| {
+        let euid = euid();
+        let mut missing = Vec::new();
+        if euid != 0 {
+            missing.push(format!("root (running as uid {euid})"));
+        }
+        for (tool, args, package) in [
+            ("ip", &["netns", "list"][..], "iproute2"),
+            ("tc", &["-V"][..], "iproute2"),
+            ("iptables", &["-V"][..], "iptables"),
+        ] {
+            match Command::new(tool).args(args).output() {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => missing.push(format!(
+                    "`{tool} {}` works ({}: {})",
+                    args.join(" "),
+                    o.status,
+                    String::from_utf8_lossy(&o.stderr).trim()
+                )),
+                Err(e) => missing.push(format!("`{tool}` from the {package} package ({e})")),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(missing.join("; "));
+        }
+        // Namespaces of earlier test processes that no longer exist.
+        for line in run(&["ip", "netns", "list"]).lines() {
+            let name = line.split_whitespace().next().unwrap_or_default();
+            let Some(rest) = name.strip_prefix(PREFIX) else {
+                continue;
+            };
+            let Some(pid) = rest.split('-').next() else {
+                continue;
+            };
+            if pid.parse::<u32>().is_ok() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = Command::new("ip").args(["netns", "del", name]).status();
+            }
+        }
+        Ok(())
+    });
+    if let Err(missing) = checked {
+        panic!(
+            "the network-namespace tests need root, iproute2 (ip, tc) and iptables \
+             (CI runs as root and installs them: apt-get install iproute2 iptables); \
+             missing: {missing}"
+        );
+    }
+}
+
+/// The effective user id, read from /proc (the workspace denies unsafe code).
+fn euid() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+const PREFIX: &str = "p2pc";
+static NEXT_NET: AtomicU32 = AtomicU32::new(0);
+
+/// The namespaces of one test, deleted on drop (deleting a namespace
+/// removes its veth ends, the bridge and the firewall rules with it).
+/// Declare it before the processes that run in it, so that they are killed
+/// first.
+struct Net {
+    /// Namespaces created so far, in creation order.
+    names: Vec<String>,
+    /// This test's number within the process.
+    n: u32,
+    /// The wan subnet's first two octets after 10.: `10.{a}.{b}.0/24`.
+    a: u8,
+    b: u8,
+}
+
+/// The hosts of a test network.
+struct Hosts {
+    coord: String,
+    bob: String,
+    /// Only in NAT topologies.
+    router: Option<String>,
+    alice: String,
+}
+
+impl Net {
+    fn new() -> Net {
+        preflight();
+        let n = NEXT_NET.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        // Namespaces are isolated from each other, so equal subnets could
+        // not clash; distinct ones keep logs unambiguous anyway.
+        Net {
+            names: Vec::new(),
+            n,
+            a: 100 + (pid % 100) as u8,
+            b: (n % 250) as u8 + 1,
+        }
+    }
+
+    fn wan_ip(&self, host: u8) -> String {
+        format!("10.{}.{}.{host}", self.a, self.b)
+    }
+
+    fn lan_ip(&self, host: u8) -> String {
+        format!("192.168.{}.{host}", self.b)
+    }
+
+    fn coord_addr(&self) -> String {
+        format!("{}:{COORD_PORT}", self.wan_ip(1))
+    }
+
+    /// Creates namespace `<prefix><pid>-<n>-<role>` with its loopback up.
+    fn add(&mut self, role: &str) -> String {
+        let name = format!("{PREFIX}{}-{}-{role}", std::process::id(), self.n);
+        run(&["ip", "netns", "add", &name]);
+        self.names.push(name.clone());
+        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        name
+    }
+
+    /// Connects `ns` to the wan bridge through a veth pair (`eth0` in `ns`,
+    /// `port` on the bridge) with address `ip`/24.
+    fn attach_to_wan(&self, wan: &str, ns: &str, port: &str, ip: &str) {
+        run(&[
+            "ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns",
+            wan,
+        ]);
+        run(&["ip", "-n", wan, "link", "set", port, "master", "br0"]);
+        run(&["ip", "-n", wan, "link", "set", port, "up"]);
+        run(&[
+            "ip",
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{ip}/24"),
+            "dev",
+            "eth0",
+        ]);
+        run(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+    }
+
+    /// Builds the wan (a bridge that does not route), the coordinator's
+    /// host and bob's public host on it, and alice either on the wan too
+    /// (`nat == false`) or on a private LAN behind a masquerading router.
+    fn build(&mut self, nat: bool) -> Hosts {
+        let wan = self.add("wan");
+        run(&["ip", "-n", &wan, "link", "add", "br0", "type", "bridge"]);
+        run(&["ip", "-n", &wan, "link", "set", "br0", "up"]);
+        let gateway = self.wan_ip(254);
+        run(&[
+            "ip",
+            "-n",
+            &wan,
+            "addr",
+            "add",
+            &format!("{gateway}/24"),
+            "dev",
+            "br0",
+        ]);
+        ns_run(&wan, &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+
+        let coord = self.add("coord");
+        self.attach_to_wan(&wan, &coord, "p1", &self.wan_ip(1));
+        let bob = self.add("bob");
+        self.attach_to_wan(&wan, &bob, "p2", &self.wan_ip(2));
+        for ns in [&coord, &bob] {
+            run(&["ip", "-n", ns, "route", "add", "default", "via", &gateway]);
+        }
+        let alice = self.add("alice");
+        let router = if nat {
+            let router = self.add("router");
+            self.attach_to_wan(&wan, &router, "p3", &self.wan_ip(3));
+            run(&[
+                "ip", "-n", &router, "route", "add", "default", "via", &gateway,
+            ]);
+            run(&[
+                "ip", "-n", &alice, "link", "add", "eth0", "type", "veth", "peer", "name", "lan0",
+                "netns", &router,
+            ]);
+            let lan_gw = self.lan_ip(1);
+            run(&[
+                "ip",
+                "-n",
+                &router,
+                "addr",
+                "add",
+                &format!("{lan_gw}/24"),
+                "dev",
+                "lan0",
+            ]);
+            run(&["ip", "-n", &router, "link", "set", "lan0", "up"]);
+            let alice_ip = format!("{}/24", self.lan_ip(2));
+            run(&["ip", "-n", &alice, "addr", "add", &alice_ip, "dev", "eth0"]);
+            run(&["ip", "-n", &alice, "link", "set", "eth0", "up"]);
+            run(&[
+                "ip", "-n", &alice, "route", "add", "default", "via", &lan_gw,
+            ]);
+            ns_run(&router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+            ns_run(
+                &router,
+                &[
+                    "iptables",
+                    "-t",
+                    "nat",
+                    "-A",
+                    "POSTROUTING",
+                    "-o",
+                    "eth0",
+                    "-j",
+                    "MASQUERADE",
+                ],
+            );
+            Some(router)
+        } else {
+            self.attach_to_wan(&wan, &alice, "p3", &self.wan_ip(3));
+            run(&[
+                "ip", "-n", &alice, "route", "add", "default", "via", &gateway,
+            ]);
+            None
+        };
+        Hosts {
+            coord,
+            bob,
+            router,
+            alice,
+        }
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for name in self.names.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+/// Impairs `ns`'s `eth0`: netem (30 ms delay with 5 ms jitter, 2 % loss)
+/// on its way out where the kernel has netem; otherwise a token bucket
+/// (1 Mbit/s, at most 50 ms of queue, tail drop beyond) on the way out and 2 % random loss
+/// (iptables `statistic`) on the way in. Returns what was applied.
+fn impair(ns: &str) -> String {
+    let netem = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "tc", "qdisc", "add", "dev", "eth0", "root",
+        ])
+        .args(["netem", "delay", "30ms", "5ms", "loss", "2%"])
+        .output()
+        .expect("running tc");
+    if netem.status.success() {
+        return "netem delay 30ms 5ms loss 2%".into();
+    }
+    let why = String::from_utf8_lossy(&netem.stderr).trim().to_string();
+    ns_run(
+        ns,
+        &[
+            "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "1mbit", "burst", "32kbit",
+            "latency", "50ms",
+        ],
+    );
+    ns_run(
+        ns,
+        &[
+            "iptables",
+            "-A",
+            "INPUT",
+            "-i",
+            "eth0",
+            "-m",
+            "statistic",
+            "--mode",
+            "random",
+            "--probability",
+            "0.02",
+            "-m",
+            "comment",
+            "--comment",
+            "impair",
+            "-j",
+            "DROP",
+        ],
+    );
+    format!("no netem in this kernel ({why}): tbf 1mbit/50ms out, 2% random loss in")
+}
+
+/// Packets counted by the iptables rules in `chain` of `ns` whose comment
+/// is `tag`.
+fn counted(ns: &str, chain: &str, tag: &str) -> u64 {
+    let listing = ns_run(ns, &["iptables", "-n", "-v", "-x", "-L", chain]);
+    listing
+        .lines()
+        .filter(|l| l.contains(&format!("/* {tag} */")))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Adds a counting rule (ACCEPT, so nothing changes) to `chain` of `ns`.
+fn count_rule(ns: &str, chain: &str, matches: &[&str], tag: &str) {
+    let mut args = vec!["iptables", "-A", chain];
+    args.extend_from_slice(matches);
+    args.extend_from_slice(&["-m", "comment", "--comment", tag, "-j", "ACCEPT"]);
+    ns_run(ns, &args);
+}
+
+/// A peer in namespace `ns` on the test network's coordinator, trusting the
+/// coordinator's certificate on first use (it is made for 127.0.0.1 and
+/// localhost only), listening on every interface.
+fn peer(net: &Net, ns: &str, dir: &Path) -> Peer {
+    Peer::spawn_in(Some(ns), &net.coord_addr(), dir, None, "0.0.0.0:0")
+}
+
+fn coordinator(net: &Net, hosts: &Hosts) -> Coordinator {
+    Coordinator::start_in(Some(&hosts.coord), &net.coord_addr(), &[])
+}
+
+/// Asks `callee` for a chat from `caller`; the callee accepts.
+fn start_chat(caller: &mut Peer, caller_name: &str, callee: &mut Peer, callee_name: &str) {
+    caller.send(callee_name);
+    caller.expect(&format!("Asking {callee_name} to chat"));
+    callee.expect(&format!("{caller_name} wants to chat with you"));
+    callee.expect(&format!("Chat with {caller_name}? [y/n]"));
+    callee.send("y");
+    callee.expect(&format!("You are now chatting with {caller_name}"));
+    caller.expect(&format!("You are now chatting with {callee_name}"));
+}
+
+/// Bodies of the chat lines from `from` in `peer`'s output, in order.
+fn shown_from(peer: &Peer, from: &str) -> Vec<String> {
+    let tag = format!("] {from}: ");
+    peer.transcript()
+        .iter()
+        .filter_map(|l| l.split_once(&tag).map(|(_, body)| body.to_string()))
+        .collect()
+}
+
+#[test]
+fn impaired_links_carry_a_burst_exactly_once_and_in_order() {
+    const N: usize = 200;
+    let mut net = Net::new();
+    let hosts = net.build(false);
+    let applied: Vec<String> = [&hosts.alice, &hosts.bob]
+        .iter()
+        .map(|ns| impair(ns))
+        .collect();
+    eprintln!("impairment on alice's and bob's links: {}", applied[0]);
+    let coord = coordinator(&net, &hosts);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = peer(&net, &hosts.alice, da.path());
+    alice.login_new("alice", PW);
+    let mut bob = peer(&net, &hosts.bob, db.path());
+    bob.login_new("bob", PW);
+    alice.expect("bob is online.");
+    start_chat(&mut alice, "alice", &mut bob, "bob");
+
+    let expected: Vec<String> = (0..N).map(|i| format!("m{i:04}")).collect();
+    let burst: String = expected.iter().map(|m| format!("{m}\n")).collect();
+    alice.send_raw(burst.as_bytes());
+    bob.expect_within(&format!("alice: m{:04}", N - 1), Duration::from_secs(60));
+
+    // Shown to bob exactly once each, in the order typed.
+    assert_eq!(shown_from(&bob, "alice"), expected);
+    // Stored by bob once each (ids are the sender's, time-ordered).
+    let received = stored_messages(db.path(), "bob");
+    let bodies: Vec<&str> = received.iter().map(|r| r.body.as_str()).collect();
+    assert_eq!(bodies, expected);
+    assert!(received
+        .iter()
+        .all(|r| !r.outgoing && !r.held && r.peer == "alice"));
+    let ids: BTreeSet<&Vec<u8>> = received.iter().map(|r| &r.id).collect();
+    assert_eq!(ids.len(), N, "ids are distinct");
+
+    // Alice's copies are all acknowledged, with the same ids.
+    eventually(WAIT, "alice's messages are all acknowledged", || {
+        let sent = stored_messages(da.path(), "alice");
+        sent.len() == N
+            && sent
+                .iter()
+                .all(|r| r.outgoing && r.delivered_at_ms.is_some())
+    });
+    let sent = stored_messages(da.path(), "alice");
+    assert_eq!(
+        sent.iter().map(|r| (&r.id, &r.body)).collect::<Vec<_>>(),
+        received
+            .iter()
+            .map(|r| (&r.id, &r.body))
+            .collect::<Vec<_>>()
+    );
+
+    // Both users' histories show all of them, none waiting for delivery.
+    alice.send("/history bob");
+    alice.expect(&format!("History with bob ({N} messages):"));
+    let history: Vec<String> = (0..N).map(|_| alice.expect("] alice: m")).collect();
+    assert!(
+        history.iter().all(|l| !l.contains("not delivered")),
+        "{history:#?}"
+    );
+    bob.send("/history alice");
+    bob.expect(&format!("History with alice ({N} messages):"));
+    bob.expect(&format!("alice: m{:04}", N - 1));
+
+    for (who, ns) in [("alice", &hosts.alice), ("bob", &hosts.bob)] {
+        let tc = ns_run(ns, &["tc", "-s", "qdisc", "show", "dev", "eth0"]);
+        eprintln!(
+            "{who}: {} packets dropped by the loss rule; qdisc: {}",
+            counted(ns, "INPUT", "impair"),
+            tc.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+    }
+    alice.exit();
+    bob.exit();
+    drop(coord);
+}
+
+#[test]
+fn a_requester_behind_nat_chats_with_a_public_callee_both_ways() {
+    let mut net = Net::new();
+    let hosts = net.build(true);
+    let router = hosts.router.clone().expect("a NAT router");
+    let router_ip = net.wan_ip(3);
+    // Counting rules: where the coordinator and bob see alice's packets
+    // come from, and where bob sends his.
+    let coord_port = COORD_PORT.to_string();
+    count_rule(
+        &hosts.coord,
+        "INPUT",
+        &["-p", "udp", "--dport", &coord_port, "-s", &router_ip],
+        "from-router",
+    );
+    count_rule(
+        &hosts.coord,
+        "INPUT",
+        &["-s", "192.168.0.0/16"],
+        "from-private",
+    );
+    count_rule(
+        &hosts.bob,
+        "INPUT",
+        &["-p", "udp", "-s", &router_ip],
+        "from-router",
+    );
+    count_rule(
+        &hosts.bob,
+        "OUTPUT",
+        &["-p", "udp", "-d", &router_ip],
+        "to-router",
+    );
+    count_rule(
+        &hosts.bob,
+        "OUTPUT",
+        &["-d", "192.168.0.0/16"],
+        "to-private",
+    );
+
+    let coord = coordinator(&net, &hosts);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = peer(&net, &hosts.alice, da.path());
+    alice.login_new("alice", PW);
+    let mut bob = peer(&net, &hosts.bob, db.path());
+    bob.login_new("bob", PW);
+    alice.expect("bob is online.");
+
+    // The coordinator sees alice only as the router's public address.
+    assert!(counted(&hosts.coord, "INPUT", "from-router") > 0);
+    assert_eq!(counted(&hosts.coord, "INPUT", "from-private"), 0);
+
+    start_chat(&mut alice, "alice", &mut bob, "bob");
+    alice.send("hello from behind the NAT");
+    bob.expect("alice: hello from behind the NAT");
+    bob.send("hello back through it");
+    alice.expect("bob: hello back through it");
+    alice.send("bye");
+    bob.expect("alice: bye");
+
+    // Bob's replies went to the router's public address (his only route to
+    // alice): the router's connection tracking carried them in.
+    assert!(counted(&hosts.bob, "INPUT", "from-router") > 0);
+    assert!(counted(&hosts.bob, "OUTPUT", "to-router") > 0);
+    eventually(WAIT, "both sides' messages are acknowledged", || {
+        let a = stored_messages(da.path(), "alice");
+        let b = stored_messages(db.path(), "bob");
+        a.len() == 3
+            && b.len() == 3
+            && a.iter()
+                .chain(b.iter())
+                .all(|r| !r.outgoing || r.delivered_at_ms.is_some())
+    });
+    let a_bodies: Vec<String> = stored_messages(da.path(), "alice")
+        .into_iter()
+        .map(|r| r.body)
+        .collect();
+    let b_bodies: Vec<String> = stored_messages(db.path(), "bob")
+        .into_iter()
+        .map(|r| r.body)
+        .collect();
+    assert_eq!(a_bodies, b_bodies);
+    eprintln!(
+        "bob sent {} packets to addresses in 192.168/16 (alice's LAN candidate, unroutable)",
+        counted(&hosts.bob, "OUTPUT", "to-private")
+    );
+    alice.send("disconnect");
+    bob.expect("alice left the chat.");
+
+    // Right after, bob asks alice. Only the requester dials, and bob is not
+    // behind a NAT, so this works only because the router still holds the
+    // mapping of alice's connection to bob (same socket on both sides;
+    // conntrack keeps a UDP stream for `nf_conntrack_udp_timeout_stream`,
+    // 120 s by default): bob's packets to alice's observed address match it.
+    // Contrast with `a_public_requester_cannot_reach_a_callee_behind_nat`.
+    let stream_timeout = ns_run(
+        &router,
+        &[
+            "cat",
+            "/proc/sys/net/netfilter/nf_conntrack_udp_timeout_stream",
+        ],
+    );
+    eprintln!(
+        "router's UDP stream mapping lifetime: {} s",
+        stream_timeout.trim()
+    );
+    bob.expect("Who do you want to chat with?");
+    start_chat(&mut bob, "bob", &mut alice, "alice");
+    bob.send("caught you through the open mapping");
+    alice.expect("bob: caught you through the open mapping");
+    assert_eq!(bob.count("Could not connect"), 0);
+
+    alice.exit();
+    bob.expect("alice signed out.");
+    bob.exit();
+    drop(coord);
+}
+
+/// The known limitation: only the requester dials, so a public requester
+/// cannot reach a callee behind a NAT that has no mapping towards it. Both
+/// users are told, and the requester may keep messages.
+#[test]
+fn a_public_requester_cannot_reach_a_callee_behind_nat() {
+    let mut net = Net::new();
+    let hosts = net.build(true);
+    let (router_ip, alice_ip) = (net.wan_ip(3), net.lan_ip(2));
+    count_rule(
+        &hosts.bob,
+        "OUTPUT",
+        &["-p", "udp", "-d", &router_ip],
+        "to-router",
+    );
+    let coord = coordinator(&net, &hosts);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = peer(&net, &hosts.alice, da.path());
+    alice.login_new("alice", PW);
+    let mut bob = peer(&net, &hosts.bob, db.path());
+    bob.login_new("bob", PW);
+    alice.expect("bob is online.");
+
+    bob.send("alice");
+    bob.expect("Asking alice to chat");
+    alice.expect("bob wants to chat with you");
+    alice.expect("Chat with bob? [y/n]");
+    alice.send("y");
+    // Bob dialed both of alice's candidates: the router's public address the
+    // coordinator observed (so it did see the NAT's address) and her LAN
+    // address; neither answers.
+    let failed = bob.expect_within("Could not connect to alice", Duration::from_secs(30));
+    assert!(failed.contains("no candidate address answered"), "{failed}");
+    assert!(failed.contains(&format!("{router_ip}:")), "{failed}");
+    assert!(failed.contains(&format!("{alice_ip}:")), "{failed}");
+    assert!(counted(&hosts.bob, "OUTPUT", "to-router") > 0);
+    bob.expect("bob → alice (kept)>");
+    bob.send("call me when you can");
+    bob.expect("(kept for alice)");
+    bob.send("disconnect");
+    bob.expect("Done keeping messages for alice.");
+
+    // Alice accepted and waited for a dial that never came (30 s).
+    let waited = alice.expect_within("Could not connect to bob", Duration::from_secs(45));
+    assert!(waited.contains("they did not connect in time"), "{waited}");
+    alice.expect("alice → bob (kept)>");
+    assert_eq!(alice.count("You are now chatting"), 0);
+    assert_eq!(bob.count("You are now chatting"), 0);
+    // The kept message waits in bob's store; nothing reached alice.
+    let kept = stored_messages(db.path(), "bob");
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].outgoing && kept[0].held && kept[0].delivered_at_ms.is_none());
+    assert!(stored_messages(da.path(), "alice").is_empty());
+    drop(coord);
+}
+
+/// Messages kept by a public peer for a peer behind a NAT: when she logs in,
+/// the background delivery (requested, and so dialed, by the holder) cannot
+/// reach her and nobody is told; the messages stay kept and go out at the
+/// start of the next connection, which she, the NATed one, makes by asking
+/// for a chat.
+#[test]
+fn kept_messages_for_a_callee_behind_nat_wait_for_a_chat_she_starts() {
+    let mut net = Net::new();
+    let hosts = net.build(true);
+    let coord = coordinator(&net, &hosts);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = peer(&net, &hosts.alice, da.path());
+    alice.login_new("alice", PW);
+    alice.exit();
+    let mut bob = peer(&net, &hosts.bob, db.path());
+    bob.login_new("bob", PW);
+    bob.send("alice");
+    bob.expect("alice is offline.");
+    bob.expect("bob → alice (kept)>");
+    for m in ["first while away", "second while away"] {
+        bob.send(m);
+        bob.expect("(kept for alice)");
+    }
+    bob.send("disconnect");
+    bob.expect("Done keeping messages for alice.");
+
+    // Alice logs in from behind the NAT: bob's engine asks to deliver, her
+    // engine accepts by itself, bob dials her and times out.
+    let mut alice = peer(&net, &hosts.alice, da.path());
+    alice.login("alice", PW);
+    bob.expect("alice is online.");
+    eventually(
+        Duration::from_secs(30),
+        "bob's background delivery to alice fails",
+        || {
+            let log = bob.stderr_log();
+            log.lines()
+                .any(|l| l.contains("direct connection failed") && l.contains("Deliver"))
+        },
+    );
+    // Nobody is told, and nothing moved.
+    assert_eq!(bob.count("delivered to alice"), 0);
+    assert_eq!(bob.count("Could not connect"), 0);
+    assert!(shown_from(&alice, "bob").is_empty());
+    assert!(stored_messages(da.path(), "alice").is_empty());
+    let kept = stored_messages(db.path(), "bob");
+    assert_eq!(kept.len(), 2);
+    assert!(kept.iter().all(|r| r.held && r.delivered_at_ms.is_none()));
+
+    // Alice asks bob to chat: she dials, and the chat's connection carries
+    // the kept messages first, marked as sent while she was away.
+    alice.expect("Who do you want to chat with?");
+    start_chat(&mut alice, "alice", &mut bob, "bob");
+    let first = alice.expect("bob: first while away");
+    assert!(first.contains("sent while you were away"), "{first}");
+    alice.expect("bob: second while away");
+    bob.expect("2 kept messages delivered to alice.");
+    assert_eq!(
+        shown_from(&alice, "bob"),
+        ["first while away", "second while away"]
+    );
+    eventually(WAIT, "both stores agree", || {
+        let a = stored_messages(da.path(), "alice");
+        let b = stored_messages(db.path(), "bob");
+        b.iter().all(|r| r.delivered_at_ms.is_some())
+            && a.iter().map(|r| (&r.id, &r.body)).collect::<Vec<_>>()
+                == b.iter().map(|r| (&r.id, &r.body)).collect::<Vec<_>>()
+    });
+    drop(coord);
+}
