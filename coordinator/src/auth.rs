@@ -154,6 +154,14 @@ impl Auth {
             let horizon = self.limits.max_delay;
             map.retain(|_, f| now.duration_since(f.last) < horizon);
         }
+        if map.len() >= MAX_ENTRIES {
+            // Still full (an attack from many addresses): forget the oldest
+            // half rather than grow without bound.
+            let mut ages: Vec<Instant> = map.values().map(|f| f.last).collect();
+            ages.sort_unstable();
+            let cut = ages[ages.len() / 2];
+            map.retain(|_, f| f.last > cut);
+        }
         let mut longest = Duration::ZERO;
         for key in [Key::Account(account.to_string()), Key::Addr(addr)] {
             let f = map.entry(key).or_insert(Failures {

@@ -8,6 +8,8 @@ use std::time::Instant;
 
 /// Most requests one session may have waiting at once.
 pub const MAX_PENDING_PER_REQUESTER: usize = 8;
+/// Most requests waiting for one callee's answer at once.
+pub const MAX_PENDING_PER_CALLEE: usize = 16;
 
 /// Why an answer or a cancel was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +49,16 @@ impl Hub {
         }
         if count >= MAX_PENDING_PER_REQUESTER {
             return Err(Outcome::TooManyRequests);
+        }
+        // Many requesters together must not flood one callee (its queue is
+        // bounded and a full one closes it): past a few, the callee is busy.
+        let waiting = st
+            .pending
+            .values()
+            .filter(|p| p.to_session == to_session)
+            .count();
+        if waiting >= MAX_PENDING_PER_CALLEE {
+            return Err(Outcome::Busy);
         }
         st.next_request += 1;
         let id = st.next_request;

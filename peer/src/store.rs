@@ -162,6 +162,21 @@ impl Store {
             .await
     }
 
+    /// Are messages to `peer` waiting for delivery?
+    pub async fn has_undelivered(&self, peer: &str) -> Result<bool, DbError> {
+        let peer = peer.to_string();
+        self.db
+            .call(move |c| {
+                c.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM messages
+                     WHERE peer = ?1 AND outgoing = 1 AND delivered_at_ms IS NULL)",
+                    [peer],
+                    |r| r.get(0),
+                )
+            })
+            .await
+    }
+
     /// Everyone this user has undelivered messages for.
     pub async fn peers_with_undelivered(&self) -> Result<Vec<String>, DbError> {
         self.db

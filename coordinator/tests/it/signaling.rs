@@ -325,3 +325,37 @@ async fn a_request_made_before_the_callee_opened_its_signaling_stream_waits_for_
         other => panic!("expected the held request, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_callee_with_many_waiting_requests_is_busy_for_the_next() {
+    let tc = TestCoordinator::start().await;
+    let mut bob = tc.user("bob").await;
+    bob.open_signal().await;
+    let mut callers = Vec::new();
+    for n in 0..3 {
+        let mut c = tc.user(&format!("caller{n}")).await;
+        c.open_signal().await;
+        callers.push(c);
+    }
+    // 16 requests wait for bob (two callers, eight each).
+    for c in callers.iter_mut().take(2) {
+        for id in 1..=8 {
+            c.signal(request(id, "bob", RequestKind::Chat)).await;
+        }
+    }
+    for _ in 0..16 {
+        assert!(matches!(
+            bob.recv_signal().await,
+            SignalEvent::Incoming { .. }
+        ));
+    }
+    let third = &mut callers[2];
+    third.signal(request(1, "bob", RequestKind::Chat)).await;
+    assert_eq!(
+        third.recv_signal().await,
+        SignalEvent::Outcome {
+            id: 1,
+            outcome: Outcome::Busy
+        }
+    );
+}

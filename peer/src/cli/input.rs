@@ -15,6 +15,7 @@ use rustyline::validate::Validator;
 use rustyline::{ColorMode, Editor, ExternalPrinter, Helper};
 use std::borrow::Cow;
 use std::io::{BufRead, Read};
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use tokio::sync::mpsc;
@@ -185,16 +186,7 @@ fn read_basic(requests: std_mpsc::Receiver<ReadRequest>, tx: mpsc::Sender<Input>
                 Err(_) => Input::Eof,
             }
         } else {
-            let mut line = String::new();
-            match stdin
-                .lock()
-                .take(MAX_LINE_BYTES as u64 + 1)
-                .read_line(&mut line)
-            {
-                Ok(0) | Err(_) => Input::Eof,
-                Ok(n) if n > MAX_LINE_BYTES => Input::TooLong(n),
-                Ok(_) => Input::Line(line.trim_end_matches(['\n', '\r']).to_string()),
-            }
+            read_bounded_line(&mut stdin.lock())
         };
         let end = item == Input::Eof;
         if tx.blocking_send(item).is_err() || end {
@@ -203,36 +195,47 @@ fn read_basic(requests: std_mpsc::Receiver<ReadRequest>, tx: mpsc::Sender<Input>
     }
 }
 
+/// Reads one line of at most [`MAX_LINE_BYTES`]; a longer line is consumed
+/// to its end and reported as too long. Invalid UTF-8 is replaced, not fatal.
+fn read_bounded_line(reader: &mut impl BufRead) -> Input {
+    let mut buf = Vec::new();
+    match reader
+        .take(MAX_LINE_BYTES as u64 + 1)
+        .read_until(b'\n', &mut buf)
+    {
+        Ok(0) | Err(_) => return Input::Eof,
+        Ok(_) => {}
+    }
+    let ended = buf.ends_with(b"\n");
+    let text_len = buf.len() - usize::from(ended);
+    if text_len > MAX_LINE_BYTES || (!ended && buf.len() > MAX_LINE_BYTES) {
+        let mut skipped = buf.len();
+        let mut rest = Vec::new();
+        // (A line that ended within the limit never gets here.)
+        loop {
+            rest.clear();
+            match reader
+                .take(MAX_LINE_BYTES as u64)
+                .read_until(b'\n', &mut rest)
+            {
+                Ok(0) | Err(_) => break,
+                Ok(n) => skipped += n,
+            }
+            if rest.ends_with(b"\n") {
+                break;
+            }
+        }
+        return Input::TooLong(skipped);
+    }
+    let line = String::from_utf8_lossy(&buf);
+    Input::Line(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
 fn read_plain(tx: mpsc::Sender<Input>) {
     let stdin = std::io::stdin();
     let mut lock = stdin.lock();
-    let mut buf = Vec::new();
     loop {
-        buf.clear();
-        // Bounded read: a line longer than the limit is consumed and dropped.
-        let mut taken = (&mut lock).take(MAX_LINE_BYTES as u64 + 1);
-        let item = match taken.read_until(b'\n', &mut buf) {
-            Ok(0) | Err(_) => Input::Eof,
-            Ok(_) if buf.len() > MAX_LINE_BYTES && !buf.ends_with(b"\n") => {
-                let mut skipped = buf.len();
-                let mut rest = Vec::new();
-                while let Ok(n) = (&mut lock)
-                    .take(MAX_LINE_BYTES as u64)
-                    .read_until(b'\n', &mut rest)
-                {
-                    skipped += n;
-                    if n == 0 || rest.ends_with(b"\n") {
-                        break;
-                    }
-                    rest.clear();
-                }
-                Input::TooLong(skipped)
-            }
-            Ok(_) => {
-                let line = String::from_utf8_lossy(&buf);
-                Input::Line(line.trim_end_matches(['\n', '\r']).to_string())
-            }
-        };
+        let item = read_bounded_line(&mut lock);
         let end = item == Input::Eof;
         if tx.blocking_send(item).is_err() || end {
             return;
@@ -264,5 +267,30 @@ fn read_terminal(
         if tx.blocking_send(item).is_err() || end {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_bounded_and_the_rest_of_a_long_line_is_skipped() {
+        let exact = "x".repeat(MAX_LINE_BYTES);
+        let long = "y".repeat(MAX_LINE_BYTES * 2 + 5);
+        let text = format!("hi\r\n{exact}\n{long}\nafter\n\u{e9}\u{ff}tail");
+        let mut reader = std::io::Cursor::new(text.into_bytes());
+        assert_eq!(read_bounded_line(&mut reader), Input::Line("hi".into()));
+        assert_eq!(read_bounded_line(&mut reader), Input::Line(exact));
+        assert_eq!(
+            read_bounded_line(&mut reader),
+            Input::TooLong(MAX_LINE_BYTES * 2 + 6)
+        );
+        assert_eq!(read_bounded_line(&mut reader), Input::Line("after".into()));
+        assert_eq!(
+            read_bounded_line(&mut reader),
+            Input::Line("é\u{ff}tail".into())
+        );
+        assert_eq!(read_bounded_line(&mut reader), Input::Eof);
     }
 }

@@ -142,6 +142,8 @@ pub async fn run(
     ));
     let mut stopping = false;
     let mut input_closed = false;
+    // Installed once, so that a Ctrl+C between two turns of the loop is kept.
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
     loop {
         if !stopping {
             cli.ask().await;
@@ -176,7 +178,13 @@ pub async fn run(
                     }
                 }
             }
-            _ = tokio::signal::ctrl_c(), if !stopping => cli.exit = Some(Exit::Normal),
+            _ = async { match &mut sigint { Some(s) => { s.recv().await; } None => std::future::pending().await } }, if !stopping => {
+                cli.exit = Some(Exit::Normal);
+            }
+            // Kept lines wait while the engine's queue is full; this wakes
+            // the loop when there is room again (the CLI never blocks on a
+            // full queue, so it keeps reading the engine's events).
+            _ = cli.engine.ready(), if !stopping && !cli.queued.is_empty() && !cli.engine.can_take_command() => {}
         }
     }
     cli.say(&cli.style.info("Signed out."));
@@ -203,7 +211,11 @@ impl Cli {
             && word.eq_ignore_ascii_case("disconnect");
         if word.eq_ignore_ascii_case("exit") && self.queued.is_empty() {
             self.exit = Some(Exit::Normal);
-        } else if (self.state.waiting() || !self.queued.is_empty()) && !cancel {
+        } else if (self.state.waiting()
+            || !self.queued.is_empty()
+            || !self.engine.can_take_command())
+            && !cancel
+        {
             self.queued.push_back(line);
         } else {
             self.on_line(line).await;
@@ -212,7 +224,11 @@ impl Cli {
 
     /// Handles kept lines, then asks for a new one if input is wanted.
     async fn ask(&mut self) {
-        while self.exit.is_none() && !self.state.waiting() && !self.asked {
+        while self.exit.is_none()
+            && !self.state.waiting()
+            && !self.asked
+            && self.engine.can_take_command()
+        {
             match self.queued.pop_front() {
                 Some(line) => self.on_line(line).await,
                 None => break,
@@ -392,8 +408,16 @@ impl Cli {
     async fn on_event(&mut self, ev: Event) {
         if let Some(lines) = render::simple_event(&self.style, &ev) {
             self.say_all(lines);
-            if let Event::Fatal(_) = ev {
-                self.exit = Some(Exit::Failed);
+            match ev {
+                Event::Fatal(_) => self.exit = Some(Exit::Failed),
+                // A request or an answer the engine could not act on: back
+                // to the question instead of waiting for what will not come.
+                Event::Error(_)
+                    if matches!(self.state, State::Asking { .. } | State::Joining { .. }) =>
+                {
+                    self.set(State::Who)
+                }
+                _ => {}
             }
             return;
         }

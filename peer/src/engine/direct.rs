@@ -21,6 +21,7 @@ use common::Fingerprint;
 use quinn::{RecvStream, SendStream};
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -31,6 +32,13 @@ pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames a peer may send in a burst, then per second.
 const FRAME_BURST: u32 = 5000;
 const FRAME_RATE: u32 = 2000;
+/// Frames written in one go while sending held messages.
+const WRITE_CHUNK: usize = 64;
+/// Batches of frames queued for a session's writer; a peer that lets more
+/// pile up is not reading and is closed.
+const WRITE_QUEUE: usize = 1024;
+/// A delivery with no frame from the other side for this long is closed.
+const DELIVERY_IDLE: Duration = Duration::from_secs(30);
 /// Most inbound frames handled (and stored) together.
 const MAX_BATCH: usize = 256;
 /// Messages a session may have queued for sending.
@@ -104,6 +112,9 @@ pub async fn connect(
 ) -> Result<(quinn::Connection, SendStream, RecvStream), DialError> {
     let config = tls::peer_client_config(identity, expected)
         .map_err(|e| DialError::Protocol(e.to_string()))?;
+    // Give the acceptor's punch a head start: a packet of ours reaching its
+    // NAT first would make the NAT map the punch to another port.
+    tokio::time::sleep(PUNCH_HEAD_START).await;
     let started = Instant::now();
     loop {
         let attempt = match dial_once(endpoint, &config, addrs).await {
@@ -170,6 +181,38 @@ async fn dial_once(
         None if failures.is_empty() => Err(DialError::Unreachable("no usable address".into())),
         None => Err(DialError::Unreachable(failures.join("; "))),
     }
+}
+
+/// How long the dialer waits for the acceptor's punch to go out first.
+const PUNCH_HEAD_START: Duration = Duration::from_millis(300);
+/// How long a punching attempt is kept going.
+const PUNCH_TIME: Duration = Duration::from_secs(3);
+
+/// Sends a short-lived connection attempt to each of `addrs` from this
+/// endpoint's socket, and abandons it: the packets open this side's NAT or
+/// stateful firewall towards the other peer, which is about to dial us (a
+/// first step towards hole punching). The attempts are expected to fail.
+pub async fn punch(
+    endpoint: quinn::Endpoint,
+    identity: Arc<Identity>,
+    peer: Fingerprint,
+    addrs: Vec<SocketAddr>,
+) {
+    let Ok(config) = tls::peer_client_config(&identity, peer) else {
+        return;
+    };
+    let ipv6 = endpoint.local_addr().map(|a| a.is_ipv6()).unwrap_or(false);
+    let mut attempts = JoinSet::new();
+    for &addr in addrs.iter().filter(|a| ipv6 || a.is_ipv4()) {
+        if let Ok(connecting) = endpoint.connect_with(config.clone(), addr, PEER_SERVER_NAME) {
+            attempts.spawn(async move {
+                if let Ok(Ok(conn)) = tokio::time::timeout(PUNCH_TIME, connecting).await {
+                    close::close(&conn, CloseCode::DUPLICATE);
+                }
+            });
+        }
+    }
+    while attempts.join_next().await.is_some() {}
 }
 
 /// The dialer's hello: opens the stream, introduces itself, waits for the answer.
@@ -291,6 +334,15 @@ pub enum LinkEvent {
     Ended(ChatEnd),
 }
 
+/// Aborts a task when dropped, so a session's writer ends with it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Everything a session task needs.
 pub struct Session {
     /// Engine-wide id of this link.
@@ -344,17 +396,57 @@ fn end_reason(err: &quinn::ConnectionError) -> ChatEnd {
     }
 }
 
+/// What the session loop hands its writer.
+enum Out {
+    /// Frames to write, in order.
+    Frames(Vec<PeerMsg>),
+    /// Finish the stream (a delivery is over).
+    Finish,
+}
+
+/// Writes frames for one session: first `first` (the held messages and
+/// `Flushed`), then whatever the session loop queues. Writing in its own
+/// task means the loop keeps reading (and acknowledging) while a write
+/// waits for flow control, so two peers sending to each other at once
+/// cannot block each other.
+async fn write_peer(mut send: SendStream, first: Vec<PeerMsg>, mut rx: mpsc::Receiver<Out>) {
+    for chunk in first.chunks(WRITE_CHUNK) {
+        if write_frames(&mut send, chunk).await.is_err() {
+            return;
+        }
+    }
+    while let Some(out) = rx.recv().await {
+        match out {
+            Out::Frames(frames) => {
+                if write_frames(&mut send, &frames).await.is_err() {
+                    return;
+                }
+            }
+            Out::Finish => {
+                let _ = send.finish();
+            }
+        }
+    }
+}
+
+async fn write_frames(send: &mut SendStream, frames: &[PeerMsg]) -> Result<(), WireError> {
+    let mut bytes = Vec::new();
+    for f in frames {
+        bytes.extend(encode(f)?);
+    }
+    send.write_all(&bytes)
+        .await
+        .map_err(|e| WireError::Io(e.into()))
+}
+
 impl Session {
     /// Runs the session until the connection ends; reports through `events`.
-    pub async fn run(
-        self,
-        mut send: SendStream,
-        recv: RecvStream,
-        mut cmds: mpsc::Receiver<LinkCmd>,
-    ) {
+    pub async fn run(self, send: SendStream, recv: RecvStream, mut cmds: mpsc::Receiver<LinkCmd>) {
         let (in_tx, mut in_rx) = mpsc::channel(64);
         let reader = tokio::spawn(read_peer(recv, in_tx));
-        let end = self.serve(&mut send, &mut in_rx, &mut cmds).await;
+        let end = match self.exchange(send, &mut in_rx, &mut cmds).await {
+            Ok(end) | Err(end) => end,
+        };
         reader.abort();
         let _ = self
             .events
@@ -378,21 +470,25 @@ impl Session {
         ChatEnd::ProtocolError(why)
     }
 
-    async fn serve(
-        &self,
-        send: &mut SendStream,
-        in_rx: &mut mpsc::Receiver<Inbound>,
-        cmds: &mut mpsc::Receiver<LinkCmd>,
-    ) -> ChatEnd {
-        match self.exchange(send, in_rx, cmds).await {
-            Ok(end) | Err(end) => end,
-        }
+    /// Queues frames for the writer; a peer that lets the queue fill up is
+    /// not reading, and is closed.
+    fn queue(&self, out: &mpsc::Sender<Out>, item: Out) -> Result<(), ChatEnd> {
+        out.try_send(item).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => self.fail(
+                CloseCode::TOO_SLOW,
+                format!("{} is not reading its messages", self.peer),
+            ),
+            mpsc::error::TrySendError::Closed(_) => self.fail(
+                CloseCode::PROTOCOL_ERROR,
+                format!("writing to {} failed", self.peer),
+            ),
+        })
     }
 
     /// The session proper; `Err` carries the end of a failed session.
     async fn exchange(
         &self,
-        send: &mut SendStream,
+        send: SendStream,
         in_rx: &mut mpsc::Receiver<Inbound>,
         cmds: &mut mpsc::Receiver<LinkCmd>,
     ) -> Result<ChatEnd, ChatEnd> {
@@ -409,27 +505,37 @@ impl Session {
             peer_flushed: false,
             peer_eof: false,
         };
-        let mut frames: Vec<PeerMsg> = held.into_iter().map(PeerMsg::Message).collect();
-        frames.push(PeerMsg::Flushed);
-        self.write_all(send, &frames).await?;
+        let mut first: Vec<PeerMsg> = held.into_iter().map(PeerMsg::Message).collect();
+        first.push(PeerMsg::Flushed);
+        let (out, out_rx) = mpsc::channel(WRITE_QUEUE);
+        let mut writer = AbortOnDrop(tokio::spawn(write_peer(send, first, out_rx)));
+        let idle = tokio::time::sleep(DELIVERY_IDLE);
+        tokio::pin!(idle);
         let mut finished = false;
         loop {
             let delivery_done = self.kind == RequestKind::Deliver && progress.done();
             if delivery_done && !finished {
-                let _ = send.finish();
+                self.queue(&out, Out::Finish)?;
                 finished = true;
             }
             if delivery_done && progress.peer_eof {
+                // Let the writer's last bytes go before the close.
+                drop(out);
+                let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer.0).await;
                 close::close(&self.conn, CloseCode::NORMAL);
                 return Ok(ChatEnd::PeerLeft);
             }
             tokio::select! {
                 biased;
                 err = self.conn.closed() => return Ok(end_reason(&err)),
+                _ = &mut idle, if self.kind == RequestKind::Deliver => {
+                    let why = format!("the delivery with {} made no progress", self.peer);
+                    return Err(self.fail(CloseCode::TIMEOUT, why));
+                }
                 cmd = cmds.recv() => match cmd {
                     Some(LinkCmd::Send(m)) if !finished => {
                         progress.outstanding.insert(m.id);
-                        self.write_all(send, &[PeerMsg::Message(m)]).await?;
+                        self.queue(&out, Out::Frames(vec![PeerMsg::Message(m)]))?;
                     }
                     Some(LinkCmd::Send(_)) => {}
                     Some(LinkCmd::Close(code)) => {
@@ -442,6 +548,7 @@ impl Session {
                     }
                 },
                 inbound = in_rx.recv() => {
+                    idle.as_mut().reset(tokio::time::Instant::now() + DELIVERY_IDLE);
                     // Take everything already read, so that storage and
                     // acknowledgements are batched under load.
                     let mut batch = vec![inbound.unwrap_or(Inbound::Eof)];
@@ -451,10 +558,9 @@ impl Session {
                             Err(_) => break,
                         }
                     }
-                    if let Some(end) = self.on_inbound(batch, send, &mut progress).await? {
+                    if let Some(end) = self.on_inbound(batch, &out, &mut progress).await? {
                         return Ok(end);
                     }
-
                 }
             }
         }
@@ -466,7 +572,7 @@ impl Session {
     async fn on_inbound(
         &self,
         batch: Vec<Inbound>,
-        send: &mut SendStream,
+        out: &mpsc::Sender<Out>,
         progress: &mut Progress,
     ) -> Result<Option<ChatEnd>, ChatEnd> {
         let mut messages = Vec::new();
@@ -501,7 +607,7 @@ impl Session {
                     self.report(LinkEvent::Received(m)).await;
                 }
             }
-            self.write_all(send, &reply).await?;
+            self.queue(out, Out::Frames(reply))?;
         }
         if !acks.is_empty() {
             self.store
@@ -526,8 +632,9 @@ impl Session {
                 Err(self.fail(code, format!("{} sent bad data: {why}", self.peer)))
             }
             Some(Inbound::Eof) if self.kind == RequestKind::Chat => {
-                // A chat peer never finishes its stream; wait for the close.
-                Ok(Some(end_reason(&self.conn.closed().await)))
+                // A chat peer closes the connection; it never finishes its stream.
+                let why = format!("{} ended its stream during a chat", self.peer);
+                Err(self.fail(CloseCode::PROTOCOL_ERROR, why))
             }
             Some(Inbound::Eof) if progress.done() => {
                 progress.peer_eof = true;
@@ -538,18 +645,6 @@ impl Session {
                 Err(self.fail(CloseCode::PROTOCOL_ERROR, why))
             }
         }
-    }
-
-    async fn write_all(&self, send: &mut SendStream, frames: &[PeerMsg]) -> Result<(), ChatEnd> {
-        let mut bytes = Vec::new();
-        for f in frames {
-            bytes.extend(
-                encode(f).map_err(|e| self.fail(CloseCode::PROTOCOL_ERROR, e.to_string()))?,
-            );
-        }
-        send.write_all(&bytes)
-            .await
-            .map_err(|e| self.fail(CloseCode::PROTOCOL_ERROR, e.to_string()))
     }
 
     fn internal(&self, e: common::db::DbError) -> ChatEnd {

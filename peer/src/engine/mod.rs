@@ -41,6 +41,8 @@ const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 /// How long an accepted request waits for the other side to dial.
 const EXPECTATION_TTL: Duration = Duration::from_secs(30);
+/// Most direct connections at once (one chat, deliveries to distinct peers).
+const MAX_LINKS: usize = 64;
 /// Least time between two deliveries to one peer prompted by ended links.
 const REDELIVERY_PAUSE: Duration = Duration::from_secs(5);
 /// Most queued sends stored in one transaction.
@@ -132,6 +134,16 @@ impl EngineHandle {
         self.tx.send(cmd).await.is_ok()
     }
 
+    /// True when a command can be sent without waiting.
+    pub fn can_take_command(&self) -> bool {
+        self.tx.capacity() > 0
+    }
+
+    /// Waits until a command can be sent without waiting.
+    pub async fn ready(&self) {
+        let _ = self.tx.reserve().await;
+    }
+
     /// The UDP address of the engine's endpoint.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -198,6 +210,7 @@ pub fn start(config: Config) -> Result<(EngineHandle, mpsc::Receiver<Event>), En
         links: HashMap::new(),
         chat: None,
         last_delivery: HashMap::new(),
+        behind_nat: false,
     };
     let task = tokio::spawn(engine.run(cmd_rx, net_rx));
     Ok((
@@ -252,6 +265,7 @@ struct Coord {
 
 struct Link {
     peer: String,
+    kind: RequestKind,
     tx: mpsc::Sender<LinkCmd>,
     conn: quinn::Connection,
 }
@@ -293,6 +307,8 @@ struct Engine {
     links: HashMap<u64, Link>,
     chat: Option<u64>,
     last_delivery: HashMap<String, Instant>,
+    /// The coordinator sees this peer at an address that is not its own.
+    behind_nat: bool,
 }
 
 /// What prompted a delivery of held messages.
@@ -320,6 +336,8 @@ impl Engine {
                 Some(ev) = net.recv() => self.on_net(ev).await,
                 _ = tick.tick() => {
                     self.expire_expectations().await;
+                    // Forget finished tasks (their results were reported).
+                    while self.tasks.try_join_next().is_some() {}
                     Flow::Go
                 }
             };
@@ -419,11 +437,21 @@ impl Engine {
             close::close(&c.conn, CloseCode::NORMAL);
         }
         self.stage = Stage::Offline;
-        self.chat_request = None;
-        self.incoming = None;
         self.delivery_requests.clear();
         if was_ready {
-            self.emit(Event::CoordinatorLost { reason }).await;
+            self.emit(Event::CoordinatorLost {
+                reason: reason.clone(),
+            })
+            .await;
+            // Requests in flight die with the coordinator session: say so.
+            if let Some((_, with)) = self.chat_request.take() {
+                let reason = format!("the coordinator went away ({reason})");
+                self.emit(Event::ChatFailed { with, reason }).await;
+            }
+            if let Some((_, from)) = self.incoming.take() {
+                let reason = "the coordinator went away".to_string();
+                self.emit(Event::IncomingWithdrawn { from, reason }).await;
+            }
             self.connect_after(RETRY_FIRST);
         } else {
             self.retry_later(reason).await;
@@ -547,8 +575,15 @@ impl Engine {
     async fn on_welcome(&mut self, w: Welcome) -> Flow {
         let resumed = self.stage == Stage::Resume;
         if self.store.is_none() || self.me.as_deref() != Some(&w.name) {
-            match Store::open(&self.config.data_dir, &w.name) {
-                Ok(s) => self.store = Some(s),
+            // Opening runs migrations: keep it off the executor's threads.
+            let (dir, name) = (self.config.data_dir.clone(), w.name.clone());
+            match tokio::task::spawn_blocking(move || Store::open(&dir, &name)).await {
+                Ok(Ok(s)) => self.store = Some(s),
+                Ok(Err(e)) => {
+                    return self
+                        .fatal(format!("cannot open your message store: {e}"))
+                        .await
+                }
                 Err(e) => {
                     return self
                         .fatal(format!("cannot open your message store: {e}"))
@@ -558,10 +593,22 @@ impl Engine {
         }
         self.me = Some(w.name.clone());
         self.token = Some(w.token);
+        // Behind a NAT when the coordinator sees an address that is none of ours.
+        let local = self
+            .endpoint
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let observed = w.observed.ip();
+        self.behind_nat = !observed.is_loopback()
+            && !local_candidates(local, None)
+                .iter()
+                .any(|a| a.ip() == observed);
         self.stage = Stage::Ready;
         self.retry = RETRY_FIRST;
         if let Err(e) = self.open_signaling().await {
-            tracing::warn!(error = %e, "cannot open the signaling stream");
+            return self
+                .coordinator_gone(format!("cannot open the signaling stream: {e}"))
+                .await;
         }
         if resumed {
             self.emit(Event::Reconnected).await;
@@ -572,7 +619,11 @@ impl Engine {
             })
             .await;
         }
-        for name in &w.online {
+        let waiting = match &self.store {
+            Some(store) => store.peers_with_undelivered().await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        for name in waiting.iter().filter(|n| w.online.contains(n)) {
             self.deliver_held(name, Trigger::Online).await;
         }
         Flow::Go
@@ -614,7 +665,31 @@ impl Engine {
                 from,
                 kind: RequestKind::Chat,
             } => {
-                if self.chat.is_some() || self.incoming.is_some() || self.chat_request.is_some() {
+                let crossed = self
+                    .chat_request
+                    .as_ref()
+                    .is_some_and(|(_, to)| *to == from)
+                    && self.chat.is_none()
+                    && self.incoming.is_none();
+                if crossed {
+                    // Both asked each other at once. The side whose name
+                    // sorts last withdraws its request and accepts the
+                    // other's; the first side ignores this one (it is about
+                    // to be withdrawn) and sees its own request accepted.
+                    if self.me.as_deref().is_some_and(|me| me > from.as_str()) {
+                        if let Some((mine, _)) = self.chat_request.take() {
+                            self.send_signal(SignalRequest::Cancel { id: mine }).await;
+                        }
+                        self.send_signal(SignalRequest::Answer {
+                            id,
+                            answer: Answer::Accept,
+                        })
+                        .await;
+                    }
+                } else if self.chat.is_some()
+                    || self.incoming.is_some()
+                    || self.chat_request.is_some()
+                {
                     self.send_signal(SignalRequest::Answer {
                         id,
                         answer: Answer::Busy,
@@ -673,30 +748,53 @@ impl Engine {
         fingerprint: Fingerprint,
         addrs: Vec<SocketAddr>,
     ) {
-        match (kind, role) {
+        let expected = match (kind, role) {
             (RequestKind::Chat, Role::Dialer) => {
-                self.chat_request.take_if(|(rid, _)| *rid == id);
+                self.chat_request.take_if(|(rid, _)| *rid == id).is_some()
             }
             (RequestKind::Chat, Role::Acceptor) => {
                 self.incoming.take_if(|(iid, _)| *iid == id);
+                true
             }
-            (RequestKind::Deliver, Role::Dialer) => {
-                self.delivery_requests.remove(&id);
-            }
-            (RequestKind::Deliver, Role::Acceptor) => {}
+            (RequestKind::Deliver, Role::Dialer) => self.delivery_requests.remove(&id).is_some(),
+            (RequestKind::Deliver, Role::Acceptor) => true,
+        };
+        if !expected {
+            // An accept that crossed our cancel: nobody here wants it now.
+            tracing::debug!(%peer, id, "ignoring a connect for a request no longer pending");
+            return;
         }
         match role {
             Role::Acceptor => {
-                self.vouched.allow(fingerprint);
+                let list = self.expectations.entry(fingerprint).or_default();
                 let deadline = Instant::now() + EXPECTATION_TTL;
-                self.expectations
-                    .entry(fingerprint)
-                    .or_default()
-                    .push(Expectation {
-                        peer,
-                        kind,
-                        deadline,
-                    });
+                match list.iter_mut().find(|e| e.peer == peer && e.kind == kind) {
+                    Some(e) => e.deadline = deadline,
+                    None => {
+                        self.vouched.allow(fingerprint);
+                        list.push(Expectation {
+                            peer,
+                            kind,
+                            deadline,
+                        });
+                    }
+                }
+                // Behind a NAT, send a connection attempt towards the dialer
+                // from our one socket: it fails (the dialer expects no
+                // connection), but it opens our NAT's mapping for the
+                // dialer's address so that the dialer's packets reach us.
+                // A peer with a public address does not punch: its packets
+                // could reach a NATed dialer's router before the dialer's
+                // own, and make that NAT map the dialer to another port.
+                if self.behind_nat {
+                    let punch = direct::punch(
+                        self.endpoint.clone(),
+                        self.identity.clone(),
+                        fingerprint,
+                        addrs,
+                    );
+                    self.tasks.spawn(punch);
+                }
             }
             Role::Dialer => {
                 let (endpoint, identity) = (self.endpoint.clone(), self.identity.clone());
@@ -814,7 +912,15 @@ impl Engine {
             close::close(&conn, CloseCode::SIGNED_OUT);
             return;
         };
-        if kind == RequestKind::Chat && self.chat.is_some() {
+        let same = self
+            .links
+            .values()
+            .filter(|l| l.peer == peer && l.kind == kind)
+            .count();
+        let refused = (kind == RequestKind::Chat && self.chat.is_some())
+            || (kind == RequestKind::Deliver && same > 0)
+            || self.links.len() >= MAX_LINKS;
+        if refused {
             close::close(&conn, CloseCode::DUPLICATE);
             return;
         }
@@ -825,6 +931,7 @@ impl Engine {
             link,
             Link {
                 peer: peer.clone(),
+                kind,
                 tx,
                 conn: conn.clone(),
             },
@@ -895,8 +1002,8 @@ impl Engine {
         if busy || self.stage != Stage::Ready || (trigger == Trigger::LinkEnded && recent) {
             return;
         }
-        match store.undelivered(name).await {
-            Ok(list) if !list.is_empty() => {
+        match store.has_undelivered(name).await {
+            Ok(true) => {
                 self.next_id += 1;
                 let id = self.next_id;
                 self.delivery_requests.insert(id, name.to_string());
@@ -908,7 +1015,7 @@ impl Engine {
                 })
                 .await;
             }
-            Ok(_) => {}
+            Ok(false) => {}
             Err(e) => {
                 self.emit(Event::Error(format!("reading kept messages failed: {e}")))
                     .await
@@ -990,7 +1097,7 @@ impl Engine {
             Command::Leave => {
                 if let Some(link) = self.chat.take() {
                     if let Some(l) = self.links.get(&link) {
-                        let _ = l.tx.try_send(LinkCmd::Close(CloseCode::LEFT_CHAT));
+                        close::close(&l.conn, CloseCode::LEFT_CHAT);
                         let with = l.peer.clone();
                         self.emit(Event::ChatEnded {
                             with,

@@ -604,14 +604,16 @@ fn a_requester_behind_nat_chats_with_a_public_callee_both_ways() {
     drop(coord);
 }
 
-/// The known limitation: only the requester dials, so a public requester
-/// cannot reach a callee behind a NAT that has no mapping towards it. Both
-/// users are told, and the requester may keep messages.
+/// A public requester reaches a callee behind a NAT: when the callee
+/// accepts, her engine sends a short-lived connection attempt to the
+/// requester's candidates from her one socket, which opens her NAT's mapping
+/// towards him; his dial to the address the coordinator observed for her
+/// (the router's) then gets through.
 #[test]
-fn a_public_requester_cannot_reach_a_callee_behind_nat() {
+fn a_public_requester_reaches_a_callee_behind_nat_through_her_punch() {
     let mut net = Net::new();
     let hosts = net.build(true);
-    let (router_ip, alice_ip) = (net.wan_ip(3), net.lan_ip(2));
+    let router_ip = net.wan_ip(3);
     count_rule(
         &hosts.bob,
         "OUTPUT",
@@ -626,46 +628,37 @@ fn a_public_requester_cannot_reach_a_callee_behind_nat() {
     bob.login_new("bob", PW);
     alice.expect("bob is online.");
 
-    bob.send("alice");
-    bob.expect("Asking alice to chat");
-    alice.expect("bob wants to chat with you");
-    alice.expect("Chat with bob? [y/n]");
-    alice.send("y");
-    // Bob dialed both of alice's candidates: the router's public address the
-    // coordinator observed (so it did see the NAT's address) and her LAN
-    // address; neither answers.
-    let failed = bob.expect_within("Could not connect to alice", Duration::from_secs(30));
-    assert!(failed.contains("no candidate address answered"), "{failed}");
-    assert!(failed.contains(&format!("{router_ip}:")), "{failed}");
-    assert!(failed.contains(&format!("{alice_ip}:")), "{failed}");
+    bob.expect("Who do you want to chat with?");
+    start_chat(&mut bob, "bob", &mut alice, "alice");
+    // Bob reached her at the router's public address.
     assert!(counted(&hosts.bob, "OUTPUT", "to-router") > 0);
-    bob.expect("bob → alice (kept)>");
-    bob.send("call me when you can");
-    bob.expect("(kept for alice)");
-    bob.send("disconnect");
-    bob.expect("Done keeping messages for alice.");
-
-    // Alice accepted and waited for a dial that never came (30 s).
-    let waited = alice.expect_within("Could not connect to bob", Duration::from_secs(45));
-    assert!(waited.contains("they did not connect in time"), "{waited}");
-    alice.expect("alice → bob (kept)>");
-    assert_eq!(alice.count("You are now chatting"), 0);
-    assert_eq!(bob.count("You are now chatting"), 0);
-    // The kept message waits in bob's store; nothing reached alice.
-    let kept = stored_messages(db.path(), "bob");
-    assert_eq!(kept.len(), 1, "{kept:?}");
-    assert!(kept[0].outgoing && kept[0].held && kept[0].delivered_at_ms.is_none());
-    assert!(stored_messages(da.path(), "alice").is_empty());
+    bob.send("through your NAT");
+    alice.expect("bob: through your NAT");
+    alice.send("and back");
+    bob.expect("alice: and back");
+    assert_eq!(bob.count("Could not connect"), 0);
+    assert_eq!(alice.count("Could not connect"), 0);
+    eventually(WAIT, "both stores hold both messages, delivered", || {
+        let a = stored_messages(da.path(), "alice");
+        let b = stored_messages(db.path(), "bob");
+        a.len() == 2
+            && b.len() == 2
+            && a.iter()
+                .chain(&b)
+                .all(|r| !r.outgoing || r.delivered_at_ms.is_some())
+    });
+    alice.exit();
+    bob.expect("alice signed out.");
+    bob.exit();
     drop(coord);
 }
 
-/// Messages kept by a public peer for a peer behind a NAT: when she logs in,
-/// the background delivery (requested, and so dialed, by the holder) cannot
-/// reach her and nobody is told; the messages stay kept and go out at the
-/// start of the next connection, which she, the NATed one, makes by asking
-/// for a chat.
+/// Messages kept by a public peer for a peer behind a NAT are delivered in
+/// the background when she logs in: the holder's engine asks to deliver,
+/// hers accepts by itself and punches her NAT, and the holder's dial gets
+/// through, with no chat.
 #[test]
-fn kept_messages_for_a_callee_behind_nat_wait_for_a_chat_she_starts() {
+fn kept_messages_reach_a_callee_behind_nat_in_the_background() {
     let mut net = Net::new();
     let hosts = net.build(true);
     let coord = coordinator(&net, &hosts);
@@ -685,37 +678,14 @@ fn kept_messages_for_a_callee_behind_nat_wait_for_a_chat_she_starts() {
     bob.send("disconnect");
     bob.expect("Done keeping messages for alice.");
 
-    // Alice logs in from behind the NAT: bob's engine asks to deliver, her
-    // engine accepts by itself, bob dials her and times out.
     let mut alice = peer(&net, &hosts.alice, da.path());
     alice.login("alice", PW);
     bob.expect("alice is online.");
-    eventually(
-        Duration::from_secs(30),
-        "bob's background delivery to alice fails",
-        || {
-            let log = bob.stderr_log();
-            log.lines()
-                .any(|l| l.contains("direct connection failed") && l.contains("Deliver"))
-        },
-    );
-    // Nobody is told, and nothing moved.
-    assert_eq!(bob.count("delivered to alice"), 0);
-    assert_eq!(bob.count("Could not connect"), 0);
-    assert!(shown_from(&alice, "bob").is_empty());
-    assert!(stored_messages(da.path(), "alice").is_empty());
-    let kept = stored_messages(db.path(), "bob");
-    assert_eq!(kept.len(), 2);
-    assert!(kept.iter().all(|r| r.held && r.delivered_at_ms.is_none()));
-
-    // Alice asks bob to chat: she dials, and the chat's connection carries
-    // the kept messages first, marked as sent while she was away.
-    alice.expect("Who do you want to chat with?");
-    start_chat(&mut alice, "alice", &mut bob, "bob");
     let first = alice.expect("bob: first while away");
     assert!(first.contains("sent while you were away"), "{first}");
     alice.expect("bob: second while away");
     bob.expect("2 kept messages delivered to alice.");
+    assert_eq!(alice.count("You are now chatting"), 0, "no chat was needed");
     assert_eq!(
         shown_from(&alice, "bob"),
         ["first while away", "second while away"]
