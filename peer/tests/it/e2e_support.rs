@@ -16,7 +16,7 @@ use tempfile::TempDir;
 pub const WAIT: Duration = Duration::from_secs(20);
 
 /// The `coordinator` binary: next to the `peer` binary, built once if missing.
-fn coordinator_bin() -> &'static Path {
+pub fn coordinator_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let bin = Path::new(env!("CARGO_BIN_EXE_peer")).with_file_name("coordinator");

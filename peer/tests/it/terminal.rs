@@ -12,12 +12,12 @@
 //! [`WAIT`]), never by fixed sleeps. tmux is required: without it these
 //! tests fail with a sentence saying so (CI installs it).
 
+use crate::e2e_support::coordinator_bin;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
@@ -28,29 +28,6 @@ const POLL: Duration = Duration::from_millis(100);
 /// The password typed in these tests (long enough to spot anywhere).
 const SECRET: &str = "Zebra-Quokka-4711";
 
-/// The `coordinator` binary: next to the `peer` binary, built once if missing.
-fn coordinator_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let bin = Path::new(env!("CARGO_BIN_EXE_peer")).with_file_name("coordinator");
-        if !bin.exists() {
-            let status = Command::new(env!("CARGO"))
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "p2pchat-coordinator",
-                    "--bin",
-                    "coordinator",
-                ])
-                .status()
-                .expect("running cargo build for the coordinator");
-            assert!(status.success(), "building the coordinator failed");
-        }
-        assert!(bin.exists(), "no coordinator binary at {}", bin.display());
-        bin
-    })
-}
 
 /// Fails the test with a clear sentence when tmux is missing.
 fn require_tmux() {
