@@ -1136,6 +1136,16 @@ impl Engine {
                 ))
                 .await;
         }
+        // They asked us first and we have not answered: asking back means yes.
+        if let Some((id, _)) = self.incoming.take_if(|(_, from)| *from == name) {
+            self.emit(Event::Requesting { name }).await;
+            self.send_signal(SignalRequest::Answer {
+                id,
+                answer: Answer::Accept,
+            })
+            .await;
+            return;
+        }
         self.next_id += 1;
         let id = self.next_id;
         self.chat_request = Some((id, name.clone()));

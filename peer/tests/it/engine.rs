@@ -704,3 +704,37 @@ async fn the_coordinator_is_pinned_on_first_use_and_a_changed_key_is_refused() {
     }
     assert_eq!(changed.next_event("Stopped").await, Event::Stopped);
 }
+
+/// Two users asking each other at the same time get one chat, not two
+/// "busy" answers.
+#[tokio::test]
+async fn two_users_asking_each_other_at_once_get_one_chat() {
+    let coord = TestCoordinator::start();
+    let mut a = logged_in(&coord, "alice").await;
+    let mut b = logged_in(&coord, "bob").await;
+    a.send(Command::Chat("bob".into())).await;
+    b.send(Command::Chat("alice".into())).await;
+    for (p, other) in [(&mut a, "bob"), (&mut b, "alice")] {
+        let ev = p
+            .next_matching("the chat (or a failure)", |e| {
+                matches!(
+                    e,
+                    Event::ChatStarted { .. }
+                        | Event::RequestFailed { .. }
+                        | Event::ChatFailed { .. }
+                        | Event::MissedWhileBusy { .. }
+                )
+            })
+            .await;
+        assert_eq!(ev, Event::ChatStarted { with: other.into() });
+    }
+    a.send(Command::Send {
+        to: "bob".into(),
+        body: "one chat".into(),
+    })
+    .await;
+    assert_eq!(next_message(&mut b, "alice").await.0, "one chat");
+    for p in [&mut a, &mut b] {
+        p.shutdown().await;
+    }
+}

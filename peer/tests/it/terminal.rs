@@ -28,7 +28,6 @@ const POLL: Duration = Duration::from_millis(100);
 /// The password typed in these tests (long enough to spot anywhere).
 const SECRET: &str = "Zebra-Quokka-4711";
 
-
 /// Fails the test with a clear sentence when tmux is missing.
 fn require_tmux() {
     let found = Command::new("tmux")
