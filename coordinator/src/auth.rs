@@ -28,6 +28,9 @@ pub struct AuthLimits {
     pub max_delay: Duration,
     /// Password hashes computed at once.
     pub hash_concurrency: usize,
+    /// Accounts one address may create before waits start (each costs a
+    /// password hash and a row).
+    pub free_creations: u32,
 }
 
 impl Default for AuthLimits {
@@ -37,6 +40,7 @@ impl Default for AuthLimits {
             base_delay: Duration::from_secs(2),
             max_delay: Duration::from_secs(300),
             hash_concurrency: 2,
+            free_creations: 10,
         }
     }
 }
@@ -56,6 +60,8 @@ pub enum AuthError {
 enum Key {
     Account(String),
     Addr(IpAddr),
+    /// Accounts created from an address.
+    Created(IpAddr),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -148,6 +154,27 @@ impl Auth {
 
     /// Counts a failure; returns the wait it imposes (zero while failures are free).
     pub fn record_failure(&self, account: &str, addr: IpAddr) -> Duration {
+        let keys = [Key::Account(account.to_string()), Key::Addr(addr)];
+        self.count(&keys, self.limits.free_failures)
+    }
+
+    /// How long `addr` must wait before creating another account, if at all.
+    pub fn creation_wait(&self, addr: IpAddr) -> Option<Duration> {
+        let now = Instant::now();
+        let map = self.lock();
+        map.get(&Key::Created(addr))
+            .map(|f| f.blocked_until.saturating_duration_since(now))
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Counts an account created from `addr`; returns the wait it imposes.
+    pub fn record_creation(&self, addr: IpAddr) -> Duration {
+        self.count(&[Key::Created(addr)], self.limits.free_creations)
+    }
+
+    /// Counts one event for each key; past `free` of them, each further one
+    /// doubles the wait. Returns the longest wait imposed.
+    fn count(&self, keys: &[Key], free: u32) -> Duration {
         let now = Instant::now();
         let mut map = self.lock();
         if map.len() >= MAX_ENTRIES {
@@ -163,15 +190,15 @@ impl Auth {
             map.retain(|_, f| f.last > cut);
         }
         let mut longest = Duration::ZERO;
-        for key in [Key::Account(account.to_string()), Key::Addr(addr)] {
-            let f = map.entry(key).or_insert(Failures {
+        for key in keys {
+            let f = map.entry(key.clone()).or_insert(Failures {
                 count: 0,
                 blocked_until: now,
                 last: now,
             });
             f.count += 1;
             f.last = now;
-            let wait = self.delay_after(f.count);
+            let wait = self.delay_after(f.count, free);
             f.blocked_until = now + wait;
             longest = longest.max(wait);
         }
@@ -185,8 +212,8 @@ impl Auth {
         map.remove(&Key::Addr(addr));
     }
 
-    fn delay_after(&self, failures: u32) -> Duration {
-        let over = failures.saturating_sub(self.limits.free_failures);
+    fn delay_after(&self, events: u32, free: u32) -> Duration {
+        let over = events.saturating_sub(free);
         if over == 0 {
             return Duration::ZERO;
         }

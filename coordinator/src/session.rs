@@ -445,6 +445,9 @@ impl Session {
             if let Err(e) = check_password(&password) {
                 return Ok(Err(login_failed(LoginFailure::Invalid(e.to_string()), 0)));
             }
+            if let Some(wait) = auth.creation_wait(ip) {
+                return Ok(Err(login_failed(LoginFailure::TooManyAttempts, secs(wait))));
+            }
             let phc = auth.hash(password).await.map_err(internal)?;
             if !self
                 .shared
@@ -458,6 +461,7 @@ impl Session {
                 return Ok(Err(login_failed(taken, 0)));
             }
             tracing::info!(user = name, "account created");
+            auth.record_creation(ip);
         }
         auth.record_success(name, ip);
         Ok(Ok(()))

@@ -221,3 +221,30 @@ async fn a_session_token_logs_in_once_without_the_password() {
         "a used token is refused: {reply:?}"
     );
 }
+
+#[tokio::test]
+async fn account_creation_from_one_address_is_throttled() {
+    let tc = TestCoordinator::start_with(|cfg| {
+        cfg.auth = AuthLimits {
+            free_creations: 2,
+            ..AuthLimits::default()
+        };
+    })
+    .await;
+    for name in ["one", "two", "three"] {
+        tc.user(name).await.leave();
+    }
+    let mut c = tc.client().await;
+    c.hello().await;
+    c.username("four").await;
+    match c.password(PASSWORD).await {
+        SessionResponse::LoginFailed {
+            reason: LoginFailure::TooManyAttempts,
+            retry_after_secs,
+        } => assert!(retry_after_secs > 0),
+        other => panic!("expected the creation to be throttled, got {other:?}"),
+    }
+    // Existing accounts still log in from the same address.
+    let mut again = tc.client().await;
+    assert_eq!(again.login("one", PASSWORD).await.name, "one");
+}
