@@ -144,6 +144,25 @@ where
     Ok(())
 }
 
+/// Reads frames from `reader` and hands each one to `tx`, wrapped by
+/// `wrap`, then the end (`Ok(None)`) or the error, and stops; it also stops
+/// when the receiver is gone. Run as a task beside a `select!` loop, it keeps
+/// partial reads out of the loop (reading a frame is not cancel-safe).
+pub async fn forward_frames<T, R, M, F>(mut reader: R, tx: tokio::sync::mpsc::Sender<M>, wrap: F)
+where
+    T: DeserializeOwned,
+    R: AsyncRead + Unpin,
+    F: Fn(Result<Option<T>, WireError>) -> M,
+{
+    loop {
+        let frame = read_frame::<T, _>(&mut reader).await;
+        let last = !matches!(frame, Ok(Some(_)));
+        if tx.send(wrap(frame)).await.is_err() || last {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use common::limits::TokenBucket;
 use common::names::{check_password, normalize_username};
 use common::protocol::*;
 use common::tls::negotiated_alpn;
-use common::wire::{read_frame, write_frame, WireError};
+use common::wire::{forward_frames, write_frame, WireError};
 use common::Fingerprint;
 use quinn::{RecvStream, SendStream};
 use std::collections::VecDeque;
@@ -159,27 +159,22 @@ pub async fn handle(incoming: quinn::Incoming, shared: Arc<Shared>, shutdown: Ca
     readers.abort_all();
 }
 
-async fn read_stream<T: serde::de::DeserializeOwned>(
-    mut recv: RecvStream,
-    tx: mpsc::Sender<Inbound>,
-    wrap: fn(Result<T, WireError>) -> Inbound,
-    ended: Inbound,
-) {
-    loop {
-        match read_frame::<T, _>(&mut recv).await {
-            Ok(Some(msg)) => {
-                if tx.send(wrap(Ok(msg))).await.is_err() {
-                    return;
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                let _ = tx.send(wrap(Err(e))).await;
-                return;
-            }
-        }
+/// What the session stream's reader hands the loop.
+fn session_frame(frame: Result<Option<SessionRequest>, WireError>) -> Inbound {
+    match frame {
+        Ok(Some(req)) => Inbound::Session(Ok(req)),
+        Ok(None) => Inbound::SessionEnded,
+        Err(e) => Inbound::Session(Err(e)),
     }
-    let _ = tx.send(ended).await;
+}
+
+/// What the signaling stream's reader hands the loop.
+fn signal_frame(frame: Result<Option<SignalRequest>, WireError>) -> Inbound {
+    match frame {
+        Ok(Some(req)) => Inbound::Signal(Ok(req)),
+        Ok(None) => Inbound::SignalEnded,
+        Err(e) => Inbound::Signal(Err(e)),
+    }
 }
 
 /// Accepts the signaling stream, then treats any further stream as a flood.
@@ -190,7 +185,7 @@ async fn accept_streams(conn: quinn::Connection, tx: mpsc::Sender<Inbound>) {
     if tx.send(Inbound::SignalOpened(send)).await.is_err() {
         return;
     }
-    let reader = read_stream(recv, tx.clone(), Inbound::Signal, Inbound::SignalEnded);
+    let reader = forward_frames(recv, tx.clone(), signal_frame);
     let extra = async {
         if conn.accept_bi().await.is_ok() {
             let _ = tx.send(Inbound::ExtraStream).await;
@@ -208,12 +203,7 @@ impl Session {
         shutdown: CancellationToken,
     ) -> Result<(), Fatal> {
         let (in_tx, mut in_rx) = mpsc::channel(16);
-        readers.spawn(read_stream(
-            recv,
-            in_tx.clone(),
-            Inbound::Session,
-            Inbound::SessionEnded,
-        ));
+        readers.spawn(forward_frames(recv, in_tx.clone(), session_frame));
         readers.spawn(accept_streams(self.conn.clone(), in_tx.clone()));
         let hello_deadline = tokio::time::sleep(HANDSHAKE_TIMEOUT);
         let login_deadline = tokio::time::sleep(self.shared.config.login_timeout);

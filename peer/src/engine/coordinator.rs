@@ -1,10 +1,9 @@
 //! The connection to the coordinator: resolving its address, checking its
-//! certificate (CA or pin), and the reader tasks of its two streams.
+//! certificate (CA or pin, with a sentence for each refusal) and opening the
+//! session stream.
 
-use super::NetEvent;
 use crate::trust::Pins;
 use common::tls::{self, Identity, PinVerifier};
-use common::wire::read_frame;
 use common::Fingerprint;
 use quinn::{RecvStream, SendStream};
 use rustls::pki_types::CertificateDer;
@@ -12,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
-use tokio::sync::mpsc;
 
 /// How the coordinator's certificate is checked.
 #[derive(Debug, Clone)]
@@ -143,21 +141,5 @@ fn explain_failure(
             path.display()
         )),
         _ => ConnectError::Retry(format!("TLS with {coordinator} failed: {e}")),
-    }
-}
-
-/// Reads frames of one stream and forwards them tagged with `generation`,
-/// until the stream ends or the engine goes away.
-pub async fn read_stream<T, F>(mut recv: RecvStream, tx: mpsc::Sender<NetEvent>, wrap: F)
-where
-    T: serde::de::DeserializeOwned,
-    F: Fn(Result<Option<T>, common::wire::WireError>) -> NetEvent,
-{
-    loop {
-        let frame = read_frame::<T, _>(&mut recv).await;
-        let last = !matches!(frame, Ok(Some(_)));
-        if tx.send(wrap(frame)).await.is_err() || last {
-            return;
-        }
     }
 }

@@ -403,7 +403,7 @@ impl Engine {
         } = c;
         let tx = self.net_tx.clone();
         self.tasks
-            .spawn(coordinator::read_stream(recv, tx.clone(), move |r| {
+            .spawn(common::wire::forward_frames(recv, tx.clone(), move |r| {
                 NetEvent::Session(gen, r)
             }));
         let watched = conn.clone();
@@ -641,7 +641,7 @@ impl Engine {
         c.signal = Some(send);
         let tx = self.net_tx.clone();
         self.tasks
-            .spawn(coordinator::read_stream(recv, tx, move |r| {
+            .spawn(common::wire::forward_frames(recv, tx, move |r| {
                 NetEvent::Signal(gen, r)
             }));
         Ok(())
