@@ -88,9 +88,19 @@ pub async fn dial(
 ) -> Result<quinn::Connection, DialError> {
     let config = tls::peer_client_config(identity, expected)
         .map_err(|e| DialError::Protocol(e.to_string()))?;
+    retry_while_unvouched(|| dial_once(endpoint, &config, addrs)).await
+}
+
+/// Runs `attempt` again while it fails with [`DialError::NotVouched`], for
+/// at most [`VOUCH_GRACE`].
+async fn retry_while_unvouched<T, F, Fut>(mut attempt: F) -> Result<T, DialError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, DialError>>,
+{
     let started = Instant::now();
     loop {
-        match dial_once(endpoint, &config, addrs).await {
+        match attempt().await {
             Err(DialError::NotVouched) if started.elapsed() < VOUCH_GRACE => {
                 tokio::time::sleep(VOUCH_RETRY).await;
             }
@@ -115,29 +125,21 @@ pub async fn connect(
     // Give the acceptor's punch a head start: a packet of ours reaching its
     // NAT first would make the NAT map the punch to another port.
     tokio::time::sleep(PUNCH_HEAD_START).await;
-    let started = Instant::now();
-    loop {
-        let attempt = match dial_once(endpoint, &config, addrs).await {
-            Ok(conn) => match hello_as_dialer(&conn, me, kind).await {
-                Ok((send, recv)) => Ok((conn, send, recv)),
-                Err(_)
-                    if conn
-                        .close_reason()
-                        .is_some_and(|r| tls::is_refused_by_peer(&r)) =>
-                {
-                    Err(DialError::NotVouched)
-                }
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
-        match attempt {
-            Err(DialError::NotVouched) if started.elapsed() < VOUCH_GRACE => {
-                tokio::time::sleep(VOUCH_RETRY).await;
+    retry_while_unvouched(|| async {
+        let conn = dial_once(endpoint, &config, addrs).await?;
+        match hello_as_dialer(&conn, me, kind).await {
+            Ok((send, recv)) => Ok((conn, send, recv)),
+            Err(_)
+                if conn
+                    .close_reason()
+                    .is_some_and(|r| tls::is_refused_by_peer(&r)) =>
+            {
+                Err(DialError::NotVouched)
             }
-            other => return other,
+            Err(e) => Err(e),
         }
-    }
+    })
+    .await
 }
 
 async fn dial_once(
