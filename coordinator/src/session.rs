@@ -556,12 +556,20 @@ async fn flush_then_wait(send: &mut SendStream, conn: &quinn::Connection) {
     .await;
 }
 
+/// The addresses given to the other side of an accepted request: the
+/// observed one first, then the announced ones that make sense from
+/// elsewhere. A loopback address is kept only for a peer that is itself on
+/// loopback, so a peer cannot point others' dials at their own machine.
 fn candidates(observed: SocketAddr, announced: Vec<SocketAddr>) -> Vec<SocketAddr> {
     let mut out = vec![observed];
     for a in announced.into_iter().take(MAX_CANDIDATES) {
         let a = SocketAddr::new(a.ip().to_canonical(), a.port());
-        if a.port() != 0 && !a.ip().is_unspecified() && !a.ip().is_multicast() && !out.contains(&a)
-        {
+        let ip = a.ip();
+        let usable = a.port() != 0
+            && !ip.is_unspecified()
+            && !ip.is_multicast()
+            && (!ip.is_loopback() || observed.ip().is_loopback());
+        if usable && !out.contains(&a) {
             out.push(a);
         }
     }
@@ -592,5 +600,41 @@ fn request_name(req: &SessionRequest) -> &'static str {
         SessionRequest::Resume { .. } => "resume",
         SessionRequest::Lookup { .. } => "lookup",
         SessionRequest::ListOnline => "online list",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::candidates;
+
+    #[test]
+    fn candidates_start_with_the_observed_address_and_drop_unusable_ones() {
+        let observed = "203.0.113.7:4000".parse().unwrap();
+        let announced = [
+            "10.0.0.5:4000",
+            "127.0.0.1:4000",
+            "0.0.0.0:4000",
+            "10.0.0.5:0",
+            "[::ffff:198.51.100.1]:9",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let got = candidates(observed, announced);
+        let want: Vec<std::net::SocketAddr> =
+            ["203.0.113.7:4000", "10.0.0.5:4000", "198.51.100.1:9"]
+                .iter()
+                .map(|a| a.parse().unwrap())
+                .collect();
+        assert_eq!(got, want);
+        let local = candidates(
+            "127.0.0.1:5".parse().unwrap(),
+            vec!["127.0.0.1:6".parse().unwrap()],
+        );
+        assert_eq!(
+            local.len(),
+            2,
+            "a peer on loopback keeps loopback candidates"
+        );
     }
 }
