@@ -26,7 +26,7 @@ use common::Fingerprint;
 use coordinator::{ConnectError, Connected, Trust};
 use direct::{LinkCmd, LinkEvent, Session};
 use quinn::{RecvStream, SendStream};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -211,6 +211,7 @@ pub fn start(config: Config) -> Result<(EngineHandle, mpsc::Receiver<Event>), En
         chat: None,
         last_delivery: HashMap::new(),
         behind_nat: false,
+        redeliver: HashSet::new(),
     };
     let task = tokio::spawn(engine.run(cmd_rx, net_rx));
     Ok((
@@ -266,6 +267,8 @@ struct Coord {
 struct Link {
     peer: String,
     kind: RequestKind,
+    /// The other side dialed this connection.
+    accepted: bool,
     tx: mpsc::Sender<LinkCmd>,
     conn: quinn::Connection,
 }
@@ -309,6 +312,8 @@ struct Engine {
     last_delivery: HashMap<String, Instant>,
     /// The coordinator sees this peer at an address that is not its own.
     behind_nat: bool,
+    /// Peers whose delivery, prompted by an ended link, waits for the next tick.
+    redeliver: HashSet<String>,
 }
 
 /// What prompted a delivery of held messages.
@@ -338,6 +343,9 @@ impl Engine {
                     self.expire_expectations().await;
                     // Forget finished tasks (their results were reported).
                     while self.tasks.try_join_next().is_some() {}
+                    for name in std::mem::take(&mut self.redeliver) {
+                        self.deliver_held(&name, Trigger::Online).await;
+                    }
                     Flow::Go
                 }
             };
@@ -912,13 +920,16 @@ impl Engine {
             close::close(&conn, CloseCode::SIGNED_OUT);
             return;
         };
+        // One delivery per peer and direction: two peers that both hold
+        // messages may each dial one (both carry everything, and both sides
+        // see the same pair), but a peer cannot pile up deliveries to us.
+        let accepted = accepted_fingerprint.is_some();
         let same = self
             .links
             .values()
-            .filter(|l| l.peer == peer && l.kind == kind)
-            .count();
+            .any(|l| l.peer == peer && l.kind == kind && l.accepted == accepted);
         let refused = (kind == RequestKind::Chat && self.chat.is_some())
-            || (kind == RequestKind::Deliver && same > 0)
+            || (kind == RequestKind::Deliver && same)
             || self.links.len() >= MAX_LINKS;
         if refused {
             close::close(&conn, CloseCode::DUPLICATE);
@@ -932,6 +943,7 @@ impl Engine {
             Link {
                 peer: peer.clone(),
                 kind,
+                accepted,
                 tx,
                 conn: conn.clone(),
             },
@@ -988,8 +1000,8 @@ impl Engine {
     /// Starts a background delivery to `name` when messages wait for them and
     /// no connection to them is open or being arranged.
     /// After a link ends, a new delivery waits [`REDELIVERY_PAUSE`] since
-    /// the last one, so a peer that accepts deliveries and drops them cannot
-    /// make this engine spin.
+    /// the last one (it is retried on the engine's 5 s tick), so a peer that
+    /// accepts deliveries and drops them cannot make this engine spin.
     async fn deliver_held(&mut self, name: &str, trigger: Trigger) {
         let Some(store) = &self.store else { return };
         let busy = self.links.values().any(|l| l.peer == name)
@@ -999,7 +1011,12 @@ impl Engine {
             .last_delivery
             .get(name)
             .is_some_and(|t| t.elapsed() < REDELIVERY_PAUSE);
-        if busy || self.stage != Stage::Ready || (trigger == Trigger::LinkEnded && recent) {
+        if busy || self.stage != Stage::Ready {
+            return;
+        }
+        if trigger == Trigger::LinkEnded && recent {
+            // Too soon after the last one: the next tick tries again.
+            self.redeliver.insert(name.to_string());
             return;
         }
         match store.has_undelivered(name).await {

@@ -738,3 +738,59 @@ async fn two_users_asking_each_other_at_once_get_one_chat() {
         p.shutdown().await;
     }
 }
+
+/// Two peers that each hold more for the other than QUIC's flow-control
+/// windows take (about 1.5 MB each way) deliver both backlogs once both are
+/// online: neither side's writing may stop it from reading.
+#[tokio::test]
+async fn large_backlogs_both_ways_are_delivered() {
+    const N: usize = 400;
+    let body = "x".repeat(3_900);
+    let coord = TestCoordinator::start();
+    let mut a = logged_in(&coord, "alice").await;
+    let mut b = logged_in(&coord, "bob").await;
+    let (a_dir, b_dir) = (a.data_dir.clone(), b.data_dir.clone());
+    a.shutdown().await;
+
+    // Bob keeps a backlog for alice, then leaves; alice keeps one for bob.
+    for (sender, to) in [(&mut b, "alice"), (&mut a, "bob")] {
+        if sender.data_dir == a_dir {
+            *sender = TestPeer::start(&coord, PeerOpts::in_dir(&a_dir));
+            sender.login_existing("alice", PASSWORD).await;
+        }
+        for _ in 0..N {
+            sender
+                .send(Command::Send {
+                    to: to.into(),
+                    body: body.clone(),
+                })
+                .await;
+        }
+        let store = sender.store();
+        eventually("the backlog to be stored", || async {
+            let held = store.undelivered(to).await.unwrap().len();
+            (held == N).then_some(())
+        })
+        .await;
+        if sender.data_dir == b_dir {
+            sender.shutdown().await;
+        }
+    }
+
+    let mut b = TestPeer::start(&coord, PeerOpts::in_dir(&b_dir));
+    b.login_existing("bob", PASSWORD).await;
+    let (a_store, b_store) = (a.store(), b.store());
+    eventually("both backlogs to be delivered", || async {
+        let a_left = a_store.undelivered("bob").await.unwrap().len();
+        let b_left = b_store.undelivered("alice").await.unwrap().len();
+        (a_left == 0 && b_left == 0).then_some(())
+    })
+    .await;
+    for (store, from) in [(&a_store, "bob"), (&b_store, "alice")] {
+        let got = store.history(from, 2 * N as u32).await.unwrap();
+        let received = got.iter().filter(|m| !m.outgoing).count();
+        assert_eq!(received, N, "{from}'s backlog arrived once, whole");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
