@@ -439,7 +439,19 @@ impl Engine {
         Flow::Go
     }
 
+    /// The coordinator session ended, however it was noticed (a stream
+    /// ended or failed, or the connection closed). When the connection has a
+    /// close code, it says why: a session replaced by a login elsewhere must
+    /// not reconnect (it would replace that one in turn).
     async fn coordinator_gone(&mut self, reason: String) -> Flow {
+        let closed = self.coord.as_ref().and_then(|c| c.conn.close_reason());
+        if closed.as_ref().and_then(close::code_of) == Some(CloseCode::REPLACED) {
+            let why = "you signed in from another place, which closed this session";
+            return self.fatal(why.into()).await;
+        }
+        let reason = closed
+            .map(|e| close::describe_connection_error(&e))
+            .unwrap_or(reason);
         let was_ready = self.stage == Stage::Ready;
         if let Some(c) = self.coord.take() {
             close::close(&c.conn, CloseCode::NORMAL);
@@ -1302,11 +1314,6 @@ impl Engine {
                 }
             },
             NetEvent::CoordClosed(gen, err) if gen == self.gen => {
-                if close::code_of(&err) == Some(CloseCode::REPLACED) {
-                    return self
-                        .fatal("you signed in from another place, which closed this session".into())
-                        .await;
-                }
                 return self
                     .coordinator_gone(close::describe_connection_error(&err))
                     .await;

@@ -794,3 +794,28 @@ async fn large_backlogs_both_ways_are_delivered() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Logging in to the same account from a second place closes the first
+/// session, and the first program says why and stops.
+#[tokio::test]
+async fn a_second_login_elsewhere_stops_the_first_and_says_why() {
+    let coord = TestCoordinator::start();
+    let mut first = logged_in(&coord, "alice").await;
+    let mut second = TestPeer::start(&coord, PeerOpts::default());
+    second.login_existing("alice", PASSWORD).await;
+    let fatal = first
+        .next_matching("Fatal", |e| matches!(e, Event::Fatal(_)))
+        .await;
+    match fatal {
+        Event::Fatal(text) => assert!(text.contains("another place"), "{text}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    first
+        .next_matching("Stopped", |e| matches!(e, Event::Stopped))
+        .await;
+    second.send(Command::Online).await;
+    second
+        .next_matching("OnlineList", |e| matches!(e, Event::OnlineList(_)))
+        .await;
+    second.shutdown().await;
+}
