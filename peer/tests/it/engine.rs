@@ -819,3 +819,26 @@ async fn a_second_login_elsewhere_stops_the_first_and_says_why() {
         .await;
     second.shutdown().await;
 }
+
+/// When the coordinator comes back after a restart, peers log in again by
+/// themselves with their session token (no password), are online for each
+/// other, and can arrange a new chat.
+#[tokio::test]
+async fn peers_resume_their_session_when_the_coordinator_comes_back() {
+    let mut coord = TestCoordinator::start();
+    let mut a = logged_in(&coord, "alice").await;
+    let mut b = logged_in(&coord, "bob").await;
+    coord.restart().await;
+    for p in [&mut a, &mut b] {
+        p.next_matching("CoordinatorLost", |e| {
+            matches!(e, Event::CoordinatorLost { .. })
+        })
+        .await;
+        p.next_matching("Reconnected", |e| matches!(e, Event::Reconnected))
+            .await;
+    }
+    // A chat request reaches bob through the restarted coordinator.
+    start_chat(&mut a, &mut b).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}

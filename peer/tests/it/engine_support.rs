@@ -62,25 +62,23 @@ impl TestCoordinator {
     /// Starts a coordinator with the default settings (inside a runtime).
     pub fn start() -> TestCoordinator {
         let dir = tempfile::tempdir().expect("temporary folder");
-        let (identity, _) = certs::ensure_coordinator_files(&dir.path().join("tls"))
-            .expect("coordinator certificates");
-        let coordinator = Coordinator::bind(
-            CoordConfig::new(dir.path().to_path_buf()),
-            "127.0.0.1:0".parse().unwrap(),
-            &identity,
-        )
-        .expect("bind the coordinator");
-        let addr = coordinator.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(coordinator.run(async {
-            let _ = rx.await;
-        }));
+        let (addr, stop, task) = serve(dir.path(), "127.0.0.1:0".parse().unwrap());
         TestCoordinator {
             addr,
-            stop: Some(tx),
+            stop: Some(stop),
             task: Some(task),
             dir,
         }
+    }
+
+    /// Stops the coordinator and starts it again on the same address and
+    /// data folder (accounts, tokens and certificates survive).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let (addr, stop, task) = serve(self.dir.path(), self.addr);
+        assert_eq!(addr, self.addr);
+        self.stop = Some(stop);
+        self.task = Some(task);
     }
 
     /// The CA certificate peers verify the coordinator with.
@@ -107,6 +105,20 @@ impl TestCoordinator {
                 .expect("coordinator task");
         }
     }
+}
+
+/// Serves a coordinator on `addr` with its data (and certificates) in `dir`.
+fn serve(dir: &Path, addr: SocketAddr) -> (SocketAddr, oneshot::Sender<()>, JoinHandle<()>) {
+    let (identity, _) =
+        certs::ensure_coordinator_files(&dir.join("tls")).expect("coordinator certificates");
+    let coordinator = Coordinator::bind(CoordConfig::new(dir.to_path_buf()), addr, &identity)
+        .expect("bind the coordinator");
+    let addr = coordinator.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(coordinator.run(async {
+        let _ = rx.await;
+    }));
+    (addr, tx, task)
 }
 
 impl Drop for TestCoordinator {
