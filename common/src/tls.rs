@@ -104,8 +104,13 @@ pub enum TlsError {
     NoCaCertificate,
 }
 
+/// The one crypto provider, built once: every handshake's signature checks
+/// go through it.
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    static PROVIDER: std::sync::OnceLock<Arc<CryptoProvider>> = std::sync::OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
 }
 
 fn supported_schemes() -> Vec<SignatureScheme> {
