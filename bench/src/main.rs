@@ -181,14 +181,14 @@ async fn next<F: Fn(&Event) -> bool>(
 ) -> anyhow::Result<Event> {
     let wait = async {
         while let Some(ev) = side.events.recv().await {
-            if let Event::Fatal(m) = &ev {
-                bail!("engine failed: {m}");
+            if let Event::Fatal(f) = &ev {
+                bail!("engine failed: {}", peer::cli::render::fatal_text(f));
             }
             if want(&ev) {
                 return Ok(ev);
             }
-            if let Event::ChatFailed { reason, .. } | Event::Error(reason) = &ev {
-                bail!("while waiting for {what}: {reason}");
+            if let Event::ChatFailed { .. } | Event::Refused { .. } = &ev {
+                bail!("while waiting for {what}: {ev:?}");
             }
         }
         bail!("engine stopped while waiting for {what}")
@@ -206,6 +206,7 @@ async fn log_in(coordinator: SocketAddr, ca: &std::path::Path, name: &str) -> an
         listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         advertise: None,
         ca_cert: Some(ca.to_path_buf()),
+        timings: Default::default(),
     })?;
     let mut side = Side {
         handle,

@@ -4,8 +4,10 @@
 //! Life cycle of a message: the sender stores it (outgoing, undelivered)
 //! before sending; the receiver stores it (idempotently, keyed by sender and
 //! id) before acknowledging; the sender marks it delivered on the
-//! acknowledgement. Undelivered outgoing messages are what is "held" for
-//! someone and sent at the next connection.
+//! acknowledgement. Undelivered outgoing messages are what is kept for
+//! someone and sent at the next connection. A received message is marked
+//! shown once the front end has it; what was stored but never shown (the
+//! program stopped in between) is shown at the next login.
 
 use common::db::{Db, DbError};
 use common::ids::{now_millis, MessageId};
@@ -13,7 +15,8 @@ use common::protocol::ChatMessage;
 use rusqlite::params;
 use std::path::{Path, PathBuf};
 
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE messages (
         peer TEXT NOT NULL,
         outgoing INTEGER NOT NULL,
@@ -28,7 +31,14 @@ const MIGRATIONS: &[&str] = &["
     CREATE INDEX messages_by_time ON messages(peer, sent_at_ms, id);
     CREATE INDEX messages_undelivered ON messages(peer, id)
         WHERE outgoing = 1 AND delivered_at_ms IS NULL;
-"];
+",
+    "
+    -- Received messages not yet shown to the user (rows from before this
+    -- column count as shown).
+    ALTER TABLE messages ADD COLUMN shown INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX messages_unshown ON messages(peer, id) WHERE outgoing = 0 AND shown = 0;
+",
+];
 
 /// One stored message, as history shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,8 +116,8 @@ impl Store {
         self.db
             .call(move |c| {
                 let mut stmt = c.prepare_cached(
-                    "INSERT OR IGNORE INTO messages (peer, outgoing, id, body, sent_at_ms, held, stored_at_ms)
-                     VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT OR IGNORE INTO messages (peer, outgoing, id, body, sent_at_ms, held, stored_at_ms, shown)
+                     VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6, 0)",
                 )?;
                 let now = now_millis();
                 msgs.iter()
@@ -156,6 +166,92 @@ impl Store {
                         sent_at_ms: r.get(2)?,
                         held: r.get(3)?,
                     })
+                })?;
+                rows.collect()
+            })
+            .await
+    }
+
+    /// At most `limit` messages to `peer` not yet delivered, after `after`,
+    /// oldest first.
+    pub async fn undelivered_page(
+        &self,
+        peer: &str,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<ChatMessage>, DbError> {
+        let peer = peer.to_string();
+        let after = after.map(|id| id.to_bytes().to_vec()).unwrap_or_default();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.db
+            .call(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT id, body, sent_at_ms, held FROM messages
+                     WHERE peer = ?1 AND outgoing = 1 AND delivered_at_ms IS NULL AND id > ?2
+                     ORDER BY id LIMIT ?3",
+                )?;
+                let rows = stmt.query_map(params![peer, after, limit], |r| {
+                    Ok(ChatMessage {
+                        id: MessageId::from_bytes(r.get(0)?),
+                        body: r.get(1)?,
+                        sent_at_ms: r.get(2)?,
+                        held: r.get(3)?,
+                    })
+                })?;
+                rows.collect()
+            })
+            .await
+    }
+
+    /// Marks messages to `peer` as kept: they did not arrive during their chat.
+    pub async fn mark_held(&self, peer: &str, ids: Vec<MessageId>) -> Result<(), DbError> {
+        let peer = peer.to_string();
+        self.db
+            .call(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "UPDATE messages SET held = 1 WHERE peer = ?1 AND outgoing = 1 AND id = ?2",
+                )?;
+                for id in ids {
+                    stmt.execute(params![peer, id.to_bytes()])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Marks received messages (sender, id) as shown.
+    pub async fn mark_shown(&self, items: Vec<(String, MessageId)>) -> Result<(), DbError> {
+        self.db
+            .call(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "UPDATE messages SET shown = 1 WHERE peer = ?1 AND outgoing = 0 AND id = ?2",
+                )?;
+                for (peer, id) in items {
+                    stmt.execute(params![peer, id.to_bytes()])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Received messages never shown, oldest first per sender.
+    pub async fn unshown(&self) -> Result<Vec<(String, ChatMessage)>, DbError> {
+        self.db
+            .call(|c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT peer, id, body, sent_at_ms, held FROM messages
+                     WHERE outgoing = 0 AND shown = 0 ORDER BY peer, id",
+                )?;
+                let rows = stmt.query_map([], |r| {
+                    Ok((
+                        r.get(0)?,
+                        ChatMessage {
+                            id: MessageId::from_bytes(r.get(1)?),
+                            body: r.get(2)?,
+                            sent_at_ms: r.get(3)?,
+                            held: r.get(4)?,
+                        },
+                    ))
                 })?;
                 rows.collect()
             })
@@ -259,11 +355,43 @@ mod tests {
         let (c, d) = (msg("three", true), msg("four", false));
         let fresh = store.add_incoming("bob", vec![c.clone(), d]).await.unwrap();
         assert_eq!(fresh, vec![true, true]);
-        let resend = store.add_incoming("bob", vec![c]).await.unwrap();
+        let resend = store.add_incoming("bob", vec![c.clone()]).await.unwrap();
         assert_eq!(resend, vec![false], "a resend is stored once");
         let h = store.history("bob", 10).await.unwrap();
         assert_eq!(h.len(), 4);
         assert!(h[0].outgoing && h[0].delivered_at_ms.is_some());
         assert!(!h[2].outgoing && h[2].message.held);
+        assert_eq!(
+            store.unshown().await.unwrap().len(),
+            2,
+            "received, never shown"
+        );
+        store
+            .mark_shown(vec![("bob".to_string(), c.id)])
+            .await
+            .unwrap();
+        assert_eq!(store.unshown().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn backlog_pages_follow_ids_and_kept_marks_stick() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "alice").unwrap();
+        let msgs: Vec<ChatMessage> = (0..5).map(|i| msg(&format!("m{i}"), false)).collect();
+        let out = msgs
+            .iter()
+            .map(|m| ("bob".to_string(), m.clone()))
+            .collect();
+        store.add_outgoing(out).await.unwrap();
+        let first = store.undelivered_page("bob", None, 2).await.unwrap();
+        assert_eq!(first, msgs[..2].to_vec());
+        let rest = store
+            .undelivered_page("bob", Some(first[1].id), 10)
+            .await
+            .unwrap();
+        assert_eq!(rest, msgs[2..].to_vec());
+        store.mark_held("bob", vec![msgs[0].id]).await.unwrap();
+        let again = store.undelivered_page("bob", None, 1).await.unwrap();
+        assert!(again[0].held);
     }
 }

@@ -17,6 +17,10 @@ use render::Style;
 use std::collections::VecDeque;
 use tokio::sync::mpsc;
 
+/// Lines kept while the engine has no room (or a state waits for it);
+/// past this, input is not read until they have gone.
+const QUEUED_LINES: usize = 1024;
+
 /// Where the conversation with the user stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
@@ -150,7 +154,8 @@ pub async fn run(
             if cli.exit.is_some() {
                 stopping = true;
                 cli.say(&cli.style.info("Signing out..."));
-                let _ = cli.engine.send(Command::Shutdown).await;
+                // Ahead of anything queued: exit works at once.
+                cli.engine.stop();
             }
         }
         tokio::select! {
@@ -158,7 +163,9 @@ pub async fn run(
                 None | Some(Event::Stopped) => break,
                 Some(ev) => cli.on_event(ev).await,
             },
-            input = lines.recv(), if !stopping && !input_closed => {
+            // Lines kept beyond QUEUED_LINES wait in the pipe: reading stops,
+            // so the writer of a large paste is slowed down, not buffered.
+            input = lines.recv(), if !stopping && !input_closed && cli.queued.len() < QUEUED_LINES => {
                 // A terminal read is over; a pipe's prompt stays printed
                 // until the state changes.
                 if cli.reader.on_request() {
@@ -224,11 +231,10 @@ impl Cli {
 
     /// Handles kept lines, then asks for a new one if input is wanted.
     async fn ask(&mut self) {
-        while self.exit.is_none()
-            && !self.state.waiting()
-            && !self.asked
-            && self.engine.can_take_command()
-        {
+        // Kept lines go to the engine as soon as it has room, whether or
+        // not a prompt is showing (a pipe's prompt stays printed until the
+        // state changes, so waiting for it would stall a paste for ever).
+        while self.exit.is_none() && !self.state.waiting() && self.engine.can_take_command() {
             match self.queued.pop_front() {
                 Some(line) => self.on_line(line).await,
                 None => break,
@@ -412,7 +418,7 @@ impl Cli {
                 Event::Fatal(_) => self.exit = Some(Exit::Failed),
                 // A request or an answer the engine could not act on: back
                 // to the question instead of waiting for what will not come.
-                Event::Error(_)
+                Event::Refused { .. }
                     if matches!(self.state, State::Asking { .. } | State::Joining { .. }) =>
                 {
                     self.set(State::Who)
@@ -445,6 +451,7 @@ impl Cli {
                         retry_after.as_secs().max(1)
                     )
                 };
+                let reason = render::login_failure_text(&reason);
                 self.say(&self.style.error(&format!("Login failed: {reason}.{wait}")));
                 let next = match (&self.state, bad_name) {
                     (_, true) => State::Username,
@@ -487,11 +494,10 @@ impl Cli {
                 });
             }
             Event::ChatFailed { with, reason } => {
-                self.say(
-                    &self
-                        .style
-                        .error(&format!("Could not connect to {with}: {reason}.")),
-                );
+                self.say(&self.style.error(&format!(
+                    "Could not connect to {with}: {}.",
+                    render::chat_failure_text(&reason)
+                )));
                 let (text, _) = render::outcome_text(&with, common::protocol::Outcome::Offline);
                 let offer = text
                     .split_once(". ")
@@ -512,7 +518,10 @@ impl Cli {
             {
                 self.say(&info(
                     &self.style,
-                    &format!("{from}'s request is gone: {reason}."),
+                    &format!(
+                        "{from}'s request is gone: {}.",
+                        render::withdrawn_text(reason)
+                    ),
                 ));
                 self.set(State::Who);
             }

@@ -3,10 +3,12 @@
 //! passed through [`sanitize_for_display`] so that escape sequences from a
 //! peer never reach the terminal raw.
 
-use crate::engine::{ChatEnd, Event, HistoryLine};
+use crate::engine::{
+    ChatEnd, ChatFailure, CommandKind, Event, Fatal, HistoryLine, LinkFault, Refusal, Withdrawn,
+};
 use chrono::{Local, TimeZone};
 use common::names::sanitize_for_display;
-use common::protocol::Outcome;
+use common::protocol::{LoginFailure, Outcome, Withdrawal};
 
 /// How lines are decorated.
 #[derive(Debug, Clone, Copy)]
@@ -53,11 +55,24 @@ pub fn format_time(ms: i64) -> String {
 
 /// One chat message as shown.
 pub fn message_line(style: &Style, from: &str, body: &str, sent_at_ms: i64, held: bool) -> String {
+    message_line_marked(style, from, body, sent_at_ms, held, false)
+}
+
+/// One chat message as shown; `unshown` marks one stored in an earlier run
+/// that was never shown then.
+pub fn message_line_marked(
+    style: &Style,
+    from: &str,
+    body: &str,
+    sent_at_ms: i64,
+    held: bool,
+    unshown: bool,
+) -> String {
     let when = format_time(sent_at_ms);
-    let away = if held {
-        ", sent while you were away"
-    } else {
-        ""
+    let away = match (held, unshown) {
+        (_, true) => ", received while the program was closing, not shown until now",
+        (true, false) => ", sent while you were away",
+        (false, false) => "",
     };
     format!(
         "[{when}{away}] {}: {}",
@@ -106,8 +121,92 @@ pub fn chat_end_text(with: &str, reason: &ChatEnd) -> String {
         ChatEnd::YouLeft => format!("You left the chat with {with}."),
         ChatEnd::PeerLeft => format!("{with} left the chat."),
         ChatEnd::PeerSignedOut => format!("{with} signed out."),
+        ChatEnd::PeerRestarted => {
+            format!("{with} came back on a new connection; the old chat was closed.")
+        }
         ChatEnd::ConnectionLost(why) => format!("The connection to {with} was lost ({why})."),
-        ChatEnd::ProtocolError(why) => format!("The chat with {with} was closed: {why}."),
+        ChatEnd::ProtocolError(fault) => format!(
+            "The chat with {with} was closed: {}.",
+            fault_text(with, fault)
+        ),
+    }
+}
+
+/// A breach on a direct connection, as a phrase.
+pub fn fault_text(with: &str, fault: &LinkFault) -> String {
+    match fault {
+        LinkFault::BadFrame(why) => format!("{with} sent bad data ({why})"),
+        LinkFault::BadMessage(e) => format!("{with} sent an invalid message ({e})"),
+        LinkFault::OutOfOrder => format!("{with} sent a frame out of order"),
+        LinkFault::EndedStream => format!("{with} ended its stream during a chat"),
+        LinkFault::NotReading => format!("{with} is not reading its messages"),
+        LinkFault::Stalled => format!("the delivery with {with} made no progress"),
+        LinkFault::Store(e) => format!("your message store failed ({e})"),
+    }
+}
+
+/// Why a login failed, as a phrase.
+pub fn login_failure_text(reason: &LoginFailure) -> String {
+    match reason {
+        LoginFailure::WrongPassword => "wrong password".into(),
+        LoginFailure::TooManyAttempts => "too many failed attempts".into(),
+        LoginFailure::Invalid(text) => sanitize_for_display(text),
+        LoginFailure::BadToken => "session expired".into(),
+    }
+}
+
+/// Why an accepted chat did not start, as a phrase.
+pub fn chat_failure_text(reason: &ChatFailure) -> String {
+    match reason {
+        ChatFailure::CoordinatorLost => {
+            "the coordinator is unreachable right now; try again when it is back".into()
+        }
+        ChatFailure::NoShow => "they did not connect in time".into(),
+        ChatFailure::Dial(e) => e.to_string(),
+    }
+}
+
+/// Why an incoming request went away, as a phrase.
+pub fn withdrawn_text(reason: Withdrawn) -> &'static str {
+    match reason {
+        Withdrawn::Coordinator(Withdrawal::Cancelled) => "they cancelled the request",
+        Withdrawn::Coordinator(Withdrawal::TimedOut) => "the request timed out",
+        Withdrawn::Coordinator(Withdrawal::RequesterLeft) => "they went offline",
+        Withdrawn::CoordinatorLost => "the coordinator went away",
+    }
+}
+
+/// A refused command, as a sentence.
+pub fn refusal_text(command: CommandKind, reason: &Refusal) -> String {
+    let what = match command {
+        CommandKind::Username => "That name was not sent",
+        CommandKind::Password => "That password was not sent",
+        CommandKind::Chat => "No request was sent",
+        CommandKind::CancelRequest => "Nothing was cancelled",
+        CommandKind::Answer => "Nothing was answered",
+        CommandKind::Send => "Not sent",
+        CommandKind::History => "No history",
+        CommandKind::Online => "No list",
+    };
+    let why = match reason {
+        Refusal::NotConnected => "not connected to the coordinator right now".to_string(),
+        Refusal::NotLoggedIn => "log in first".to_string(),
+        Refusal::OutOfTurn => "it is not the time for that".to_string(),
+        Refusal::NoRequest => "there is no chat request to answer".to_string(),
+        Refusal::InChat => "you are in a chat already; type disconnect first".to_string(),
+        Refusal::BadName(e) | Refusal::BadMessage(e) => e.to_string(),
+        Refusal::Store(e) => format!("your message store failed ({e})"),
+    };
+    format!("{what}: {why}.")
+}
+
+/// Why the engine stopped, as a sentence.
+pub fn fatal_text(fatal: &Fatal) -> String {
+    match fatal {
+        Fatal::Connect(e) => sanitize_for_display(&e.to_string()),
+        Fatal::VersionMismatch(message) => sanitize_for_display(message),
+        Fatal::Replaced => "You signed in from another place, which closed this session.".into(),
+        Fatal::Store(e) => format!("Cannot open your message store: {e}"),
     }
 }
 
@@ -116,14 +215,17 @@ pub fn simple_event(style: &Style, ev: &Event) -> Option<Vec<String>> {
     let lines = match ev {
         Event::Connecting { coordinator } => vec![style.info(&format!("Connecting to the coordinator at {coordinator}..."))],
         Event::ConnectFailed { coordinator, reason, retry_in } => vec![style.error(&format!(
-            "Cannot reach the coordinator at {coordinator}: {reason}. Retrying in {} s (type exit to quit).",
+            "Cannot reach the coordinator at {coordinator}: {}. Retrying in {} s (type exit to quit).",
+            sanitize_for_display(&reason.to_string()),
             retry_in.as_secs().max(1)
         ))],
         Event::Presence { name, online: true } => vec![style.info(&format!("{name} is online."))],
         Event::Presence { name, online: false } => vec![style.info(&format!("{name} went offline."))],
         Event::OnlineList(names) if names.is_empty() => vec![style.info("Nobody else is online.")],
-        Event::OnlineList(names) => vec![style.info(&format!("Online: {}", names.join(", ")))],
-        Event::Message { from, body, sent_at_ms, held } => vec![message_line(style, from, body, *sent_at_ms, *held)],
+        Event::OnlineList(names) => vec![style.info(&format!("Online: {}", sanitize_for_display(&names.join(", "))))],
+        Event::Message { from, body, sent_at_ms, held, unshown, .. } => {
+            vec![message_line_marked(style, from, body, *sent_at_ms, *held, *unshown)]
+        }
         Event::Kept { to } => vec![style.info(&format!("(kept for {to})"))],
         Event::Delivered { to, count } => {
             let s = if *count == 1 { "" } else { "s" };
@@ -139,11 +241,17 @@ pub fn simple_event(style: &Style, ev: &Event) -> Option<Vec<String>> {
             out
         }
         Event::CoordinatorLost { reason } => vec![style.error(&format!(
-            "Lost the coordinator ({reason}); reconnecting. Chats in progress go on."
+            "Lost the coordinator ({}); reconnecting. Chats in progress go on.",
+            sanitize_for_display(reason)
         ))],
         Event::Reconnected => vec![style.info("Reconnected to the coordinator.")],
-        Event::Error(text) => vec![style.error(&format!("Error: {text}"))],
-        Event::Fatal(text) => vec![style.error(text)],
+        Event::Refused { command, reason } => vec![style.error(&refusal_text(*command, reason))],
+        Event::CoordinatorError { message } => vec![style.error(&format!(
+            "The coordinator says: {}",
+            sanitize_for_display(message)
+        ))],
+        Event::ResumeRefused => vec![style.error("Your session could not be resumed; log in again.")],
+        Event::Fatal(f) => vec![style.error(&fatal_text(f))],
         _ => return None,
     };
     Some(lines)

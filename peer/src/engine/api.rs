@@ -1,7 +1,12 @@
 //! The engine's public vocabulary: its settings, the commands a front end
-//! sends it and the events it emits. Plain data, no behaviour.
+//! sends it and the events it emits. Plain data with facts, never English:
+//! every sentence a user reads is written by the front end.
 
-use common::protocol::Outcome;
+use super::connect::ConnectError;
+use super::direct::DialError;
+use common::ids::MessageId;
+use common::names::RuleError;
+use common::protocol::{LoginFailure, Outcome, Withdrawal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,6 +24,57 @@ pub struct Config {
     pub advertise: Option<SocketAddr>,
     /// CA certificate to verify the coordinator with (`None`: pin on first use).
     pub ca_cert: Option<PathBuf>,
+    /// Retries, deadlines and windows (tests shorten them).
+    pub timings: Timings,
+}
+
+impl Config {
+    /// Settings with the default [`Timings`].
+    pub fn new(coordinator: impl Into<String>, data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            coordinator: coordinator.into(),
+            data_dir: data_dir.into(),
+            listen: None,
+            advertise: None,
+            ca_cert: None,
+            timings: Timings::default(),
+        }
+    }
+}
+
+/// The engine's clocks and bounds.
+#[derive(Debug, Clone)]
+pub struct Timings {
+    /// First wait between attempts to reach the coordinator.
+    pub retry_first: Duration,
+    /// Longest wait between attempts to reach the coordinator.
+    pub retry_max: Duration,
+    /// Deadline for one write to the coordinator; past it the connection is
+    /// dropped and made again.
+    pub coordinator_write: Duration,
+    /// How long an accepted request waits for the other side to dial.
+    pub expectation_ttl: Duration,
+    /// Least time between two deliveries to one peer prompted by ended links.
+    pub redelivery_pause: Duration,
+    /// How often timers (expiries, paused deliveries) are checked.
+    pub tick: Duration,
+    /// Messages sent on one link and not yet acknowledged; past it, input
+    /// waits (backpressure).
+    pub window: usize,
+}
+
+impl Default for Timings {
+    fn default() -> Timings {
+        Timings {
+            retry_first: Duration::from_secs(1),
+            retry_max: Duration::from_secs(30),
+            coordinator_write: Duration::from_secs(10),
+            expectation_ttl: Duration::from_secs(30),
+            redelivery_pause: Duration::from_secs(5),
+            tick: Duration::from_secs(1),
+            window: 4096,
+        }
+    }
 }
 
 /// What a front end asks of the engine.
@@ -54,6 +110,48 @@ pub enum Command {
     Shutdown,
 }
 
+/// Which command an [`Event::Refused`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandKind {
+    /// [`Command::Username`].
+    Username,
+    /// [`Command::Password`].
+    Password,
+    /// [`Command::Chat`].
+    Chat,
+    /// [`Command::CancelRequest`].
+    CancelRequest,
+    /// [`Command::Answer`].
+    Answer,
+    /// [`Command::Send`].
+    Send,
+    /// [`Command::History`].
+    History,
+    /// [`Command::Online`].
+    Online,
+}
+
+/// Why a command could not be carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// There is no coordinator connection right now.
+    NotConnected,
+    /// The command needs a logged-in account.
+    NotLoggedIn,
+    /// A password came before a username (or a username during a login).
+    OutOfTurn,
+    /// There is no incoming request to answer.
+    NoRequest,
+    /// A chat is open already.
+    InChat,
+    /// The name breaks the rules.
+    BadName(RuleError),
+    /// The message breaks the rules.
+    BadMessage(RuleError),
+    /// The message store failed; nothing was changed.
+    Store(String),
+}
+
 /// Why a chat ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChatEnd {
@@ -63,10 +161,67 @@ pub enum ChatEnd {
     PeerLeft,
     /// The other user signed out.
     PeerSignedOut,
-    /// The connection broke (their program died, the network failed).
+    /// The other user's program came back (it crashed or lost its
+    /// connection) and asked again: the old connection was dead.
+    PeerRestarted,
+    /// The connection broke (their program died, the network failed);
+    /// the detail is the transport's.
     ConnectionLost(String),
     /// The other side broke the protocol.
-    ProtocolError(String),
+    ProtocolError(LinkFault),
+}
+
+/// A protocol breach by the other side of a direct connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkFault {
+    /// A frame that did not decode, or over the size cap.
+    BadFrame(String),
+    /// A message body that breaks the rules.
+    BadMessage(RuleError),
+    /// A frame that makes no sense now (an ack for nothing sent, a second hello).
+    OutOfOrder,
+    /// The other side finished its stream during a chat.
+    EndedStream,
+    /// The other side stopped reading.
+    NotReading,
+    /// A delivery made no progress for too long.
+    Stalled,
+    /// This side's message store failed.
+    Store(String),
+}
+
+/// Why an accepted chat did not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatFailure {
+    /// The coordinator connection was lost while the request was pending.
+    CoordinatorLost,
+    /// The other side never connected.
+    NoShow,
+    /// Dialing failed.
+    Dial(DialError),
+}
+
+/// Why an incoming request went away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Withdrawn {
+    /// As the coordinator said.
+    Coordinator(Withdrawal),
+    /// The coordinator connection was lost.
+    CoordinatorLost,
+}
+
+/// Why the engine stopped on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fatal {
+    /// Connecting cannot succeed without the user acting (a changed
+    /// certificate, an unusable address).
+    Connect(ConnectError),
+    /// The coordinator speaks another protocol version; its sentence.
+    VersionMismatch(String),
+    /// A login elsewhere replaced this session.
+    Replaced,
+    /// The account's message store cannot be opened.
+    Store(String),
 }
 
 /// One line of a conversation's history.
@@ -97,7 +252,7 @@ pub enum Event {
         /// `HOST:PORT`.
         coordinator: String,
         /// Why.
-        reason: String,
+        reason: ConnectError,
         /// When the next try starts.
         retry_in: Duration,
     },
@@ -110,15 +265,18 @@ pub enum Event {
         /// True: existing account.
         exists: bool,
     },
-    /// The login failed; the text says why. Try again.
+    /// The login failed. Try again.
     LoginFailed {
-        /// A sentence for the user.
-        reason: String,
+        /// Why, as the coordinator said.
+        reason: LoginFailure,
         /// Wait this long before the next attempt counts.
         retry_after: Duration,
         /// True when the name itself was refused (ask for a name again).
         bad_name: bool,
     },
+    /// The session could not be resumed after a reconnect: log in again
+    /// ([`Event::Connected`] follows).
+    ResumeRefused,
     /// Logged in.
     LoggedIn {
         /// The account name.
@@ -151,8 +309,8 @@ pub enum Event {
     ChatFailed {
         /// The other user.
         with: String,
-        /// Why, in words.
-        reason: String,
+        /// Why.
+        reason: ChatFailure,
     },
     /// Someone wants to chat: answer with [`Command::Answer`].
     IncomingRequest {
@@ -163,8 +321,8 @@ pub enum Event {
     IncomingWithdrawn {
         /// The requester.
         from: String,
-        /// Why, in words.
-        reason: String,
+        /// Why.
+        reason: Withdrawn,
     },
     /// Someone asked to chat while this user was busy; they were told.
     MissedWhileBusy {
@@ -183,16 +341,21 @@ pub enum Event {
         /// Why.
         reason: ChatEnd,
     },
-    /// A message arrived (it is stored).
+    /// A message arrived (it is stored and acknowledged).
     Message {
         /// The sender.
         from: String,
+        /// Its id.
+        id: MessageId,
         /// The text, raw: escape it before printing.
         body: String,
         /// When it was written (Unix milliseconds).
         sent_at_ms: i64,
         /// Written while this user was away.
         held: bool,
+        /// Stored in an earlier run and not shown then (the program
+        /// stopped between storing and showing it).
+        unshown: bool,
     },
     /// A message could not go out now and is kept for later delivery.
     Kept {
@@ -215,16 +378,25 @@ pub enum Event {
     },
     /// The coordinator connection was lost; chats go on, a reconnect follows.
     CoordinatorLost {
-        /// Why.
+        /// Why (the transport's words).
         reason: String,
     },
     /// Logged in again after a lost coordinator connection.
     Reconnected,
-    /// A command failed; the text says why.
-    Error(String),
-    /// The engine cannot go on (a changed coordinator certificate, a
-    /// replaced session, an unusable data folder); it stops after this.
-    Fatal(String),
+    /// A command could not be carried out.
+    Refused {
+        /// Which command.
+        command: CommandKind,
+        /// Why.
+        reason: Refusal,
+    },
+    /// The coordinator reported an error in its own words.
+    CoordinatorError {
+        /// Its text, raw: escape it before printing.
+        message: String,
+    },
+    /// The engine cannot go on; it stops after this.
+    Fatal(Fatal),
     /// The engine has stopped.
     Stopped,
 }

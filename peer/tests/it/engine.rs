@@ -12,7 +12,9 @@ use common::protocol::{Outcome, PeerMsg, RequestKind, PROTOCOL_VERSION};
 use common::tls::{self, Vouched};
 use common::wire::{read_frame, write_frame};
 use common::Fingerprint;
-use peer::engine::direct::{self, DialError};
+use peer::cli::render::fatal_text;
+use peer::engine::test_utils as direct;
+use peer::engine::DialError;
 use peer::engine::{ChatEnd, Command, EngineError, Event};
 
 #[tokio::test]
@@ -39,6 +41,7 @@ async fn register_then_login_and_a_wrong_password_can_be_retried() {
         Event::LoginFailed {
             reason, bad_name, ..
         } => {
+            let reason = peer::cli::render::login_failure_text(&reason);
             assert!(reason.contains("wrong password"), "{reason}");
             assert!(!bad_name, "the name was fine");
         }
@@ -161,6 +164,14 @@ async fn declined_messages_are_kept_and_delivered_to_the_next_login() {
         }
     );
 
+    // Bob signs out; messages for him are kept; a new engine on his data
+    // folder logs in again and gets them.
+    let bob_dir = b.data_dir.clone();
+    b.shutdown().await;
+    a.next_matching("bob offline", |e| {
+        matches!(e, Event::Presence { online: false, .. })
+    })
+    .await;
     let bodies = ["kept one", "kept two", "kept three"];
     for body in bodies {
         a.send(Command::Send {
@@ -179,13 +190,6 @@ async fn declined_messages_are_kept_and_delivered_to_the_next_login() {
     assert_eq!(undelivered.len(), 3);
     assert!(undelivered.iter().all(|m| m.held));
 
-    // Bob signs out; a new engine on his data folder logs in again.
-    let bob_dir = b.data_dir.clone();
-    b.shutdown().await;
-    a.next_matching("bob offline", |e| {
-        matches!(e, Event::Presence { online: false, .. })
-    })
-    .await;
     let mut b2 = TestPeer::start(&coord, PeerOpts::in_dir(&bob_dir));
     b2.login_existing("bob", PASSWORD).await;
 
@@ -621,7 +625,10 @@ async fn a_corrupted_account_database_is_fatal_not_a_panic() {
         })
         .await;
     match fatal {
-        Event::Fatal(text) => assert!(text.contains("message store"), "{text}"),
+        Event::Fatal(f) => {
+            let text = fatal_text(&f);
+            assert!(text.contains("message store"), "{text}")
+        }
         other => panic!("logging in over a corrupted database gave {other:?}"),
     }
     let stopped = p.next_event("Stopped").await;
@@ -640,6 +647,7 @@ async fn a_data_folder_that_is_a_file_is_refused_at_start() {
         listen: Some("127.0.0.1:0".parse().unwrap()),
         advertise: None,
         ca_cert: Some(coord.ca_path()),
+        timings: Default::default(),
     };
     match peer::engine::start(config) {
         Err(EngineError::DataDir { path, .. }) => assert_eq!(path, file),
@@ -696,7 +704,8 @@ async fn the_coordinator_is_pinned_on_first_use_and_a_changed_key_is_refused() {
         .next_matching("Fatal", |e| matches!(e, Event::Fatal(_) | Event::Connected))
         .await;
     match fatal {
-        Event::Fatal(text) => {
+        Event::Fatal(f) => {
+            let text = fatal_text(&f);
             assert!(text.contains("pinned"), "{text}");
             assert!(text.contains(&pins.display().to_string()), "{text}");
         }
@@ -807,7 +816,10 @@ async fn a_second_login_elsewhere_stops_the_first_and_says_why() {
         .next_matching("Fatal", |e| matches!(e, Event::Fatal(_)))
         .await;
     match fatal {
-        Event::Fatal(text) => assert!(text.contains("another place"), "{text}"),
+        Event::Fatal(f) => {
+            let text = fatal_text(&f);
+            assert!(text.contains("another place"), "{text}")
+        }
         other => panic!("unexpected {other:?}"),
     }
     first

@@ -188,6 +188,7 @@ impl TestPeer {
             listen: Some("127.0.0.1:0".parse().unwrap()),
             advertise: None,
             ca_cert: opts.ca.then(|| coord.ca_path()),
+            timings: Default::default(),
         };
         let (handle, events) = engine::start(config).expect("start the engine");
         TestPeer {
