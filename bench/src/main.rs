@@ -9,6 +9,14 @@
 //!   every message is stored by the sender, sent, stored by the receiver,
 //!   acknowledged and marked delivered.
 //!
+//! - **synced SQLite**: one-row commits with `synchronous=FULL` in WAL mode
+//!   (what each side of a message pays at least once), and batched inserts
+//!   of 100 rows per commit (the store's best case).
+//!
+//! The targets are ratios against those floors: p50 latency within 1.3 x
+//! (raw one-way + 2 synced commits), p99 within 2 x the same sum of p99s,
+//! throughput at least 0.5 x min(raw QUIC, batched synced inserts).
+//!
 //! Latency is one way (send to the receiver having it), one message at a
 //! time; both sides share the process clock. Throughput sends N messages as
 //! fast as the sender accepts them and stops the clock when the last one is
@@ -73,6 +81,13 @@ async fn main() -> anyhow::Result<()> {
         bail!("--size must be 1..={}", common::names::MAX_MESSAGE_BYTES);
     }
     let raw = raw_quic(&args).await.context("raw QUIC baseline")?;
+    let disk = tokio::task::spawn_blocking({
+        let pings = args.pings;
+        move || sqlite_baseline(pings)
+    })
+    .await
+    .context("SQLite baseline task")?
+    .context("SQLite baseline")?;
     let chat = p2pchat(&args).await.context("p2pchat run")?;
     println!(
         "{} messages of {} bytes (throughput), {} one at a time (latency), loopback",
@@ -91,12 +106,82 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!(
+        "{:<12} {:>10.3}ms {:>10.3}ms {:>12.0} rows/s (one-row commits; batches of 100)",
+        "synced SQL",
+        disk.p50.as_secs_f64() * 1e3,
+        disk.p99.as_secs_f64() * 1e3,
+        disk.throughput
+    );
+    let floor_p50 = raw.p50 + disk.p50 * 2;
+    let floor_p99 = raw.p99 + disk.p99 * 2;
+    let floor_rate = raw.throughput.min(disk.throughput);
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    println!(
         "ratio p2pchat/raw: p50 latency x{:.2}, p99 latency x{:.2}, throughput x{:.3}",
-        chat.p50.as_secs_f64() / raw.p50.as_secs_f64(),
-        chat.p99.as_secs_f64() / raw.p99.as_secs_f64(),
+        ratio(chat.p50, raw.p50),
+        ratio(chat.p99, raw.p99),
         chat.throughput / raw.throughput
     );
+    println!(
+        "against the floors: p50 x{:.2} of raw+2 commits (goal <= 1.3), p99 x{:.2} (goal <= 2), throughput x{:.2} of min(raw, batched inserts) (goal >= 0.5)",
+        ratio(chat.p50, floor_p50),
+        ratio(chat.p99, floor_p99),
+        chat.throughput / floor_rate
+    );
+    if let Some(kib) = peak_rss_kib() {
+        println!(
+            "peak memory of this process (coordinator and both peers): {:.1} MiB",
+            kib as f64 / 1024.0
+        );
+    }
     Ok(())
+}
+
+/// The process's peak resident memory (`VmHWM`), in KiB.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+// ----- synced SQLite -----
+
+/// One-row synced commits (latency) and 100-row synced commits (rows/s),
+/// with the pragmas the stores use.
+fn sqlite_baseline(pings: usize) -> anyhow::Result<Numbers> {
+    let dir = tempfile::tempdir()?;
+    let conn = rusqlite::Connection::open(dir.path().join("bench.sqlite3"))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(
+        "CREATE TABLE m (id BLOB PRIMARY KEY, body TEXT NOT NULL, at INTEGER NOT NULL) WITHOUT ROWID",
+    )?;
+    let body = "x".repeat(100);
+    let mut n: u64 = 0;
+    let mut insert = |conn: &rusqlite::Connection, rows: usize| -> anyhow::Result<()> {
+        let tx = conn.unchecked_transaction()?;
+        {
+            let mut stmt = tx.prepare_cached("INSERT INTO m (id, body, at) VALUES (?1, ?2, ?3)")?;
+            for _ in 0..rows {
+                n += 1;
+                stmt.execute(rusqlite::params![n.to_be_bytes().to_vec(), body, n as i64])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    };
+    let mut lat = Vec::with_capacity(pings);
+    for _ in 0..pings {
+        let t = Instant::now();
+        insert(&conn, 1)?;
+        lat.push(t.elapsed());
+    }
+    let batches = 200;
+    let start = Instant::now();
+    for _ in 0..batches {
+        insert(&conn, 100)?;
+    }
+    Ok(summarize(lat, batches * 100, start.elapsed()))
 }
 
 // ----- raw QUIC -----
@@ -275,15 +360,25 @@ async fn p2pchat(args: &Args) -> anyhow::Result<Numbers> {
     }
 
     let start = Instant::now();
+    // The receiver's events are read while the sender sends: the engine
+    // slows the sender down (backpressure) when the receiver's front end
+    // does not keep up, so reading them afterwards would never finish.
+    let messages = args.messages;
+    let receiver = tokio::spawn(async move {
+        let mut got = 0;
+        while got < messages {
+            next(&mut bob, "a message", |e| {
+                matches!(e, Event::Message { .. })
+            })
+            .await?;
+            got += 1;
+        }
+        anyhow::Ok(bob)
+    });
     for _ in 0..args.messages {
         alice.handle.send(message()).await;
     }
-    for _ in 0..args.messages {
-        next(&mut bob, "a message", |e| {
-            matches!(e, Event::Message { .. })
-        })
-        .await?;
-    }
+    let bob = receiver.await.context("receiver task")??;
     // The sender's side is done when its store shows every message delivered.
     let store = peer::store::Store::open(alice._dir.path(), "alice")?;
     loop {

@@ -105,24 +105,26 @@ impl Store {
             .await
     }
 
-    /// Stores messages received from `peer`, in one transaction; for each,
-    /// false when it was already stored (a resend).
+    /// Stores messages received from `peer`, in one transaction, as shown
+    /// or not yet shown; for each, false when it was already stored (a
+    /// resend).
     pub async fn add_incoming(
         &self,
         peer: &str,
         msgs: Vec<ChatMessage>,
+        shown: bool,
     ) -> Result<Vec<bool>, DbError> {
         let peer = peer.to_string();
         self.db
             .call(move |c| {
                 let mut stmt = c.prepare_cached(
                     "INSERT OR IGNORE INTO messages (peer, outgoing, id, body, sent_at_ms, held, stored_at_ms, shown)
-                     VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6, 0)",
+                     VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?;
                 let now = now_millis();
                 msgs.iter()
                     .map(|m| {
-                        let n = stmt.execute(params![peer, m.id.to_bytes(), m.body, m.sent_at_ms, m.held, now])?;
+                        let n = stmt.execute(params![peer, m.id.to_bytes(), m.body, m.sent_at_ms, m.held, now, shown])?;
                         Ok(n == 1)
                     })
                     .collect()
@@ -353,9 +355,15 @@ mod tests {
         assert_eq!(store.undelivered("bob").await.unwrap(), vec![b.clone()]);
 
         let (c, d) = (msg("three", true), msg("four", false));
-        let fresh = store.add_incoming("bob", vec![c.clone(), d]).await.unwrap();
+        let fresh = store
+            .add_incoming("bob", vec![c.clone(), d], false)
+            .await
+            .unwrap();
         assert_eq!(fresh, vec![true, true]);
-        let resend = store.add_incoming("bob", vec![c.clone()]).await.unwrap();
+        let resend = store
+            .add_incoming("bob", vec![c.clone()], false)
+            .await
+            .unwrap();
         assert_eq!(resend, vec![false], "a resend is stored once");
         let h = store.history("bob", 10).await.unwrap();
         assert_eq!(h.len(), 4);

@@ -184,7 +184,7 @@ pub fn refusal_text(command: CommandKind, reason: &Refusal) -> String {
         CommandKind::Chat => "No request was sent",
         CommandKind::CancelRequest => "Nothing was cancelled",
         CommandKind::Answer => "Nothing was answered",
-        CommandKind::Send => "Not sent",
+        CommandKind::Send => "Message not sent",
         CommandKind::History => "No history",
         CommandKind::Online => "No list",
     };

@@ -18,6 +18,9 @@ pub(crate) type LinkId = u64;
 pub(crate) enum Action {
     /// Tell the front end.
     Emit(Event),
+    /// Show a received message that is stored as not yet shown: it is
+    /// marked shown once the front end has it.
+    EmitUnshown(Event),
     /// Stop the engine after this.
     Stop,
     /// Make a new coordinator connection (generation `gen`) after `after`.
@@ -100,6 +103,9 @@ pub(crate) enum StoreJob {
         peer: String,
         /// The messages.
         msgs: Vec<ChatMessage>,
+        /// Store them as shown: the front end keeps up, so they reach it
+        /// as soon as they are stored.
+        shown: bool,
     },
     /// Mark messages to `peer` delivered.
     MarkDelivered {

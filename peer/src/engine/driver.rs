@@ -110,8 +110,9 @@ pub(crate) struct Driver {
     coord: Option<CoordIo>,
     store: Option<StoreLink>,
     handles: HashMap<LinkId, LinkHandle>,
-    /// Events not yet taken by the front end.
-    pending: VecDeque<Event>,
+    /// Events not yet taken by the front end; true: a message to mark
+    /// shown once it has it.
+    pending: VecDeque<(Event, bool)>,
     /// Received messages handed to the front end, to mark shown.
     shown: Vec<(String, MessageId)>,
     /// A send that did not fit in the window, taken first when it does.
@@ -233,27 +234,27 @@ impl Driver {
     /// Hands one event to the front end (a permit is held, so this does not
     /// wait), and as many more as fit.
     fn hand_over(&mut self, permit: mpsc::Permit<'_, Event>) {
-        if let Some(ev) = self.pending.pop_front() {
-            self.note_shown(&ev);
+        if let Some((ev, mark)) = self.pending.pop_front() {
+            self.note_shown(&ev, mark);
             permit.send(ev);
         }
         let events = self.events.clone();
-        while let Some(ev) = self.pending.pop_front() {
+        while let Some((ev, mark)) = self.pending.pop_front() {
             match events.try_reserve() {
                 Ok(p) => {
-                    self.note_shown(&ev);
+                    self.note_shown(&ev, mark);
                     p.send(ev);
                 }
                 Err(_) => {
-                    self.pending.push_front(ev);
+                    self.pending.push_front((ev, mark));
                     break;
                 }
             }
         }
     }
 
-    fn note_shown(&mut self, ev: &Event) {
-        if let Event::Message { from, id, .. } = ev {
+    fn note_shown(&mut self, ev: &Event, mark: bool) {
+        if let (Event::Message { from, id, .. }, true) = (ev, mark) {
             self.shown.push((from.clone(), *id));
         }
     }
@@ -273,8 +274,12 @@ impl Driver {
             c.close(CloseCode::SIGNED_OUT);
         }
         // Events already decided still reach the front end.
-        for ev in std::mem::take(&mut self.pending) {
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.events.send(ev)).await;
+        for (ev, mark) in std::mem::take(&mut self.pending) {
+            let sent =
+                tokio::time::timeout(Duration::from_secs(1), self.events.send(ev.clone())).await;
+            if matches!(sent, Ok(Ok(()))) {
+                self.note_shown(&ev, mark);
+            }
         }
         // Store work already given (what was shown, what was acknowledged)
         // is finished before the store closes.
@@ -301,7 +306,8 @@ impl Driver {
 
     fn act_one(&mut self, action: Action) {
         match action {
-            Action::Emit(ev) => self.pending.push_back(ev),
+            Action::Emit(ev) => self.pending.push_back((ev, false)),
+            Action::EmitUnshown(ev) => self.pending.push_back((ev, true)),
             Action::Stop => self.stopping = true,
             Action::Connect { gen, after } => self.connect(gen, after),
             Action::DropCoordinator(code) => {
@@ -376,10 +382,13 @@ impl Driver {
                 Some(s) => {
                     let _ = s.jobs.send(job);
                 }
-                None => self.pending.push_back(Event::Refused {
-                    command: CommandKind::Send,
-                    reason: Refusal::NotLoggedIn,
-                }),
+                None => self.pending.push_back((
+                    Event::Refused {
+                        command: CommandKind::Send,
+                        reason: Refusal::NotLoggedIn,
+                    },
+                    false,
+                )),
             },
         }
     }
@@ -620,10 +629,13 @@ impl Driver {
             Input::LinkFailed { arrangement, error } => {
                 tracing::info!(error = %error, "direct connection failed");
                 if let Some(a) = arrangement.filter(|a| a.kind == RequestKind::Chat) {
-                    self.pending.push_back(Event::ChatFailed {
-                        with: a.peer,
-                        reason: super::api::ChatFailure::Dial(error),
-                    });
+                    self.pending.push_back((
+                        Event::ChatFailed {
+                            with: a.peer,
+                            reason: super::api::ChatFailure::Dial(error),
+                        },
+                        false,
+                    ));
                 }
             }
             Input::LinkEnded(link, err) => self.on_link_ended(link, err),
@@ -753,7 +765,10 @@ impl Driver {
 
     fn on_link_input(&mut self, link: LinkId, input: LinkInput) {
         let a = match input {
-            LinkInput::Frames(frames) => self.outbox.on_frames(link, frames),
+            LinkInput::Frames(frames) => {
+                let keeping_up = self.pending.is_empty();
+                self.outbox.on_frames(link, frames, keeping_up)
+            }
             LinkInput::Eof => self.outbox.on_eof(link),
             LinkInput::Bad(fault, code) => vec![Action::LinkFail(link, code, fault)],
         };
@@ -786,8 +801,11 @@ impl Driver {
                 link,
                 peer,
                 msgs,
+                shown,
                 result,
-            } => self.outbox.on_incoming_stored(link, &peer, msgs, result),
+            } => self
+                .outbox
+                .on_incoming_stored(link, &peer, msgs, shown, result),
             StoreDone::Delivered { link, ids, result } => {
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "marking messages delivered failed");
@@ -805,7 +823,7 @@ impl Driver {
             StoreDone::Unshown(Ok(msgs)) => msgs
                 .into_iter()
                 .map(|(from, m)| {
-                    Action::Emit(Event::Message {
+                    Action::EmitUnshown(Event::Message {
                         from,
                         id: m.id,
                         body: m.body,

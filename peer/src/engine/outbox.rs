@@ -314,8 +314,16 @@ impl Outbox {
         out
     }
 
-    /// Frames read on a link, in order.
-    pub(crate) fn on_frames(&mut self, link: LinkId, frames: Vec<PeerMsg>) -> Vec<Action> {
+    /// Frames read on a link, in order. `keeping_up`: the front end has
+    /// taken every event so far, so new messages reach it right after they
+    /// are stored and are stored as shown (else they are marked shown once
+    /// it has them, and shown again after a restart if it never did).
+    pub(crate) fn on_frames(
+        &mut self,
+        link: LinkId,
+        frames: Vec<PeerMsg>,
+        keeping_up: bool,
+    ) -> Vec<Action> {
         let Some(l) = self.links.get_mut(&link) else {
             return Vec::new();
         };
@@ -356,6 +364,7 @@ impl Outbox {
                 link,
                 peer: l.peer.clone(),
                 msgs,
+                shown: keeping_up,
             }));
         }
         if !acks.is_empty() {
@@ -401,6 +410,7 @@ impl Outbox {
         link: LinkId,
         peer: &str,
         msgs: Vec<ChatMessage>,
+        shown: bool,
         result: Result<Vec<bool>, String>,
     ) -> Vec<Action> {
         self.incoming_jobs = self.incoming_jobs.saturating_sub(1);
@@ -416,14 +426,19 @@ impl Outbox {
         let mut out = vec![Action::LinkSend(link, acks)];
         for (m, new) in msgs.into_iter().zip(fresh) {
             if new {
-                out.push(Action::Emit(Event::Message {
+                let ev = Event::Message {
                     from: peer.to_string(),
                     id: m.id,
                     body: m.body,
                     sent_at_ms: m.sent_at_ms,
                     held: m.held,
                     unshown: false,
-                }));
+                };
+                out.push(if shown {
+                    Action::Emit(ev)
+                } else {
+                    Action::EmitUnshown(ev)
+                });
             }
         }
         out.extend(self.progress(link));
@@ -648,7 +663,7 @@ mod tests {
         assert_eq!(sends(&a)[0].1.len(), 3, "sent in one write");
         assert!(!o.can_accept(Some(1)), "three unacknowledged");
         let acks = ids.iter().map(|id| PeerMsg::Ack { id: *id }).collect();
-        let a = o.on_frames(1, acks);
+        let a = o.on_frames(1, acks, true);
         assert!(
             matches!(&a[0], Action::Store(StoreJob::MarkDelivered { ids: d, .. }) if *d == ids)
         );
@@ -709,7 +724,11 @@ mod tests {
             PeerMsg::Message(m) => Some(m.id),
             _ => None,
         }));
-        o.on_frames(1, ids.iter().map(|id| PeerMsg::Ack { id: *id }).collect());
+        o.on_frames(
+            1,
+            ids.iter().map(|id| PeerMsg::Ack { id: *id }).collect(),
+            true,
+        );
         let a = o.on_delivered(1, &ids);
         assert!(
             matches!(&a[..], [Action::Emit(Event::Delivered { count, .. })] if *count == PAGE + 2)
@@ -724,12 +743,19 @@ mod tests {
         let act = o.on_frames(
             1,
             vec![PeerMsg::Message(a.clone()), PeerMsg::Message(b.clone())],
+            true,
         );
         assert!(
             matches!(&act[..], [Action::Store(StoreJob::AddIncoming { msgs, .. })] if msgs.len() == 2)
         );
         assert!(sends(&act).is_empty(), "no ack before the store");
-        let act = o.on_incoming_stored(1, "bob", vec![a.clone(), b.clone()], Ok(vec![true, false]));
+        let act = o.on_incoming_stored(
+            1,
+            "bob",
+            vec![a.clone(), b.clone()],
+            true,
+            Ok(vec![true, false]),
+        );
         assert!(
             matches!(&act[0], Action::LinkSend(1, acks) if acks.len() == 2),
             "acks first"
@@ -751,12 +777,12 @@ mod tests {
         o.on_link_up(1, "bob", RequestKind::Deliver);
         let kept = msg("k");
         o.on_backlog(1, Ok(vec![kept.clone()]));
-        let a = o.on_frames(1, vec![PeerMsg::Flushed]);
+        let a = o.on_frames(1, vec![PeerMsg::Flushed], true);
         assert!(
             !a.iter().any(|a| matches!(a, Action::LinkFinish(_))),
             "ours is not acknowledged yet"
         );
-        let a = o.on_frames(1, vec![PeerMsg::Ack { id: kept.id }]);
+        let a = o.on_frames(1, vec![PeerMsg::Ack { id: kept.id }], true);
         assert!(
             !a.iter().any(|a| matches!(a, Action::LinkFinish(_))),
             "not marked delivered yet"
@@ -795,7 +821,7 @@ mod tests {
     fn a_bad_message_closes_the_link_as_a_protocol_error_and_an_early_end_too() {
         let mut o = Outbox::new(16, PAUSE);
         chat_open(&mut o, 1);
-        let a = o.on_frames(1, vec![PeerMsg::Message(msg(""))]);
+        let a = o.on_frames(1, vec![PeerMsg::Message(msg(""))], true);
         assert!(matches!(
             &a[..],
             [Action::LinkFail(

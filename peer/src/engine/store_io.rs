@@ -30,6 +30,7 @@ pub(crate) enum StoreDone {
         link: LinkId,
         peer: String,
         msgs: Vec<ChatMessage>,
+        shown: bool,
         result: Result<Vec<bool>, String>,
     },
     /// [`StoreJob::MarkDelivered`].
@@ -95,12 +96,21 @@ async fn run(store: Store, job: StoreJob) -> StoreDone {
             let result = store.add_outgoing(batch.clone()).await.map_err(text);
             StoreDone::Outgoing(batch, result)
         }
-        StoreJob::AddIncoming { link, peer, msgs } => {
-            let result = store.add_incoming(&peer, msgs.clone()).await.map_err(text);
+        StoreJob::AddIncoming {
+            link,
+            peer,
+            msgs,
+            shown,
+        } => {
+            let result = store
+                .add_incoming(&peer, msgs.clone(), shown)
+                .await
+                .map_err(text);
             StoreDone::Incoming {
                 link,
                 peer,
                 msgs,
+                shown,
                 result,
             }
         }
