@@ -92,6 +92,12 @@ impl EngineHandle {
         self.tx.send(cmd).await.is_ok()
     }
 
+    /// A cloneable sender of commands, for a task of the front end's that
+    /// sends while another reads events.
+    pub fn command_sender(&self) -> CommandSender {
+        CommandSender(self.tx.clone())
+    }
+
     /// Sends a command if there is room now; gives it back otherwise.
     pub fn try_send(&self, cmd: Command) -> Result<(), Command> {
         self.tx.try_send(cmd).map_err(|e| e.into_inner())
@@ -122,6 +128,18 @@ impl EngineHandle {
     pub async fn shutdown(self) {
         self.stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
+}
+
+/// Sends commands to a running engine (see [`EngineHandle::command_sender`]).
+#[derive(Debug, Clone)]
+pub struct CommandSender(mpsc::Sender<Command>);
+
+impl CommandSender {
+    /// Sends a command, waiting while the engine's queue is full; false
+    /// when the engine has stopped.
+    pub async fn send(&self, cmd: Command) -> bool {
+        self.0.send(cmd).await.is_ok()
     }
 }
 

@@ -634,7 +634,7 @@ mod tests {
     }
 
     fn stored_batch(actions: &[Action]) -> Vec<(String, ChatMessage)> {
-        match &actions[..] {
+        match actions {
             [Action::Store(StoreJob::AddOutgoing(b))] => b.clone(),
             other => panic!("{other:?}"),
         }

@@ -205,6 +205,11 @@ impl TestPeer {
         self.handle.as_ref().expect("the engine is running")
     }
 
+    /// A second handle to send commands from another task.
+    pub fn engine_handle_for_tests(&self) -> CommandSender {
+        CommandSender(self.engine().command_sender())
+    }
+
     /// Sends a command; panics when the engine has stopped.
     pub async fn send(&self, cmd: Command) {
         let what = format!("the engine to take {cmd:?}");
@@ -399,4 +404,14 @@ pub fn count_stored(data_dir: &Path, name: &str) -> i64 {
             .expect("open the account database");
     conn.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))
         .expect("count messages")
+}
+
+/// Sends commands to an engine from another task.
+pub struct CommandSender(peer::engine::CommandSender);
+
+impl CommandSender {
+    /// Sends, waiting while the engine has no room; false once it stopped.
+    pub async fn send(&self, cmd: Command) -> bool {
+        self.0.send(cmd).await
+    }
 }

@@ -10,5 +10,6 @@ mod e2e;
 mod e2e_support;
 mod engine;
 mod engine_support;
+mod flow;
 mod netns;
 mod terminal;
