@@ -6,7 +6,9 @@
 
 mod bad_input;
 mod lifecycle;
+mod limits;
 mod login;
 mod presence;
 mod signaling;
 mod support;
+mod throttle;
