@@ -8,6 +8,7 @@ mod bad_input;
 mod lifecycle;
 mod limits;
 mod login;
+mod memory;
 mod permissions;
 mod presence;
 mod signaling;
