@@ -63,6 +63,17 @@ pub enum CertError {
     /// A DNS name is not valid in a certificate.
     #[error("'{0}' is not a valid DNS name")]
     BadDnsName(String),
+    /// A private key file that group or others may read or write.
+    #[error(
+        "{path} is accessible to group or others (mode {mode:03o}); a private key must be \
+         readable by its owner only: run `chmod 600 {path}`"
+    )]
+    LooseKey {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 /// A certificate and its key, as PEM text.
@@ -220,6 +231,34 @@ pub fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), CertErro
     fs::rename(&tmp, path).map_err(io_err(path))
 }
 
+/// Creates `dir` (and missing parents) with mode 0700 whatever the umask.
+/// An existing folder is left as it is.
+pub fn create_private_dir(dir: &Path) -> Result<(), CertError> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err(dir))
+}
+
+/// Refuses a private key file that group or others may access.
+pub fn check_key_permissions(path: &Path) -> Result<(), CertError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(path)
+        .map_err(io_err(path))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(CertError::LooseKey {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
 /// Writes a pair as `dir/<stem>.pem` (0644) and `dir/<stem>.key` (0600).
 pub fn write_pair(
     dir: &Path,
@@ -227,7 +266,7 @@ pub fn write_pair(
     key_file: &str,
     pair: &PemPair,
 ) -> Result<(), CertError> {
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    create_private_dir(dir)?;
     write_file(&dir.join(key_file), &pair.key_pem, 0o600)?;
     write_file(&dir.join(cert_file), &pair.cert_pem, 0o644)
 }
@@ -340,6 +379,37 @@ pub fn ensure_coordinator_files(dir: &Path) -> Result<(Identity, Option<Issued>)
             &["localhost".to_string()],
             &ips,
         )?)
+    };
+    Ok((load_identity(&cert, &key)?, issued))
+}
+
+/// The coordinator's own identity from `dir`, made on first use like
+/// [`ensure_coordinator_files`], except that a CA made here is used once and
+/// its key is **not** written: a server keeps only what it needs to serve,
+/// so reading its disk does not let anyone issue certificates peers trust.
+/// (A CA already in `dir`, key included, is used as it is.) Without the CA
+/// key a new coordinator certificate later means a new CA for the peers.
+pub fn ensure_self_made_coordinator_files(
+    dir: &Path,
+) -> Result<(Identity, Option<Issued>), CertError> {
+    let cert = dir.join(COORDINATOR_CERT_FILE);
+    let key = dir.join(COORDINATOR_KEY_FILE);
+    let has_ca = dir.join(CA_CERT_FILE).exists() && dir.join(CA_KEY_FILE).exists();
+    let issued = if cert.exists() && key.exists() {
+        None
+    } else if has_ca {
+        return ensure_coordinator_files(dir);
+    } else {
+        let ips: [IpAddr; 2] = [[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()];
+        let ca = generate_ca()?;
+        let server = generate_coordinator_cert(&ca, &["localhost".to_string()], &ips)?;
+        create_private_dir(dir)?;
+        write_file(&dir.join(CA_CERT_FILE), &ca.cert_pem, 0o644)?;
+        write_pair(dir, COORDINATOR_CERT_FILE, COORDINATOR_KEY_FILE, &server)?;
+        Some(Issued {
+            new_ca: true,
+            ca_fingerprint: ca.fingerprint()?,
+        })
     };
     Ok((load_identity(&cert, &key)?, issued))
 }

@@ -32,6 +32,10 @@ impl CloseCode {
     pub const UNEXPECTED_PEER: CloseCode = CloseCode(10);
     /// The other side failed inside (a database error, say).
     pub const INTERNAL: CloseCode = CloseCode(11);
+    /// The coordinator serves as many connections as it can; try later.
+    pub const BUSY: CloseCode = CloseCode(12);
+    /// Too many connections (or logins in progress) from one address.
+    pub const TOO_MANY_CONNECTIONS: CloseCode = CloseCode(13);
     /// The user typed `disconnect`: they left the chat.
     pub const LEFT_CHAT: CloseCode = CloseCode(20);
     /// The user signed out of the program.
@@ -64,6 +68,8 @@ impl CloseCode {
             CloseCode::TIMEOUT => "timed out",
             CloseCode::UNEXPECTED_PEER => "unexpected peer certificate",
             CloseCode::INTERNAL => "internal error",
+            CloseCode::BUSY => "the coordinator is full; try again later",
+            CloseCode::TOO_MANY_CONNECTIONS => "too many connections from this address",
             CloseCode::LEFT_CHAT => "left the chat",
             CloseCode::SIGNED_OUT => "signed out",
             CloseCode::DUPLICATE => "duplicate connection",

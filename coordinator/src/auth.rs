@@ -1,36 +1,81 @@
 //! Passwords and login throttling.
 //!
-//! Passwords are hashed with Argon2id (m = 19 MiB, t = 2, p = 1) on the
-//! blocking pool, at most a few at a time, so a burst of logins cannot stall
-//! the executor that serves presence and signaling. Failed attempts are
-//! counted per account and per source address; past a few free failures each
-//! further one doubles the wait before the next attempt is considered.
+//! **Hashing.** Passwords are hashed with Argon2id (m = 19 MiB, t = 2,
+//! p = 1) on the blocking pool, at most [`AuthLimits::hash_concurrency`] at a
+//! time. Each hashing permit owns one 19 MiB block buffer from a pool, reused
+//! for every hash: the memory spent on hashing is bounded by the permits and
+//! never handed back to (and fragmented by) the allocator.
+//!
+//! **Throttling.** An attempt is *reserved* before anything is hashed
+//! ([`Auth::begin`]): the checks and the pessimistic count of a failure
+//! happen under one lock, so parallel attempts cannot all pass a check that
+//! only a finished failure would have closed. At most one attempt per account
+//! (from a source that never logged in to it), a few per source and a few in
+//! total are in flight; anything beyond is refused at once, without hashing.
+//! Failures are counted
+//!
+//! - per (account, source): past a few free ones, each doubles the wait of
+//!   that pair. This is what stops a guesser, and it never touches the real
+//!   owner at another address;
+//! - per source, across accounts (password spraying), with the same rule;
+//! - per account, across sources: a much looser ceiling that only *slows*
+//!   (a delay before each attempt from a source not yet known for the
+//!   account), never refuses, so no stranger can lock the owner out.
+//!
+//! A source that logged in to an account is remembered as known for it: its
+//! attempts skip the per-account slot and slow-down. Token resumes are
+//! throttled on their own counter, never by password failures. Counters
+//! idle for [`AuthLimits::forget_after`] start over. The table is bounded:
+//! when it is full the least recently used entries that impose no wait are
+//! forgotten; entries that impose a wait are never evicted, and when only
+//! those are left a new source is refused rather than let in unthrottled.
 
-use argon2::password_hash::{
-    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
-};
-use argon2::{Algorithm, Argon2, Params, Version};
+use crate::source::source_of;
+use argon2::password_hash::{rand_core::OsRng, Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::sync::Semaphore;
 
+/// Argon2 memory cost in KiB (19 MiB, the OWASP baseline).
+pub const ARGON2_M_KIB: u32 = 19 * 1024;
+const ARGON2_T: u32 = 2;
+const ARGON2_P: u32 = 1;
+/// How long a refusal for "an attempt is already in flight" asks to wait.
+const BUSY_WAIT: Duration = Duration::from_secs(1);
+
 /// Throttling settings.
 #[derive(Debug, Clone)]
 pub struct AuthLimits {
-    /// Failures allowed before waits start.
+    /// Failures per (account, source), and per source, allowed before waits start.
     pub free_failures: u32,
     /// The first wait; each further failure doubles it.
     pub base_delay: Duration,
     /// The longest wait.
     pub max_delay: Duration,
-    /// Password hashes computed at once.
+    /// Failures on one account, from all sources, before attempts on it from
+    /// sources not known for it are slowed.
+    pub account_free_failures: u32,
+    /// The delay added to each such attempt once the account is past its
+    /// ceiling (it slows a guesser spread over many sources; it never refuses).
+    pub account_slowdown: Duration,
+    /// A counter idle this long starts over.
+    pub forget_after: Duration,
+    /// Password hashes computed at once (each holds a 19 MiB buffer).
     pub hash_concurrency: usize,
-    /// Accounts one address may create before waits start (each costs a
-    /// password hash and a row).
+    /// Login attempts in flight (reserved, waiting or hashing) per source.
+    pub attempts_per_source: usize,
+    /// Login attempts in flight in total.
+    pub attempts_in_flight: usize,
+    /// Accounts one source may create before waits start (generous: many
+    /// users may sit behind one NAT address).
     pub free_creations: u32,
+    /// Most throttling entries kept.
+    pub max_entries: usize,
 }
 
 impl Default for AuthLimits {
@@ -39,8 +84,14 @@ impl Default for AuthLimits {
             free_failures: 3,
             base_delay: Duration::from_secs(2),
             max_delay: Duration::from_secs(300),
+            account_free_failures: 20,
+            account_slowdown: Duration::from_secs(1),
+            forget_after: Duration::from_secs(15 * 60),
             hash_concurrency: 2,
-            free_creations: 10,
+            attempts_per_source: 2,
+            attempts_in_flight: 64,
+            free_creations: 100,
+            max_entries: 100_000,
         }
     }
 }
@@ -51,41 +102,197 @@ pub enum AuthError {
     /// Argon2 failed (bad stored hash or parameters).
     #[error("password hashing failed: {0}")]
     Hash(String),
+    /// A stored hash asks for more memory than a hashing buffer holds.
+    #[error("the stored password hash needs {need} KiB, over the {have} KiB hashing budget")]
+    OverBudget {
+        /// KiB the stored parameters need.
+        need: usize,
+        /// KiB a buffer holds.
+        have: usize,
+    },
     /// The blocking task was cancelled (shutdown).
     #[error("password hashing was interrupted")]
     Interrupted,
 }
 
+fn hash_err(e: impl std::fmt::Display) -> AuthError {
+    AuthError::Hash(e.to_string())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
+    /// Password failures of one account from one source.
+    Pair(String, IpAddr),
+    /// Password failures from one source, any account.
+    Source(IpAddr),
+    /// Password failures of one account, any source (slows only).
     Account(String),
-    Addr(IpAddr),
-    /// Accounts created from an address.
+    /// Refused session tokens from one source.
+    Token(IpAddr),
+    /// Accounts created from a source.
     Created(IpAddr),
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Failures {
+struct Counter {
     count: u32,
     blocked_until: Instant,
     last: Instant,
 }
 
-/// Most throttling entries kept; older ones are forgotten first.
-const MAX_ENTRIES: usize = 100_000;
+#[derive(Debug, Default)]
+struct State {
+    counters: HashMap<Key, Counter>,
+    /// (account, source) pairs that logged in; bounded like `counters`.
+    known: HashMap<(String, IpAddr), Instant>,
+    by_account: HashMap<String, usize>,
+    by_source: HashMap<IpAddr, usize>,
+    in_flight: usize,
+}
+
+/// One buffer of Argon2 blocks per hashing permit, reused.
+#[derive(Debug)]
+struct HashPool {
+    permits: Semaphore,
+    buffers: Mutex<Vec<Vec<Block>>>,
+    allocated: AtomicUsize,
+}
 
 /// Password hashing and throttling.
 #[derive(Debug)]
 pub struct Auth {
     limits: AuthLimits,
-    hashing: Arc<Semaphore>,
-    failures: Mutex<HashMap<Key, Failures>>,
+    pool: Arc<HashPool>,
+    state: Mutex<State>,
 }
 
-fn argon2() -> Argon2<'static> {
+fn params() -> Params {
     // The OWASP baseline; `Params::new` only fails for out-of-range values.
-    let params = Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, None).unwrap_or_default()
+}
+
+fn blocks_per_buffer() -> usize {
+    params().block_count()
+}
+
+/// Hashes `password` into a PHC string, using `blocks` as Argon2's memory.
+fn hash_with(password: &[u8], blocks: &mut [Block]) -> Result<String, AuthError> {
+    let params = params();
+    let salt = SaltString::generate(&mut OsRng);
+    let mut salt_buf = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut salt_buf).map_err(hash_err)?;
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    let need = params.block_count();
+    let have = blocks.len();
+    let blocks = blocks
+        .get_mut(..need)
+        .ok_or(AuthError::OverBudget { need, have })?;
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+        .hash_password_into_with_memory(password, salt_bytes, &mut out, blocks)
+        .map_err(hash_err)?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(hash_err)?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(hash_err)?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Does `password` match the PHC string `phc`? Uses `blocks` as memory.
+fn verify_with(password: &[u8], phc: &str, blocks: &mut [Block]) -> Result<bool, AuthError> {
+    let parsed = PasswordHash::new(phc).map_err(hash_err)?;
+    let algorithm = Algorithm::try_from(parsed.algorithm).map_err(hash_err)?;
+    let version = match parsed.version {
+        Some(v) => Version::try_from(v).map_err(hash_err)?,
+        None => Version::default(),
+    };
+    let params = Params::try_from(&parsed).map_err(hash_err)?;
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return Err(AuthError::Hash("stored hash has no salt or output".into()));
+    };
+    let mut salt_buf = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut salt_buf).map_err(hash_err)?;
+    let need = params.block_count();
+    let have = blocks.len();
+    let blocks = blocks
+        .get_mut(..need)
+        .ok_or(AuthError::OverBudget { need, have })?;
+    let mut out = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password, salt_bytes, &mut out, blocks)
+        .map_err(hash_err)?;
+    // `Output`'s equality is constant-time.
+    Ok(Output::new(&out).map_err(hash_err)? == expected)
+}
+
+impl HashPool {
+    fn new(permits: usize) -> HashPool {
+        HashPool {
+            permits: Semaphore::new(permits),
+            buffers: Mutex::new(Vec::with_capacity(permits)),
+            allocated: AtomicUsize::new(0),
+        }
+    }
+
+    /// Runs `f` on the blocking pool with a buffer, under a permit. Buffers
+    /// are made on first need (an idle coordinator holds none) and never
+    /// more than one per permit.
+    async fn run<R: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut [Block]) -> R + Send + 'static,
+    ) -> Result<R, AuthError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| AuthError::Interrupted)?;
+        let taken = self.buffers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut blocks = taken.unwrap_or_else(|| {
+            self.allocated.fetch_add(1, Ordering::Relaxed);
+            vec![Block::default(); blocks_per_buffer()]
+        });
+        let (blocks, result) = tokio::task::spawn_blocking(move || {
+            let result = f(&mut blocks);
+            // Leave nothing derived from a password behind in the buffer.
+            blocks.iter_mut().for_each(|b| *b = Block::default());
+            (blocks, result)
+        })
+        .await
+        .map_err(|_| AuthError::Interrupted)?;
+        self.buffers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(blocks);
+        Ok(result)
+    }
+}
+
+/// Why an attempt was not let through; the user may try again after `wait`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    /// How long to wait before trying again.
+    pub wait: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+/// A reserved login attempt. Until [`Attempt::succeeded`] is called it
+/// counts as a failure (also when dropped unfinished).
+#[derive(Debug)]
+pub struct Attempt<'a> {
+    auth: &'a Auth,
+    account: Option<String>,
+    source: IpAddr,
+    /// Wait this long before hashing (the account is past its ceiling).
+    pub delay: Duration,
+    outcome: Outcome,
 }
 
 impl Auth {
@@ -94,134 +301,293 @@ impl Auth {
         let permits = limits.hash_concurrency.max(1);
         Auth {
             limits,
-            hashing: Arc::new(Semaphore::new(permits)),
-            failures: Mutex::new(HashMap::new()),
+            pool: Arc::new(HashPool::new(permits)),
+            state: Mutex::new(State::default()),
         }
-    }
-
-    async fn blocking<R: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> R + Send + 'static,
-    ) -> Result<R, AuthError> {
-        let _permit = self
-            .hashing
-            .acquire()
-            .await
-            .map_err(|_| AuthError::Interrupted)?;
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|_| AuthError::Interrupted)
     }
 
     /// A PHC string for a new password.
     pub async fn hash(&self, password: String) -> Result<String, AuthError> {
-        self.blocking(move || {
-            let salt = SaltString::generate(&mut OsRng);
-            argon2()
-                .hash_password(password.as_bytes(), &salt)
-                .map(|h| h.to_string())
-                .map_err(|e| AuthError::Hash(e.to_string()))
-        })
-        .await?
+        self.pool
+            .run(move |blocks| hash_with(password.as_bytes(), blocks))
+            .await?
     }
 
     /// Does `password` match the stored PHC string?
     pub async fn verify(&self, password: String, phc: String) -> Result<bool, AuthError> {
-        self.blocking(move || {
-            let parsed = PasswordHash::new(&phc).map_err(|e| AuthError::Hash(e.to_string()))?;
-            Ok(argon2()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok())
+        self.pool
+            .run(move |blocks| verify_with(password.as_bytes(), &phc, blocks))
+            .await?
+    }
+
+    /// How many hashing buffers were ever allocated (at most the permits).
+    pub fn hash_buffers_allocated(&self) -> usize {
+        self.pool.allocated.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reserves a password attempt on `account` from `ip`, or refuses it at
+    /// once. The reservation counts as a failure until it succeeds.
+    pub fn begin(&self, account: &str, ip: IpAddr) -> Result<Attempt<'_>, Refused> {
+        let now = Instant::now();
+        let source = source_of(ip);
+        let l = &self.limits;
+        let mut st = self.lock();
+        let pair = Key::Pair(account.to_string(), source);
+        let wait = [&pair, &Key::Source(source)]
+            .into_iter()
+            .filter_map(|k| st.wait(k, now, l.forget_after))
+            .max();
+        if let Some(wait) = wait {
+            return Err(Refused { wait });
+        }
+        let known = st.known.contains_key(&(account.to_string(), source));
+        let busy = st.in_flight >= l.attempts_in_flight
+            || st.by_source.get(&source).copied().unwrap_or(0) >= l.attempts_per_source
+            || (!known && st.by_account.get(account).copied().unwrap_or(0) > 0);
+        if busy {
+            return Err(Refused { wait: BUSY_WAIT });
+        }
+        let keys = [pair, Key::Source(source), Key::Account(account.to_string())];
+        if !st.make_room(&keys, now, l) {
+            return Err(Refused { wait: BUSY_WAIT });
+        }
+        for key in &keys[..2] {
+            st.bump(key, l.free_failures, now, l);
+        }
+        let account_failures = st.bump(&keys[2], u32::MAX, now, l);
+        let delay = if !known && account_failures > l.account_free_failures {
+            l.account_slowdown
+        } else {
+            Duration::ZERO
+        };
+        st.in_flight += 1;
+        *st.by_source.entry(source).or_default() += 1;
+        *st.by_account.entry(account.to_string()).or_default() += 1;
+        Ok(Attempt {
+            auth: self,
+            account: Some(account.to_string()),
+            source,
+            delay,
+            outcome: Outcome::Pending,
         })
-        .await?
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Failures>> {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// How long `account` from `addr` must still wait, if at all.
-    pub fn wait_for(&self, account: &str, addr: IpAddr) -> Option<Duration> {
+    /// Reserves the creation of an account from `ip` (it costs a hash and a
+    /// row), or refuses it at once.
+    pub fn begin_creation(&self, ip: IpAddr) -> Result<Attempt<'_>, Refused> {
         let now = Instant::now();
-        let map = self.lock();
-        [Key::Account(account.to_string()), Key::Addr(addr)]
+        let source = source_of(ip);
+        let l = &self.limits;
+        let mut st = self.lock();
+        if let Some(wait) = st.wait(&Key::Created(source), now, l.forget_after) {
+            return Err(Refused { wait });
+        }
+        if st.in_flight >= l.attempts_in_flight
+            || st.by_source.get(&source).copied().unwrap_or(0) >= l.attempts_per_source
+        {
+            return Err(Refused { wait: BUSY_WAIT });
+        }
+        st.in_flight += 1;
+        *st.by_source.entry(source).or_default() += 1;
+        Ok(Attempt {
+            auth: self,
+            account: None,
+            source,
+            delay: Duration::ZERO,
+            // A creation that does not finish costs nothing to count.
+            outcome: Outcome::Failed,
+        })
+    }
+
+    /// Remembers `ip` as a source known for `account` (its creator).
+    pub fn known_from(&self, account: &str, ip: IpAddr) {
+        let max = self.limits.max_entries;
+        self.lock()
+            .remember(account, source_of(ip), Instant::now(), max);
+    }
+
+    /// Must `ip` wait before its next session-token resume?
+    pub fn token_wait(&self, ip: IpAddr) -> Option<Duration> {
+        let l = &self.limits;
+        self.lock()
+            .wait(&Key::Token(source_of(ip)), Instant::now(), l.forget_after)
+    }
+
+    /// Counts a refused session token from `ip`; the wait it imposes.
+    pub fn token_refused(&self, ip: IpAddr) -> Duration {
+        let now = Instant::now();
+        let l = &self.limits;
+        let key = Key::Token(source_of(ip));
+        let mut st = self.lock();
+        if !st.make_room(std::slice::from_ref(&key), now, l) {
+            return BUSY_WAIT;
+        }
+        st.bump(&key, l.free_failures, now, l);
+        st.wait(&key, now, l.forget_after).unwrap_or_default()
+    }
+
+    fn finish(&self, attempt: &Attempt<'_>) {
+        let now = Instant::now();
+        let l = &self.limits;
+        let mut st = self.lock();
+        st.in_flight = st.in_flight.saturating_sub(1);
+        release(&mut st.by_source, &attempt.source);
+        match (&attempt.account, attempt.outcome) {
+            (Some(account), outcome) => {
+                release(&mut st.by_account, account);
+                if outcome == Outcome::Succeeded {
+                    st.counters
+                        .remove(&Key::Pair(account.clone(), attempt.source));
+                    st.unbump(&Key::Source(attempt.source), l.free_failures, now, l);
+                    st.unbump(&Key::Account(account.clone()), u32::MAX, now, l);
+                    st.remember(account, attempt.source, now, l.max_entries);
+                }
+            }
+            (None, Outcome::Succeeded) => {
+                let key = Key::Created(attempt.source);
+                if st.make_room(std::slice::from_ref(&key), now, l) {
+                    st.bump(&key, l.free_creations, now, l);
+                }
+            }
+            (None, _) => {}
+        }
+    }
+}
+
+fn release<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = map.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
+}
+
+fn delay_after(events: u32, free: u32, l: &AuthLimits) -> Duration {
+    let over = events.saturating_sub(free);
+    if over == 0 {
+        return Duration::ZERO;
+    }
+    let factor = 1u32 << (over - 1).min(16);
+    l.base_delay.saturating_mul(factor).min(l.max_delay)
+}
+
+impl State {
+    /// The wait `key` imposes now, if any.
+    fn wait(&self, key: &Key, now: Instant, forget_after: Duration) -> Option<Duration> {
+        let c = self.counters.get(key)?;
+        if now.duration_since(c.last) >= forget_after && c.blocked_until <= now {
+            return None;
+        }
+        Some(c.blocked_until.saturating_duration_since(now)).filter(|d| !d.is_zero())
+    }
+
+    /// Counts one event on `key`; past `free`, each doubles the wait. The count.
+    fn bump(&mut self, key: &Key, free: u32, now: Instant, l: &AuthLimits) -> u32 {
+        let c = self.counters.entry(key.clone()).or_insert(Counter {
+            count: 0,
+            blocked_until: now,
+            last: now,
+        });
+        if now.duration_since(c.last) >= l.forget_after && c.blocked_until <= now {
+            c.count = 0;
+        }
+        c.count = c.count.saturating_add(1);
+        c.last = now;
+        c.blocked_until = c.blocked_until.max(now + delay_after(c.count, free, l));
+        c.count
+    }
+
+    /// Takes back one reserved event on `key` (the attempt succeeded).
+    fn unbump(&mut self, key: &Key, free: u32, now: Instant, l: &AuthLimits) {
+        if let Some(c) = self.counters.get_mut(key) {
+            c.count = c.count.saturating_sub(1);
+            if c.count == 0 {
+                self.counters.remove(key);
+            } else if delay_after(c.count, free, l).is_zero() {
+                c.blocked_until = now;
+            }
+        }
+    }
+
+    /// Makes room for the `keys` not yet in the table. Forgets idle entries
+    /// first, then the least recently used eighth of the entries that impose
+    /// no wait. False when only entries imposing a wait are left.
+    fn make_room(&mut self, keys: &[Key], now: Instant, l: &AuthLimits) -> bool {
+        let new = keys
             .iter()
-            .filter_map(|k| map.get(k))
-            .map(|f| f.blocked_until.saturating_duration_since(now))
-            .filter(|d| !d.is_zero())
-            .max()
-    }
-
-    /// Counts a failure; returns the wait it imposes (zero while failures are free).
-    pub fn record_failure(&self, account: &str, addr: IpAddr) -> Duration {
-        let keys = [Key::Account(account.to_string()), Key::Addr(addr)];
-        self.count(&keys, self.limits.free_failures)
-    }
-
-    /// How long `addr` must wait before creating another account, if at all.
-    pub fn creation_wait(&self, addr: IpAddr) -> Option<Duration> {
-        let now = Instant::now();
-        let map = self.lock();
-        map.get(&Key::Created(addr))
-            .map(|f| f.blocked_until.saturating_duration_since(now))
-            .filter(|d| !d.is_zero())
-    }
-
-    /// Counts an account created from `addr`; returns the wait it imposes.
-    pub fn record_creation(&self, addr: IpAddr) -> Duration {
-        self.count(&[Key::Created(addr)], self.limits.free_creations)
-    }
-
-    /// Counts one event for each key; past `free` of them, each further one
-    /// doubles the wait. Returns the longest wait imposed.
-    fn count(&self, keys: &[Key], free: u32) -> Duration {
-        let now = Instant::now();
-        let mut map = self.lock();
-        if map.len() >= MAX_ENTRIES {
-            let horizon = self.limits.max_delay;
-            map.retain(|_, f| now.duration_since(f.last) < horizon);
+            .filter(|k| !self.counters.contains_key(k))
+            .count();
+        if self.counters.len() + new <= l.max_entries {
+            return true;
         }
-        if map.len() >= MAX_ENTRIES {
-            // Still full (an attack from many addresses): forget the oldest
-            // half rather than grow without bound.
-            let mut ages: Vec<Instant> = map.values().map(|f| f.last).collect();
+        let forget = l.forget_after;
+        self.counters
+            .retain(|_, c| c.blocked_until > now || now.duration_since(c.last) < forget);
+        if self.counters.len() + new <= l.max_entries {
+            return true;
+        }
+        let mut free: Vec<(Instant, Key)> = self
+            .counters
+            .iter()
+            .filter(|(k, c)| c.blocked_until <= now && !keys.contains(k))
+            .map(|(k, c)| (c.last, k.clone()))
+            .collect();
+        free.sort_unstable_by_key(|(last, _)| *last);
+        let cut = (l.max_entries / 8).max(new);
+        for (_, key) in free.into_iter().take(cut) {
+            self.counters.remove(&key);
+        }
+        self.counters.len() + new <= l.max_entries
+    }
+
+    /// Remembers that `source` logged in to `account`.
+    fn remember(&mut self, account: &str, source: IpAddr, now: Instant, max: usize) {
+        if self.known.len() >= max {
+            let mut ages: Vec<Instant> = self.known.values().copied().collect();
             ages.sort_unstable();
-            let cut = ages[ages.len() / 2];
-            map.retain(|_, f| f.last > cut);
+            let cut = ages[ages.len() / 8];
+            self.known.retain(|_, t| *t > cut);
         }
-        let mut longest = Duration::ZERO;
-        for key in keys {
-            let f = map.entry(key.clone()).or_insert(Failures {
-                count: 0,
-                blocked_until: now,
-                last: now,
-            });
-            f.count += 1;
-            f.last = now;
-            let wait = self.delay_after(f.count, free);
-            f.blocked_until = now + wait;
-            longest = longest.max(wait);
-        }
-        longest
+        self.known.insert((account.to_string(), source), now);
+    }
+}
+
+impl Attempt<'_> {
+    /// The password was right (or the account was created): the reserved
+    /// failure is taken back and the source is known for the account.
+    pub fn succeeded(mut self) {
+        self.outcome = Outcome::Succeeded;
     }
 
-    /// Forgets the failures of `account` and `addr` after a success.
-    pub fn record_success(&self, account: &str, addr: IpAddr) {
-        let mut map = self.lock();
-        map.remove(&Key::Account(account.to_string()));
-        map.remove(&Key::Addr(addr));
-    }
-
-    fn delay_after(&self, events: u32, free: u32) -> Duration {
-        let over = events.saturating_sub(free);
-        if over == 0 {
+    /// The password was wrong: the reserved failure stays. The wait it imposes
+    /// on this (account, source) and source.
+    pub fn failed(mut self) -> Duration {
+        self.outcome = Outcome::Failed;
+        let Some(account) = &self.account else {
             return Duration::ZERO;
-        }
-        let factor = 1u32 << (over - 1).min(16);
-        self.limits
-            .base_delay
-            .saturating_mul(factor)
-            .min(self.limits.max_delay)
+        };
+        let now = Instant::now();
+        let l = &self.auth.limits;
+        let st = self.auth.lock();
+        [
+            Key::Pair(account.clone(), self.source),
+            Key::Source(self.source),
+        ]
+        .iter()
+        .filter_map(|k| st.wait(k, now, l.forget_after))
+        .max()
+        .unwrap_or_default()
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        self.auth.finish(self);
     }
 }
 
@@ -229,8 +595,18 @@ impl Auth {
 mod tests {
     use super::*;
 
+    fn ip(last: u8) -> IpAddr {
+        [10, 0, 0, last].into()
+    }
+
+    fn fail(auth: &Auth, account: &str, from: IpAddr) -> Duration {
+        auth.begin(account, from)
+            .expect("attempt admitted")
+            .failed()
+    }
+
     #[tokio::test]
-    async fn hash_and_verify() {
+    async fn hash_and_verify_reuse_one_buffer_per_permit() {
         let auth = Auth::new(AuthLimits::default());
         let phc = auth.hash("correct horse".into()).await.unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
@@ -238,7 +614,32 @@ mod tests {
             .verify("correct horse".into(), phc.clone())
             .await
             .unwrap());
-        assert!(!auth.verify("wrong horse".into(), phc).await.unwrap());
+        assert!(!auth
+            .verify("wrong horse".into(), phc.clone())
+            .await
+            .unwrap());
+        // A PHC string made by the argon2 crate's own hasher verifies too.
+        use argon2::password_hash::PasswordHasher;
+        let theirs = Argon2::new(Algorithm::Argon2id, Version::V0x13, params())
+            .hash_password(b"pw of theirs", &SaltString::generate(&mut OsRng))
+            .unwrap()
+            .to_string();
+        assert!(auth.verify("pw of theirs".into(), theirs).await.unwrap());
+        let auth = Arc::new(auth);
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..6 {
+            let (auth, phc) = (auth.clone(), phc.clone());
+            tasks.spawn(async move { auth.verify("x".repeat(9), phc).await });
+        }
+        while let Some(r) = tasks.join_next().await {
+            assert!(!r.unwrap().unwrap());
+        }
+        assert!(
+            auth.hash_buffers_allocated() <= AuthLimits::default().hash_concurrency,
+            "{} buffers for {} permits",
+            auth.hash_buffers_allocated(),
+            AuthLimits::default().hash_concurrency
+        );
     }
 
     #[test]
@@ -247,16 +648,79 @@ mod tests {
             base_delay: Duration::from_secs(1),
             ..Default::default()
         });
-        let ip: IpAddr = [10, 0, 0, 1].into();
         for _ in 0..3 {
-            assert_eq!(auth.record_failure("bob", ip), Duration::ZERO);
+            assert_eq!(fail(&auth, "bob", ip(1)), Duration::ZERO);
         }
-        assert_eq!(auth.record_failure("bob", ip), Duration::from_secs(1));
-        assert_eq!(auth.record_failure("bob", ip), Duration::from_secs(2));
-        assert!(auth.wait_for("bob", ip).is_some());
-        // Another address is blocked for this account too.
-        assert!(auth.wait_for("bob", [10, 0, 0, 2].into()).is_some());
-        auth.record_success("bob", ip);
-        assert!(auth.wait_for("bob", ip).is_none());
+        let wait = fail(&auth, "bob", ip(1));
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        assert!(auth.begin("bob", ip(1)).is_err(), "the pair waits");
+        assert!(auth.begin("carol", ip(1)).is_err(), "the source waits");
+        // Another address is not locked out of bob.
+        auth.begin("bob", ip(2))
+            .expect("another source")
+            .succeeded();
+    }
+
+    #[test]
+    fn a_second_attempt_on_an_account_is_refused_while_one_is_in_flight() {
+        let auth = Auth::new(AuthLimits::default());
+        let first = auth.begin("bob", ip(1)).unwrap();
+        assert_eq!(
+            auth.begin("bob", ip(2)).unwrap_err().wait,
+            BUSY_WAIT,
+            "one attempt per account"
+        );
+        let other = auth.begin("carol", ip(1)).unwrap();
+        assert!(auth.begin("dave", ip(1)).is_err(), "two per source");
+        drop((first, other));
+        auth.begin("bob", ip(2)).unwrap().succeeded();
+        // bob is now known from ip(2): its attempts skip the account slot.
+        let _stranger = auth.begin("bob", ip(3)).unwrap();
+        auth.begin("bob", ip(2)).unwrap().succeeded();
+    }
+
+    #[test]
+    fn the_account_ceiling_slows_strangers_but_not_the_known_owner() {
+        let auth = Auth::new(AuthLimits {
+            account_free_failures: 4,
+            ..Default::default()
+        });
+        auth.begin("bob", ip(1)).unwrap().succeeded();
+        for attacker in 10..20 {
+            let a = auth.begin("bob", ip(attacker)).unwrap();
+            a.failed();
+        }
+        let stranger = auth.begin("bob", ip(30)).unwrap();
+        assert!(stranger.delay > Duration::ZERO, "strangers are slowed");
+        drop(stranger);
+        let owner = auth.begin("bob", ip(1)).unwrap();
+        assert_eq!(owner.delay, Duration::ZERO, "the known owner is not");
+    }
+
+    #[test]
+    fn a_full_table_never_forgets_a_wait() {
+        let auth = Auth::new(AuthLimits {
+            max_entries: 12,
+            base_delay: Duration::from_secs(60),
+            ..Default::default()
+        });
+        for _ in 0..4 {
+            fail(&auth, "victim", ip(1));
+        }
+        assert!(auth.begin("victim", ip(1)).is_err());
+        // Fill the table from many other sources and accounts.
+        for n in 2..200u8 {
+            if let Ok(a) = auth.begin(&format!("acct{n}"), ip(n)) {
+                a.failed();
+            }
+        }
+        assert!(
+            auth.begin("victim", ip(1)).is_err(),
+            "the guesser's wait survived the flood"
+        );
+        assert!(auth.lock().counters.len() <= 12);
     }
 }

@@ -1,19 +1,23 @@
 //! The p2pchat coordinator: accounts, presence and chat signaling over QUIC.
 //!
-//! - [`server`]: binding, the accept loop, connection limits and shutdown.
+//! - [`server`]: binding, the accept loop and shutdown.
+//! - [`admission`]: connection limits (in total and per source, QUIC Retry).
 //! - [`session`]: one task per connection (login, then presence and signaling).
 //! - [`auth`]: Argon2id hashing off the executor, login throttling.
 //! - [`hub`], [`presence`], [`signaling`]: who is online, pending requests.
 //! - [`store`]: the SQLite accounts database.
+//! - `source`: what counts as one source address (an IPv6 /64 is one).
 //!
 //! The coordinator never sees chat text: peers talk directly once introduced.
 
+pub mod admission;
 pub mod auth;
 pub mod hub;
 pub mod presence;
 pub mod server;
 pub mod session;
 pub mod signaling;
+pub(crate) mod source;
 pub mod store;
 
 use std::path::PathBuf;
@@ -32,7 +36,13 @@ pub struct Config {
     pub token_ttl: Duration,
     /// How long a connection may take from its hello to a completed login
     /// (a person typing a name and a password); idling longer closes it.
+    /// The outer bound: each step must also come within `login_step_timeout`.
     pub login_timeout: Duration,
+    /// How long a connection not yet logged in may go without a login step
+    /// (hello, name, password, resume) before it is closed.
+    pub login_step_timeout: Duration,
+    /// Connection limits.
+    pub limits: admission::Limits,
     /// Login throttling and hashing concurrency.
     pub auth: auth::AuthLimits,
 }
@@ -45,6 +55,8 @@ impl Config {
             request_timeout: Duration::from_secs(60),
             token_ttl: Duration::from_secs(7 * 24 * 3600),
             login_timeout: Duration::from_secs(300),
+            login_step_timeout: Duration::from_secs(60),
+            limits: admission::Limits::default(),
             auth: auth::AuthLimits::default(),
         }
     }
@@ -61,4 +73,6 @@ pub struct Shared {
     pub auth: auth::Auth,
     /// Presence and signaling.
     pub hub: hub::Hub,
+    /// Connection counts and limits.
+    pub admission: std::sync::Arc<admission::Admission>,
 }

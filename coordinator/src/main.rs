@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Parser;
 use coordinator::{Config, Coordinator};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The p2pchat coordinator: accounts, presence and chat signaling over QUIC.
@@ -62,18 +62,36 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .map(|d| d.join("p2pchat-coordinator"))
             .context("no platform data folder; give --data-dir")?,
     };
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create data folder {}", data_dir.display()))?;
+    private_dir(&data_dir)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let name = format!("{}{suffix}", coordinator::store::DB_FILE);
+        private_file(&data_dir.join(name))?;
+    }
     let identity = match (&args.cert, &args.key) {
         (Some(cert), Some(key)) => {
+            certs::check_key_permissions(key)?;
             certs::load_identity(cert, key).context("loading --cert/--key")?
         }
         _ => {
             let tls_dir = data_dir.join("tls");
-            let (identity, issued) = certs::ensure_coordinator_files(&tls_dir)
+            private_dir(&tls_dir)?;
+            let key = tls_dir.join(certs::COORDINATOR_KEY_FILE);
+            if key.exists() {
+                certs::check_key_permissions(&key)?;
+            }
+            let (identity, issued) = certs::ensure_self_made_coordinator_files(&tls_dir)
                 .with_context(|| format!("preparing certificates in {}", tls_dir.display()))?;
             if issued.is_some() {
                 println!("created a CA and a certificate in {}", tls_dir.display());
+            }
+            let ca_key = tls_dir.join(certs::CA_KEY_FILE);
+            if ca_key.exists() {
+                eprintln!(
+                    "WARNING: the CA key {} is on this server. Anyone who can read it can \
+                     issue certificates your peers trust. The coordinator does not need it \
+                     to run: move it to the operator's machine.",
+                    ca_key.display()
+                );
             }
             let ca = tls_dir.join(certs::CA_CERT_FILE);
             println!(
@@ -102,6 +120,40 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("listening on {}", coordinator.local_addr()?);
     coordinator.run(shutdown_signal()).await;
     println!("coordinator stopped");
+    Ok(())
+}
+
+/// Creates `dir` with mode 0700, or narrows an existing one that group or
+/// others may use (it holds keys and password hashes), saying so.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    certs::create_private_dir(dir)
+        .with_context(|| format!("cannot create data folder {}", dir.display()))?;
+    narrow(dir, 0o700)
+}
+
+/// Narrows an existing file (the accounts database) to 0600, saying so.
+fn private_file(path: &Path) -> anyhow::Result<()> {
+    if path.exists() {
+        narrow(path, 0o600)?;
+    }
+    Ok(())
+}
+
+fn narrow(path: &Path, want: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(want))
+            .with_context(|| format!("cannot restrict {}", path.display()))?;
+        eprintln!(
+            "warning: {} was accessible to group or others (mode {mode:03o}); set it to {want:03o}",
+            path.display()
+        );
+    }
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! with [`CloseCode::SHUTDOWN`] so peers are told the coordinator is going
 //! away. Tests bind `127.0.0.1:0` and pass a oneshot as the shutdown.
 
+use crate::admission::{Admission, Decision};
 use crate::{auth::Auth, hub::Hub, session, store::Store, Config, Shared};
 use common::close::CloseCode;
 use common::tls::{coordinator_server_config, Identity, TlsError};
@@ -16,8 +17,6 @@ use thiserror::Error;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// Most connections served at once; more are refused.
-pub const MAX_CONNECTIONS: usize = 10_000;
 /// How often pending requests are checked for time-outs.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
@@ -63,6 +62,7 @@ impl Coordinator {
             })?;
         let shared = Arc::new(Shared {
             auth: Auth::new(config.auth.clone()),
+            admission: Admission::new(config.limits.clone()),
             hub: Hub::new(config.request_timeout),
             store,
             config,
@@ -87,12 +87,29 @@ impl Coordinator {
                 _ = &mut shutdown => break,
                 incoming = endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
-                    if tasks.len() > MAX_CONNECTIONS {
-                        tracing::warn!("connection limit reached; refusing");
-                        incoming.refuse();
-                        continue;
+                    let remote = incoming.remote_address();
+                    let validated = incoming.remote_address_validated();
+                    match shared.admission.on_incoming(remote.ip(), validated) {
+                        Decision::Accept(slot) => {
+                            tasks.spawn(session::handle(
+                                incoming,
+                                slot,
+                                shared.clone(),
+                                cancel.child_token(),
+                            ));
+                        }
+                        Decision::Retry => {
+                            if let Err(e) = incoming.retry() {
+                                // Only when a retry is not allowed, which an
+                                // unvalidated address rules out.
+                                e.into_incoming().ignore();
+                            }
+                        }
+                        Decision::Refuse => {
+                            tracing::debug!(%remote, "connection limit reached; refusing");
+                            incoming.refuse();
+                        }
                     }
-                    tasks.spawn(session::handle(incoming, shared.clone(), cancel.child_token()));
                 }
                 Some(done) = tasks.join_next() => {
                     if let Err(e) = done {

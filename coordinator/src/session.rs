@@ -7,6 +7,7 @@
 //! main loop's `select!` only waits on cancel-safe futures. Anything a client
 //! sends wrong ends in a close code on its own connection.
 
+use crate::admission::{ConnectionSlot, HandshakeSlot};
 use crate::hub::{Member, Outbound, OUTBOUND_QUEUE};
 use crate::Shared;
 use common::close::{self, CloseCode};
@@ -92,10 +93,16 @@ struct Session {
     early_signals: VecDeque<SignalEvent>,
     out_tx: mpsc::Sender<Outbound>,
     bucket: TokenBucket,
+    slot: ConnectionSlot,
 }
 
 /// Serves one incoming connection until it ends.
-pub async fn handle(incoming: quinn::Incoming, shared: Arc<Shared>, shutdown: CancellationToken) {
+pub async fn handle(
+    incoming: quinn::Incoming,
+    handshake: HandshakeSlot,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
     let remote = incoming.remote_address();
     let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
         Ok(Ok(conn)) => conn,
@@ -105,6 +112,14 @@ pub async fn handle(incoming: quinn::Incoming, shared: Arc<Shared>, shutdown: Ca
         }
         Err(_) => {
             tracing::info!(%remote, "handshake timed out");
+            return;
+        }
+    };
+    let slot = match handshake.established() {
+        Ok(slot) => slot,
+        Err(code) => {
+            tracing::info!(%remote, code = code.0, "closing: connection limit");
+            close::close(&conn, code);
             return;
         }
     };
@@ -141,6 +156,7 @@ pub async fn handle(incoming: quinn::Incoming, shared: Arc<Shared>, shutdown: Ca
         early_signals: VecDeque::new(),
         out_tx,
         bucket: TokenBucket::new(FRAME_BURST, FRAME_RATE, Instant::now()),
+        slot,
     };
     let mut readers = JoinSet::new();
     let result = session.run(recv, out_rx, &mut readers, shutdown).await;
@@ -207,7 +223,9 @@ impl Session {
         readers.spawn(accept_streams(self.conn.clone(), in_tx.clone()));
         let hello_deadline = tokio::time::sleep(HANDSHAKE_TIMEOUT);
         let login_deadline = tokio::time::sleep(self.shared.config.login_timeout);
-        tokio::pin!(hello_deadline, login_deadline);
+        let step = self.shared.config.login_step_timeout;
+        let step_deadline = tokio::time::sleep(step);
+        tokio::pin!(hello_deadline, login_deadline, step_deadline);
         loop {
             tokio::select! {
                 biased;
@@ -219,6 +237,9 @@ impl Session {
                 _ = &mut login_deadline, if !matches!(self.stage, Stage::Ready { .. }) => {
                     return Err(fatal(CloseCode::TIMEOUT, "no login in time"));
                 }
+                _ = &mut step_deadline, if !matches!(self.stage, Stage::Ready { .. }) => {
+                    return Err(fatal(CloseCode::TIMEOUT, "no login step in time"));
+                }
                 Some(out) = out_rx.recv() => self.write_out(out).await?,
                 Some(inbound) = in_rx.recv() => {
                     if !self.bucket.take(Instant::now()) {
@@ -226,6 +247,9 @@ impl Session {
                     }
                     match inbound {
                         Inbound::Session(Ok(req)) => {
+                            step_deadline
+                                .as_mut()
+                                .reset(tokio::time::Instant::now() + step);
                             self.on_session(req).await?
                         }
                         Inbound::Session(Err(e)) => return Err(self.on_bad_frame(e).await),
@@ -266,7 +290,10 @@ impl Session {
     }
 
     /// A frame that does not decode. A hello from another version gets an
-    /// answer the user can act on before the close.
+    /// answer the user can act on before the close; a hello that states our
+    /// own version but does not decode is malformed, not a version problem,
+    /// and closes as a protocol error (telling the user to upgrade would
+    /// send them after the wrong fix).
     async fn on_bad_frame(&mut self, e: WireError) -> Fatal {
         if let (
             Stage::Hello,
@@ -275,7 +302,13 @@ impl Session {
             },
         ) = (&self.stage, &e)
         {
-            return self.version_mismatch(*v).await;
+            if *v != PROTOCOL_VERSION {
+                return self.version_mismatch(*v).await;
+            }
+            return fatal(
+                CloseCode::PROTOCOL_ERROR,
+                format!("malformed hello stating version {v}"),
+            );
         }
         e.into()
     }
@@ -346,9 +379,11 @@ impl Session {
                 Err(reply) => (Stage::Password { name, exists }, reply),
             },
             (Stage::Username | Stage::Password { .. }, SessionRequest::Resume { name, token }) => {
+                // Tokens are throttled on their own counter: password
+                // failures by anyone never block a resume.
                 let name = normalize_username(&name).unwrap_or_default();
                 let ip = self.observed.ip();
-                if let Some(wait) = self.shared.auth.wait_for(&name, ip) {
+                if let Some(wait) = self.shared.auth.token_wait(ip) {
                     (
                         Stage::Username,
                         login_failed(LoginFailure::TooManyAttempts, secs(wait)),
@@ -363,7 +398,7 @@ impl Session {
                     let welcome = self.log_in(&name).await?;
                     (Stage::Ready { name }, welcome)
                 } else {
-                    let wait = self.shared.auth.record_failure(&name, ip);
+                    let wait = self.shared.auth.token_refused(ip);
                     (
                         Stage::Username,
                         login_failed(LoginFailure::BadToken, secs(wait)),
@@ -401,46 +436,53 @@ impl Session {
     }
 
     /// Checks or sets the password. `Ok(Err(reply))` is a failure the user
-    /// may retry.
+    /// may retry. The attempt is reserved (and counted as a failure) before
+    /// anything is hashed; one refused by the throttle costs no hash.
     async fn check_password(
         &mut self,
         name: &str,
         exists: bool,
         password: String,
     ) -> Result<Result<(), SessionResponse>, Fatal> {
-        let auth = &self.shared.auth;
+        let shared = self.shared.clone();
+        let auth = &shared.auth;
         let ip = self.observed.ip();
-        if let Some(wait) = auth.wait_for(name, ip) {
-            return Ok(Err(login_failed(LoginFailure::TooManyAttempts, secs(wait))));
-        }
+        let too_many = |r: crate::auth::Refused| {
+            Ok(Err(login_failed(
+                LoginFailure::TooManyAttempts,
+                secs(r.wait),
+            )))
+        };
         if exists {
-            let Some(phc) = self
-                .shared
-                .store
-                .password_hash(name)
-                .await
-                .map_err(internal)?
-            else {
+            let attempt = match auth.begin(name, ip) {
+                Ok(a) => a,
+                Err(r) => return too_many(r),
+            };
+            let Some(phc) = shared.store.password_hash(name).await.map_err(internal)? else {
                 return Ok(Err(login_failed(
                     LoginFailure::Invalid("the account no longer exists".into()),
                     0,
                 )));
             };
+            if !attempt.delay.is_zero() {
+                tokio::time::sleep(attempt.delay).await;
+            }
             if !auth.verify(password, phc).await.map_err(internal)? {
                 tracing::info!(user = name, %ip, "wrong password");
-                let wait = auth.record_failure(name, ip);
+                let wait = attempt.failed();
                 return Ok(Err(login_failed(LoginFailure::WrongPassword, secs(wait))));
             }
+            attempt.succeeded();
         } else {
             if let Err(e) = check_password(&password) {
                 return Ok(Err(login_failed(LoginFailure::Invalid(e.to_string()), 0)));
             }
-            if let Some(wait) = auth.creation_wait(ip) {
-                return Ok(Err(login_failed(LoginFailure::TooManyAttempts, secs(wait))));
-            }
+            let creation = match auth.begin_creation(ip) {
+                Ok(a) => a,
+                Err(r) => return too_many(r),
+            };
             let phc = auth.hash(password).await.map_err(internal)?;
-            if !self
-                .shared
+            if !shared
                 .store
                 .create_account(name, phc)
                 .await
@@ -451,9 +493,10 @@ impl Session {
                 return Ok(Err(login_failed(taken, 0)));
             }
             tracing::info!(user = name, "account created");
-            auth.record_creation(ip);
+            creation.succeeded();
+            // The creator's source is known for the new account from now on.
+            auth.known_from(name, ip);
         }
-        auth.record_success(name, ip);
         Ok(Ok(()))
     }
 
@@ -474,6 +517,7 @@ impl Session {
             addrs: self.addrs.clone(),
         };
         let online = self.shared.hub.join(name, member);
+        self.slot.logged_in();
         Ok(SessionResponse::Welcome(Welcome {
             name: name.to_string(),
             online,

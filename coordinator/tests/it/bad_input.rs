@@ -10,7 +10,7 @@ use common::protocol::{
     LoginFailure, RequestKind, SessionRequest, SessionResponse, SignalRequest, PROTOCOL_VERSION,
 };
 use common::tls::insecure_client_config_with_alpn;
-use common::wire::encode;
+use common::wire::{encode, read_frame};
 use quinn::{ConnectionError, TransportErrorCode};
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -170,6 +170,33 @@ async fn a_future_format_hello_still_gets_a_version_mismatch() {
     .unwrap();
     bad.send_raw(&frame).await;
     expect_version_mismatch(&mut bad, "the coordinator").await;
+    assert_still_served(&mut b).await;
+}
+
+#[tokio::test]
+async fn a_malformed_hello_of_the_current_version_is_a_protocol_error_not_an_upgrade() {
+    let tc = TestCoordinator::start().await;
+    let mut b = bystander(&tc).await;
+    let mut bad = tc.client().await;
+    // Variant 0 (hello), our version, then an address list that claims
+    // 200 entries and carries garbage: it cannot decode.
+    let mut body = vec![0u8, PROTOCOL_VERSION as u8, 200, 1];
+    body.extend_from_slice(&[0xff; 8]);
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    bad.send_raw(&frame).await;
+    // No "upgrade" sentence: the session stream ends without a frame and
+    // the connection closes as a protocol error.
+    let got = within(
+        "the session stream to end",
+        read_frame::<SessionResponse, _>(bad.session_recv()),
+    )
+    .await;
+    assert!(
+        !matches!(got, Ok(Some(SessionResponse::VersionMismatch { .. }))),
+        "a malformed current-version hello was answered with {got:?}"
+    );
+    assert_eq!(bad.close_code().await, CloseCode::PROTOCOL_ERROR);
     assert_still_served(&mut b).await;
 }
 

@@ -6,7 +6,11 @@
 
 mod bad_input;
 mod lifecycle;
+mod limits;
 mod login;
+mod memory;
+mod permissions;
 mod presence;
 mod signaling;
 mod support;
+mod throttle;

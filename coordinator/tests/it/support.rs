@@ -16,9 +16,9 @@ use common::Fingerprint;
 use coordinator::{Config, Coordinator};
 use quinn::{Connection, ConnectionError, Endpoint, RecvStream, SendStream};
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tempfile::TempDir;
@@ -129,6 +129,19 @@ impl TestCoordinator {
         Client::connect(self.addr, &self.ca_path()).await
     }
 
+    /// A connected client whose endpoint is bound to `ip` (any 127.0.0.0/8
+    /// address is a distinct source on loopback).
+    pub async fn client_from(&self, ip: IpAddr) -> Client {
+        Client::connect_from(ip, self.addr, &self.ca_path()).await
+    }
+
+    /// A client from `ip` that registers `name` with [`PASSWORD`].
+    pub async fn user_from(&self, ip: IpAddr, name: &str) -> Client {
+        let mut c = self.client_from(ip).await;
+        c.register(name, PASSWORD).await;
+        c
+    }
+
     /// A client connected through `relay` instead of directly.
     pub async fn client_via(&self, relay: &UdpRelay) -> Client {
         Client::connect(relay.addr, &self.ca_path()).await
@@ -181,11 +194,16 @@ impl Client {
     /// Connects to `addr`, verifying it with the CA file `ca`, and opens the
     /// session stream.
     pub async fn connect(addr: SocketAddr, ca: &Path) -> Client {
+        Client::connect_from([127, 0, 0, 1].into(), addr, ca).await
+    }
+
+    /// Connects from an endpoint bound to `ip`.
+    pub async fn connect_from(ip: IpAddr, addr: SocketAddr, ca: &Path) -> Client {
         let identity = new_identity();
         let fingerprint = identity.fingerprint();
         let cas = certs::load_ca_certs(ca).expect("CA file");
         let config = coordinator_client_config_ca(&identity, cas).expect("client TLS config");
-        let endpoint = client_endpoint();
+        let endpoint = Endpoint::client(SocketAddr::new(ip, 0)).expect("client endpoint");
         let connecting = endpoint
             .connect_with(config, addr, "localhost")
             .expect("connect");
@@ -239,6 +257,11 @@ impl Client {
         .await
         .expect("read a session frame")
         .expect("the session stream ended")
+    }
+
+    /// The session stream's receiving half, for raw reads.
+    pub fn session_recv(&mut self) -> &mut RecvStream {
+        &mut self.recv
     }
 
     /// Asserts that no session-stream frame arrives within [`QUIET`].
@@ -463,6 +486,58 @@ impl UdpRelay {
 }
 
 impl Drop for UdpRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A one-way UDP relay: it forwards what clients send to the coordinator
+/// and drops every answer, counting the QUIC Retry packets among them. A
+/// client behind it is a source whose handshakes never complete, as a
+/// flood of spoofed Initials would be.
+pub struct BlackHole {
+    /// Where clients should connect.
+    pub addr: SocketAddr,
+    retries: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl BlackHole {
+    /// A black hole in front of `target`.
+    pub async fn start(target: SocketAddr) -> BlackHole {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("black hole socket");
+        let addr = sock.local_addr().unwrap();
+        let retries = Arc::new(AtomicUsize::new(0));
+        let count = retries.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_536];
+            while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                if from == target {
+                    // Long header, type Retry (RFC 9000 §17.2.5): 0b1111_xxxx.
+                    if n > 0 && buf[0] & 0xf0 == 0xf0 {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                let _ = sock.send_to(&buf[..n], target).await;
+            }
+        });
+        BlackHole {
+            addr,
+            retries,
+            task,
+        }
+    }
+
+    /// QUIC Retry packets the coordinator sent back so far.
+    pub fn retries(&self) -> usize {
+        self.retries.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for BlackHole {
     fn drop(&mut self) {
         self.task.abort();
     }
