@@ -7,7 +7,7 @@
 //! found; an empty list means the rule holds.
 //!
 //! Expressions are compared through their HCL text (`var.peer_port`,
-//! `aws_security_group.client.id`, `toset(var.ssh_allowed_cidrs)`), and
+//! `aws_security_group.client.id`, `toset(var.user_ssh_cidrs)`), and
 //! numeric ports given as `var.NAME` are resolved through the variable's
 //! default. What the checks cannot see (values computed by AWS, the rendered
 //! user data) is checked by `deploy/terraform/check.sh` or not at all; the
@@ -27,9 +27,11 @@ pub enum Rule {
     /// The client security group admits UDP on the peer port from the client
     /// security group itself and from a variable's CIDR list.
     PeerPortIngress,
-    /// SSH (TCP 22) is admitted only from the SSH CIDR variable, and at least
-    /// one rule admits it.
-    SshOnlyFromVariable,
+    /// SSH (TCP 22) is admitted to each security group only from that
+    /// group's own CIDR variables: the coordinator from the operator's, the
+    /// clients from the users' (and the operator's). No chat user's address
+    /// reaches the coordinator's SSH.
+    SshAccessSeparated,
     /// No ingress rule has a literal world-open source (`0.0.0.0/0`, `::/0`).
     NoLiteralOpenIngress,
     /// Every instance and launch template requires IMDSv2 tokens.
@@ -47,6 +49,30 @@ pub enum Rule {
     TagsEverywhere,
     /// Every taggable resource (but S3 objects) has a `Name` tag.
     NameTags,
+    /// Chat users log in to client instances with their own Unix accounts
+    /// (no shared `ec2-user`, no sudo), each with their own data folder.
+    PerUserAccounts,
+    /// The service account has a fixed UID and its data volume is chowned
+    /// recursively, so a replaced instance can read the volume it mounts.
+    StableServiceOwner,
+    /// An instance whose user data changes is replaced (cloud-init runs only
+    /// at an instance's first boot, so a changed user data would never run).
+    BootConfigApplied,
+    /// No ingress rule depends on an instance's auto-assigned public IP,
+    /// which changes when the instance is stopped and started.
+    NoEphemeralIpRules,
+    /// A map variable merged into the default tags is bounded so that S3
+    /// objects (10 tags at most) still take the default tags and a `Name`.
+    ExtraTagsBounded,
+    /// Downloads at boot are retried, and the units that run them keep
+    /// retrying instead of giving up.
+    FetchRetries,
+    /// The data volume is set up by a systemd unit that retries (at every
+    /// boot, and until the volume appears), not by run-once user data.
+    DataVolumeUnit,
+    /// `.terraform.lock.hcl` is committed (not ignored) and pins every
+    /// required provider to a version inside its constraint.
+    ProviderLockCommitted,
 }
 
 /// One place where the configuration breaks a [`Rule`].
@@ -454,34 +480,76 @@ pub fn check_peer_port_ingress(body: &Body, client_sg: &str, port: i64) -> Vec<V
     out
 }
 
-/// Rule [`Rule::SshOnlyFromVariable`]: every ingress rule that admits TCP 22
-/// (a TCP range that contains 22 or an all-protocol rule) has as its only
-/// sources references to `var.SSH_VARIABLE`; and at least one rule admits
-/// SSH (users log in to run `peer`).
-pub fn check_ssh_only_from_variable(body: &Body, ssh_variable: &str) -> Vec<Violation> {
+/// The `var.NAME` references in `text`.
+pub fn variable_refs(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (i, _) in text.match_indices("var.") {
+        let before_ok = text[..i]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '.'));
+        if !before_ok {
+            continue;
+        }
+        let name: String = text[i + 4..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() && !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// Rule [`Rule::SshAccessSeparated`]: every ingress rule that admits TCP 22
+/// (a TCP range that contains 22 or an all-protocol rule) belongs to one of
+/// the groups in `allowed` and has as sources only references to that
+/// group's variables (`(group, [variable, …])`); and every group in `allowed`
+/// has a rule for SSH (possibly over an empty list). So the operator's
+/// coordinator is reachable by SSH only from the operator's CIDRs, never from
+/// the chat users' addresses.
+pub fn check_ssh_access(body: &Body, allowed: &[(&str, &[&str])]) -> Vec<Violation> {
     let mut out = Vec::new();
-    let mut any = false;
+    let mut seen: Vec<&str> = Vec::new();
     for r in ingress_rules(body) {
         if !r.admits(Protocol::Tcp, 22) {
             continue;
         }
-        any = true;
+        let Some((group, vars)) = allowed.iter().find(|(g, _)| *g == r.security_group) else {
+            out.push(violation(
+                Rule::SshAccessSeparated,
+                &r.location,
+                format!("admits TCP 22 to {}, which takes no SSH", r.security_group),
+            ));
+            continue;
+        };
+        seen.push(group);
         for s in &r.sources {
-            if !references(s, "var", ssh_variable) {
+            let refs = variable_refs(s);
+            if refs.is_empty() || refs.iter().any(|v| !vars.contains(&v.as_str())) {
                 out.push(violation(
-                    Rule::SshOnlyFromVariable,
+                    Rule::SshAccessSeparated,
                     &r.location,
-                    format!("admits TCP 22 from `{s}`, not only from var.{ssh_variable}"),
+                    format!(
+                        "admits TCP 22 to {group} from `{s}`; only from {}",
+                        vars.iter()
+                            .map(|v| format!("var.{v}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                 ));
             }
         }
     }
-    if !any {
-        out.push(violation(
-            Rule::SshOnlyFromVariable,
-            "(configuration)",
-            format!("no ingress rule admits SSH from var.{ssh_variable}"),
-        ));
+    for (group, _) in allowed {
+        if !seen.contains(group) {
+            out.push(violation(
+                Rule::SshAccessSeparated,
+                *group,
+                "no ingress rule admits SSH from its variable",
+            ));
+        }
     }
     out
 }
@@ -995,10 +1063,570 @@ pub fn template_placeholders(text: &str) -> Vec<String> {
     names
 }
 
+// ------------------------------------------------------------------ users
+
+/// Rule [`Rule::PerUserAccounts`] over the configuration: no output or
+/// resource tells anyone to log in to a client instance as `ec2-user` (the
+/// operator's account, with passwordless sudo and the operator's key pair).
+pub fn check_no_shared_login(body: &Body) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for block in body.blocks() {
+        if !matches!(block.identifier(), "output" | "resource" | "locals") {
+            continue;
+        }
+        let text = block_text(block);
+        if text.contains("ec2-user@") && text.contains("aws_instance.client") {
+            let address = std::iter::once(block.identifier())
+                .chain(block.labels().iter().map(|l| l.as_str()))
+                .collect::<Vec<_>>()
+                .join(".");
+            out.push(violation(
+                Rule::PerUserAccounts,
+                address,
+                "hands out ec2-user logins to client instances; users log in with their own accounts",
+            ));
+        }
+    }
+    out
+}
+
+/// Rule [`Rule::PerUserAccounts`] over the client setup script: it creates
+/// one Unix account per user (`useradd`) with a private data folder
+/// (`install -d -m 0700` or `chmod 0700`), and grants no sudo (no `wheel`
+/// group, no sudoers file).
+pub fn check_client_accounts_script(name: &str, text: &str) -> Vec<Violation> {
+    let code = shell_code(text);
+    let mut out = Vec::new();
+    if !code.contains("useradd") {
+        out.push(violation(
+            Rule::PerUserAccounts,
+            name,
+            "creates no Unix account per chat user (no useradd)",
+        ));
+    }
+    if !(code.contains("-m 0700") || code.contains("chmod 0700") || code.contains("chmod 700")) {
+        out.push(violation(
+            Rule::PerUserAccounts,
+            name,
+            "gives users no private (0700) data folder",
+        ));
+    }
+    if code.contains("wheel") || code.contains("sudoers") {
+        out.push(violation(
+            Rule::PerUserAccounts,
+            name,
+            "grants chat users sudo",
+        ));
+    }
+    out
+}
+
+/// The lines of a shell script without comments (a `#` at the start of a
+/// line or after a blank), for checks that must not be fooled by prose.
+pub fn shell_code(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            let mut cut = line.len();
+            let bytes = line.as_bytes();
+            for (i, b) in bytes.iter().enumerate() {
+                if *b == b'#' && (i == 0 || bytes[i - 1] == b' ' || bytes[i - 1] == b'\t') {
+                    cut = i;
+                    break;
+                }
+            }
+            &line[..cut]
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Shell commands of a script with their continuation lines joined.
+fn shell_commands(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in shell_code(text).lines() {
+        let trimmed = line.trim_end();
+        if let Some(head) = trimmed.strip_suffix('\\') {
+            cur.push_str(head);
+            cur.push(' ');
+        } else {
+            cur.push_str(trimmed);
+            if !cur.trim().is_empty() {
+                out.push(cur.trim().to_string());
+            }
+            cur.clear();
+        }
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur.trim().to_string());
+    }
+    out
+}
+
+// ------------------------------------------------------------------ service owner
+
+/// Rule [`Rule::StableServiceOwner`] over a boot script or template: every
+/// `useradd --system` names a fixed `--uid` (a system UID is otherwise the
+/// first free one, which differs between AMIs, and a replaced instance
+/// would not own the volume it mounts), and every `chown` of the data folder
+/// (`$DATA_DIR` or `/var/lib/p2pchat`) is recursive.
+pub fn check_stable_service_owner(name: &str, text: &str) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for cmd in shell_commands(text) {
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        let Some(pos) = words.iter().position(|w| *w == "useradd" || *w == "chown") else {
+            continue;
+        };
+        let args = &words[pos + 1..];
+        if words[pos] == "useradd" && args.iter().any(|a| *a == "--system" || *a == "-r") {
+            let fixed = args
+                .iter()
+                .any(|a| *a == "--uid" || *a == "-u" || a.starts_with("--uid="));
+            if !fixed {
+                out.push(violation(
+                    Rule::StableServiceOwner,
+                    name,
+                    format!("`{cmd}` picks whatever UID is free; give it a fixed --uid"),
+                ));
+            }
+        }
+        if words[pos] == "chown"
+            && args
+                .iter()
+                .any(|a| a.contains("DATA_DIR") || a.contains("/var/lib/p2pchat"))
+        {
+            let recursive = args.iter().any(|a| {
+                *a == "-R"
+                    || *a == "--recursive"
+                    || (a.starts_with('-') && !a.starts_with("--") && a.contains('R'))
+            });
+            if !recursive {
+                out.push(violation(
+                    Rule::StableServiceOwner,
+                    name,
+                    format!("`{cmd}` leaves the files inside with their old owner; use chown -R"),
+                ));
+            }
+        }
+    }
+    out
+}
+
+// ------------------------------------------------------------------ boot config
+
+/// Rule [`Rule::BootConfigApplied`]: every `aws_instance` with user data sets
+/// `user_data_replace_on_change = true`. Without it a changed user data
+/// (a new port, a new coordinator address) stops and starts the instance,
+/// and cloud-init, which runs user data once per instance, ignores it.
+pub fn check_boot_config_applied(body: &Body) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for (ty, name, res) in resources(body) {
+        if ty != "aws_instance" {
+            continue;
+        }
+        let has_user_data =
+            attr(res, "user_data").is_some() || attr(res, "user_data_base64").is_some();
+        if has_user_data && !is_true(attr(res, "user_data_replace_on_change")) {
+            out.push(violation(
+                Rule::BootConfigApplied,
+                format!("{ty}.{name}"),
+                "user data changes would not run (user_data_replace_on_change is not true)",
+            ));
+        }
+    }
+    out
+}
+
+/// Rule [`Rule::NoEphemeralIpRules`]: no ingress rule's source or
+/// `for_each` refers, directly or through locals, to an `aws_instance`'s
+/// `public_ip` (auto-assigned, it changes on stop/start while the rule keeps
+/// the old one). Admit instances by Elastic IP or security group instead.
+pub fn check_no_ephemeral_ip_rules(body: &Body) -> Vec<Violation> {
+    let is_ephemeral = |text: &str| text.contains("aws_instance.") && text.contains("public_ip");
+    let locals: Vec<(String, String)> = sub_blocks(body, "locals")
+        .flat_map(|b| {
+            b.body()
+                .attributes()
+                .map(|a| (a.key().to_string(), expr_text(a.expr())))
+        })
+        .collect();
+    let mut tainted: Vec<String> = Vec::new();
+    loop {
+        let before = tainted.len();
+        for (name, text) in &locals {
+            if tainted.contains(name) {
+                continue;
+            }
+            if is_ephemeral(text) || tainted.iter().any(|t| references(text, "local", t)) {
+                tainted.push(name.clone());
+            }
+        }
+        if tainted.len() == before {
+            break;
+        }
+    }
+    let mut out = Vec::new();
+    for (ty, name, res) in resources(body) {
+        if !matches!(
+            ty,
+            "aws_vpc_security_group_ingress_rule"
+                | "aws_security_group_rule"
+                | "aws_security_group"
+        ) {
+            continue;
+        }
+        let text = hcl::format::to_string(res).unwrap_or_default();
+        let via_local = tainted.iter().find(|t| references(&text, "local", t));
+        if is_ephemeral(&text) || via_local.is_some() {
+            out.push(violation(
+                Rule::NoEphemeralIpRules,
+                format!("{ty}.{name}"),
+                match via_local {
+                    Some(l) => format!("admits local.{l}, an instance's changing public IP"),
+                    None => "admits an instance's changing public IP".to_string(),
+                },
+            ));
+        }
+    }
+    out
+}
+
+// ------------------------------------------------------------------ tag budget
+
+/// Most tags an S3 object may carry.
+pub const S3_OBJECT_MAX_TAGS: usize = 10;
+
+/// Rule [`Rule::ExtraTagsBounded`]: every map variable merged into the
+/// `aws` provider's `default_tags` (directly or through a local) has a
+/// validation `length(var.NAME) <= N` with N + the literal default tags + 1
+/// (`Name`) at most [`S3_OBJECT_MAX_TAGS`]: S3 objects take at most 10 tags,
+/// and an 11th fails at apply time, after half the deployment exists.
+pub fn check_extra_tags_bounded(body: &Body) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let Some(expr) = sub_blocks(body, "provider")
+        .filter(|p| label(p, 0) == "aws")
+        .flat_map(|p| sub_blocks(p.body(), "default_tags").collect::<Vec<_>>())
+        .find_map(|d| attr(d.body(), "tags"))
+    else {
+        return out;
+    };
+    // Follow one level of local.X.
+    let mut expr = expr.clone();
+    let text = expr_text(&expr);
+    if let Some(name) = text.trim().strip_prefix("local.") {
+        if let Some(e) = sub_blocks(body, "locals")
+            .flat_map(|b| b.body().attributes().collect::<Vec<_>>())
+            .find(|a| a.key() == name)
+            .map(|a| a.expr().clone())
+        {
+            expr = e;
+        }
+    }
+    let mut literal = 0usize;
+    let mut vars: Vec<String> = Vec::new();
+    let count = |e: &Expression, literal: &mut usize, vars: &mut Vec<String>| match e {
+        Expression::Object(o) => *literal += o.len(),
+        other => vars.extend(variable_refs(&expr_text(other))),
+    };
+    match &expr {
+        Expression::FuncCall(call) if call.name.name.as_str() == "merge" => {
+            for a in &call.args {
+                count(a, &mut literal, &mut vars);
+            }
+        }
+        other => count(other, &mut literal, &mut vars),
+    }
+    let budget = S3_OBJECT_MAX_TAGS.saturating_sub(literal + 1);
+    for v in vars {
+        let location = format!("variable.{v}");
+        let bound = sub_blocks(body, "variable")
+            .filter(|b| label(b, 0) == v)
+            .flat_map(|b| sub_blocks(b.body(), "validation").collect::<Vec<_>>())
+            .filter_map(|val| attr_text(val.body(), "condition"))
+            .find_map(|cond| length_bound(&cond, &v));
+        match bound {
+            Some(n) if n <= budget => {}
+            Some(n) => out.push(violation(
+                Rule::ExtraTagsBounded,
+                &location,
+                format!(
+                    "allows {n} tags, but S3 objects take {S3_OBJECT_MAX_TAGS}: {literal} default tags and Name leave {budget}"
+                ),
+            )),
+            None => out.push(violation(
+                Rule::ExtraTagsBounded,
+                &location,
+                format!(
+                    "merged into default_tags without a validation `length(var.{v}) <= {budget}` (S3 objects take {S3_OBJECT_MAX_TAGS} tags)"
+                ),
+            )),
+        }
+    }
+    out
+}
+
+/// The N of `length(var.NAME) <= N` (or `< N`, giving N - 1) in a condition.
+fn length_bound(cond: &str, var: &str) -> Option<usize> {
+    let needle = format!("length(var.{var})");
+    let compact: String = cond.chars().filter(|c| !c.is_whitespace()).collect();
+    let rest = &compact[compact.find(&needle)? + needle.len()..];
+    let (strict, rest) = if let Some(r) = rest.strip_prefix("<=") {
+        (false, r)
+    } else {
+        (true, rest.strip_prefix('<')?)
+    };
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    let n: usize = digits.parse().ok()?;
+    Some(if strict { n.checked_sub(1)? } else { n })
+}
+
+// ------------------------------------------------------------------ boot retries
+
+/// Rule [`Rule::FetchRetries`] over a boot script: every `aws s3 cp` /
+/// `aws ssm get-parameter` runs under a `retry` wrapper (at first boot the
+/// instance role may not have propagated and the Elastic IP may be moving).
+pub fn check_fetch_retries(name: &str, text: &str) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for cmd in shell_commands(text) {
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        for (i, w) in words.iter().enumerate() {
+            let next = words.get(i + 1).copied().unwrap_or("");
+            if *w == "aws" && (next == "s3" || next == "ssm") {
+                if !words[..i].iter().any(|w| w.contains("retry")) {
+                    out.push(violation(
+                        Rule::FetchRetries,
+                        name,
+                        format!("`{cmd}` is not retried"),
+                    ));
+                }
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// The value of `key=` in a unit's text (last one wins, as in systemd).
+pub fn unit_setting<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+        .map(str::trim)
+}
+
+/// Every value of a list setting such as `Wants=` (systemd adds them up).
+pub fn unit_list(text: &str, key: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+        .flat_map(|v| v.split_whitespace().map(str::to_string))
+        .collect()
+}
+
+/// Rule [`Rule::FetchRetries`] over a systemd unit that fetches or waits at
+/// start: it restarts on failure (`Restart=on-failure` or `always`) and never
+/// stops retrying (`StartLimitIntervalSec=0`).
+pub fn check_unit_retries(name: &str, text: &str) -> Vec<Violation> {
+    let mut out = Vec::new();
+    if !matches!(unit_setting(text, "Restart"), Some("on-failure" | "always")) {
+        out.push(violation(
+            Rule::FetchRetries,
+            name,
+            "no Restart=on-failure: a failed start is never retried",
+        ));
+    }
+    if unit_setting(text, "StartLimitIntervalSec") != Some("0") {
+        out.push(violation(
+            Rule::FetchRetries,
+            name,
+            "no StartLimitIntervalSec=0: systemd stops retrying after 5 failed starts",
+        ));
+    }
+    out
+}
+
+/// Rule [`Rule::DataVolumeUnit`]: the run-once user data does not wait for or
+/// format the data volume (a volume that appears late would leave nothing to
+/// retry); a unit in `units` runs the volume set-up and retries, and the
+/// service `service` wants it, starts after it and checks the mount.
+pub fn check_data_volume_unit(
+    user_data: (&str, &str),
+    units: &[(&str, &str)],
+    service: &str,
+) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let code = shell_code(user_data.1);
+    if code.contains("mkfs") || code.contains("/dev/disk/by-id") {
+        out.push(violation(
+            Rule::DataVolumeUnit,
+            user_data.0,
+            "the run-once user data sets up the data volume; a unit must, so that it retries",
+        ));
+    }
+    let volume_unit = units.iter().find(|(n, t)| {
+        *n != service && unit_setting(t, "ExecStart").is_some_and(|e| e.contains("data-volume"))
+    });
+    let Some((vname, vtext)) = volume_unit else {
+        out.push(violation(
+            Rule::DataVolumeUnit,
+            service,
+            "no unit sets up the data volume (ExecStart=…data-volume…)",
+        ));
+        return out;
+    };
+    for v in check_unit_retries(vname, vtext) {
+        out.push(violation(Rule::DataVolumeUnit, v.location, v.message));
+    }
+    match units.iter().find(|(n, _)| *n == service) {
+        Some((_, stext)) => {
+            let has = |key: &str| unit_list(stext, key).iter().any(|u| u == vname);
+            if !(has("Wants") || has("Requires")) || !has("After") {
+                out.push(violation(
+                    Rule::DataVolumeUnit,
+                    service,
+                    format!("does not have Wants= and After= {vname}"),
+                ));
+            }
+            if unit_setting(stext, "RequiresMountsFor").is_some() {
+                out.push(violation(
+                    Rule::DataVolumeUnit,
+                    service,
+                    "RequiresMountsFor= turns a late volume into a dependency failure, which Restart= does not retry",
+                ));
+            }
+            if !stext.contains("mountpoint") {
+                out.push(violation(
+                    Rule::DataVolumeUnit,
+                    service,
+                    "does not check that the data volume is mounted before it starts",
+                ));
+            }
+        }
+        None => out.push(violation(Rule::DataVolumeUnit, service, "no such unit")),
+    }
+    out
+}
+
+// ------------------------------------------------------------------ provider lock
+
+/// A version constraint in Terraform's normalised form: each version with
+/// three components (`>= 6.8, < 7.0` -> `>= 6.8.0, < 7.0.0`).
+pub fn normalize_constraints(text: &str) -> String {
+    text.split(',')
+        .map(|part| {
+            let part = part.trim();
+            let split = part
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(part.len());
+            let (op, version) = part.split_at(split);
+            let mut nums: Vec<&str> = version.split('.').collect();
+            while nums.len() < 3 {
+                nums.push("0");
+            }
+            let op = op.trim();
+            if op.is_empty() {
+                nums.join(".")
+            } else {
+                format!("{op} {}", nums.join("."))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Rule [`Rule::ProviderLockCommitted`]: `lock` (the text of
+/// `.terraform.lock.hcl`, `None` if absent) has a `provider` block for every
+/// `required_providers` source with a `version` and the same `constraints`,
+/// and no line of `gitignore` ignores the lock file.
+pub fn check_provider_lock(body: &Body, lock: Option<&str>, gitignore: &str) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for line in gitignore.lines().map(str::trim) {
+        if !line.starts_with('#')
+            && !line.starts_with('!')
+            && line.trim_start_matches("**/").trim_start_matches('/') == ".terraform.lock.hcl"
+        {
+            out.push(violation(
+                Rule::ProviderLockCommitted,
+                ".gitignore",
+                "ignores .terraform.lock.hcl: commit it so every operator gets the same provider",
+            ));
+        }
+    }
+    let Some(lock) = lock else {
+        out.push(violation(
+            Rule::ProviderLockCommitted,
+            ".terraform.lock.hcl",
+            "missing: run terraform init and commit the lock file",
+        ));
+        return out;
+    };
+    let lock = match hcl::parse(lock) {
+        Ok(b) => b,
+        Err(e) => {
+            out.push(violation(
+                Rule::ProviderLockCommitted,
+                ".terraform.lock.hcl",
+                format!("does not parse: {e}"),
+            ));
+            return out;
+        }
+    };
+    let required = sub_blocks(body, "terraform")
+        .flat_map(|t| sub_blocks(t.body(), "required_providers").collect::<Vec<_>>())
+        .flat_map(|r| r.body().attributes().collect::<Vec<_>>());
+    for provider in required {
+        let Expression::Object(o) = provider.expr() else {
+            continue;
+        };
+        let get = |k: &str| {
+            o.iter()
+                .find(|(key, _)| expr_key(key) == k)
+                .map(|(_, v)| expr_text(v).trim_matches('"').to_string())
+        };
+        let Some(source) = get("source") else {
+            continue;
+        };
+        let full = if source.matches('/').count() == 1 {
+            format!("registry.terraform.io/{source}")
+        } else {
+            source.clone()
+        };
+        let Some(entry) = sub_blocks(&lock, "provider").find(|b| label(b, 0) == full) else {
+            out.push(violation(
+                Rule::ProviderLockCommitted,
+                ".terraform.lock.hcl",
+                format!("no entry for {full}"),
+            ));
+            continue;
+        };
+        let version = attr_text(entry.body(), "version").unwrap_or_default();
+        if version.trim_matches('"').is_empty() {
+            out.push(violation(
+                Rule::ProviderLockCommitted,
+                ".terraform.lock.hcl",
+                format!("{full} has no version"),
+            ));
+        }
+        let constraints = attr_text(entry.body(), "constraints").unwrap_or_default();
+        if let Some(wanted) = get("version") {
+            if normalize_constraints(constraints.trim_matches('"'))
+                != normalize_constraints(&wanted)
+            {
+                out.push(violation(
+                    Rule::ProviderLockCommitted,
+                    ".terraform.lock.hcl",
+                    format!("{full}: constraints {constraints} differ from required_providers {wanted:?}"),
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// Every check of the p2pchat deployment with its resource names and ports:
 /// coordinator group `aws_security_group.coordinator` on UDP 7070, client
-/// group `aws_security_group.client` on UDP 7071, SSH from
-/// `var.ssh_allowed_cidrs`.
+/// group `aws_security_group.client` on UDP 7071, SSH as [`SSH_ACCESS`].
+/// The checks over files (scripts, units, the lock file) take their texts
+/// and are run by the tests.
 pub fn check_all(body: &Body) -> Vec<Violation> {
     let mut out = Vec::new();
     out.extend(check_coordinator_quic_ingress(
@@ -1011,7 +1639,7 @@ pub fn check_all(body: &Body) -> Vec<Violation> {
         "aws_security_group.client",
         7071,
     ));
-    out.extend(check_ssh_only_from_variable(body, "ssh_allowed_cidrs"));
+    out.extend(check_ssh_access(body, SSH_ACCESS));
     out.extend(check_no_literal_open_ingress(body));
     out.extend(check_imdsv2_required(body));
     out.extend(check_encrypted_volumes(body));
@@ -1020,5 +1648,19 @@ pub fn check_all(body: &Body) -> Vec<Violation> {
     out.extend(check_variables_documented(body));
     out.extend(check_tags_everywhere(body));
     out.extend(check_name_tags(body));
+    out.extend(check_no_shared_login(body));
+    out.extend(check_boot_config_applied(body));
+    out.extend(check_no_ephemeral_ip_rules(body));
+    out.extend(check_extra_tags_bounded(body));
     out
 }
+
+/// Who may SSH where in the p2pchat deployment: the coordinator only from
+/// the operator's CIDRs; client instances from the users' and the operator's.
+pub const SSH_ACCESS: &[(&str, &[&str])] = &[
+    ("aws_security_group.coordinator", &["operator_ssh_cidrs"]),
+    (
+        "aws_security_group.client",
+        &["user_ssh_cidrs", "operator_ssh_cidrs"],
+    ),
+];

@@ -15,7 +15,17 @@ locals {
     peer_binary        = "bin/peer"
     ca_cert            = "pki/ca.pem"
     coordinator_cert   = "pki/coordinator.pem"
+    chat_users         = "config/chat-users"
   }
+
+  # `user NAME CLIENT_INDEX` and `key NAME PUBLIC_KEY` lines (public keys
+  # only). Each client instance sets up the accounts of its own index.
+  chat_users_lines = join("", flatten([
+    for name in sort(keys(var.chat_users)) : concat(
+      ["user ${name} ${var.chat_users[name].client}\n"],
+      [for k in var.chat_users[name].ssh_public_keys : "key ${name} ${k}\n"],
+    )
+  ]))
 
   coordinator_key_parameter_name = "/${var.name}/coordinator/tls-key"
 }
@@ -117,6 +127,19 @@ resource "aws_s3_object" "ca_cert" {
       error_message = "No CA certificate at ca_cert_path: run p2pchat-certs with the coordinator's Elastic IP first (README, step 3)."
     }
   }
+
+  depends_on = [aws_s3_bucket_server_side_encryption_configuration.artifacts]
+}
+
+# The chat users' accounts, read by every client instance at each run of
+# p2pchat-client-setup: adding a user replaces no instance.
+resource "aws_s3_object" "chat_users" {
+  bucket       = aws_s3_bucket.artifacts.id
+  key          = local.object_keys.chat_users
+  content      = local.chat_users_lines
+  content_type = "text/plain"
+
+  tags = { Name = "${var.name}-chat-users" }
 
   depends_on = [aws_s3_bucket_server_side_encryption_configuration.artifacts]
 }

@@ -63,8 +63,9 @@ resource "aws_instance" "coordinator" {
   subnet_id              = local.subnet_id
   vpc_security_group_ids = [aws_security_group.coordinator.id]
   iam_instance_profile   = aws_iam_instance_profile.coordinator.name
-  key_name               = var.key_pair_name
-  monitoring             = false
+  # The operator's key pair, if any; SSH is open only to operator_ssh_cidrs.
+  key_name   = var.key_pair_name
+  monitoring = false
 
   # Only public values here: bucket and object names, the parameter's name,
   # ports and the volume id. The key is fetched from SSM at (re)start.
@@ -79,6 +80,8 @@ resource "aws_instance" "coordinator" {
     log_level                 = var.coordinator_log_level
     unit_file                 = file("${path.module}/files/p2pchat-coordinator.service")
     fetch_script              = file("${path.module}/files/p2pchat-coordinator-fetch.sh")
+    volume_script             = file("${path.module}/files/p2pchat-data-volume.sh")
+    volume_unit               = file("${path.module}/files/p2pchat-data-volume.service")
   })
   # The database lives on its own volume, so replacing the instance when the
   # boot script changes loses nothing.

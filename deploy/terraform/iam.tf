@@ -1,7 +1,11 @@
 # Instance roles, least privilege:
 #   coordinator: s3:GetObject on its binary and its certificate, ssm:GetParameter
 #                on its key parameter, kms:Decrypt only through SSM for that parameter.
-#   clients:     s3:GetObject on the peer binary and the CA certificate.
+#   clients:     s3:GetObject on the peer binary, the CA certificate and the
+#                chat users' list.
+#   both, with enable_ssm_session_manager: registering with SSM Session
+#                Manager (the operator's shell without SSH); these actions
+#                take no resource narrower than "*".
 # No managed policies, no wildcards on buckets or parameters.
 
 data "aws_iam_policy_document" "ec2_assume" {
@@ -11,6 +15,23 @@ data "aws_iam_policy_document" "ec2_assume" {
       type        = "Service"
       identifiers = ["ec2.amazonaws.com"]
     }
+  }
+}
+
+# What the SSM agent needs for Session Manager (the actions of the managed
+# AmazonSSMManagedInstanceCore policy that sessions use, without its
+# parameter and document reads).
+data "aws_iam_policy_document" "ssm_session" {
+  statement {
+    sid = "SessionManager"
+    actions = [
+      "ssm:UpdateInstanceInformation",
+      "ssmmessages:CreateControlChannel",
+      "ssmmessages:CreateDataChannel",
+      "ssmmessages:OpenControlChannel",
+      "ssmmessages:OpenDataChannel",
+    ]
+    resources = ["*"]
   }
 }
 
@@ -68,6 +89,14 @@ resource "aws_iam_role_policy" "coordinator" {
   policy = data.aws_iam_policy_document.coordinator.json
 }
 
+resource "aws_iam_role_policy" "coordinator_ssm_session" {
+  count = var.enable_ssm_session_manager ? 1 : 0
+
+  name   = "${var.name}-coordinator-ssm-session"
+  role   = aws_iam_role.coordinator.id
+  policy = data.aws_iam_policy_document.ssm_session.json
+}
+
 resource "aws_iam_instance_profile" "coordinator" {
   name_prefix = "${var.name}-coordinator-"
   role        = aws_iam_role.coordinator.name
@@ -92,6 +121,7 @@ data "aws_iam_policy_document" "client" {
     resources = [
       "${aws_s3_bucket.artifacts.arn}/${aws_s3_object.peer_binary.key}",
       "${aws_s3_bucket.artifacts.arn}/${aws_s3_object.ca_cert.key}",
+      "${aws_s3_bucket.artifacts.arn}/${aws_s3_object.chat_users.key}",
     ]
   }
 }
@@ -100,6 +130,14 @@ resource "aws_iam_role_policy" "client" {
   name   = "${var.name}-client-artifacts"
   role   = aws_iam_role.client.id
   policy = data.aws_iam_policy_document.client.json
+}
+
+resource "aws_iam_role_policy" "client_ssm_session" {
+  count = var.enable_ssm_session_manager ? 1 : 0
+
+  name   = "${var.name}-client-ssm-session"
+  role   = aws_iam_role.client.id
+  policy = data.aws_iam_policy_document.ssm_session.json
 }
 
 resource "aws_iam_instance_profile" "client" {

@@ -1,13 +1,16 @@
 # Network: a VPC with one public subnet (unless existing_subnet_id is given)
 # and one security group per role. Security group rules allow exactly:
 #   coordinator: UDP coordinator_port (QUIC) from the client instances and
-#                from var.coordinator_allowed_cidrs; TCP 22 from var.ssh_allowed_cidrs.
+#                from var.coordinator_allowed_cidrs; TCP 22 from
+#                var.operator_ssh_cidrs only (default none: SSM Session Manager).
 #   clients:     UDP peer_port from the other client instances and from
-#                var.peer_allowed_cidrs; TCP 22 from var.ssh_allowed_cidrs.
+#                var.peer_allowed_cidrs; TCP 22 from var.user_ssh_cidrs (the
+#                chat users) and var.operator_ssh_cidrs.
 # Traffic that reaches an instance through a public address carries the
 # sender's public address, which a security-group reference does not match,
 # so the client instances are admitted both by group (private addresses) and
-# by their public /32s (the addresses the peers advertise and dial).
+# by their Elastic IPs (the addresses the peers advertise and dial), which
+# stay the same when an instance is stopped, started or replaced.
 
 locals {
   create_network = var.existing_subnet_id == null
@@ -16,9 +19,9 @@ locals {
   vpc_id            = local.create_network ? aws_vpc.main[0].id : data.aws_subnet.existing[0].vpc_id
   availability_zone = local.create_network ? aws_subnet.public[0].availability_zone : data.aws_subnet.existing[0].availability_zone
 
-  # Public addresses of the client instances, keyed by index so that the keys
-  # are known at plan time.
-  client_public_cidrs = { for i, c in aws_instance.client : tostring(i) => "${c.public_ip}/32" }
+  # Elastic IPs of the client instances, keyed by index so that the keys are
+  # known at plan time.
+  client_public_cidrs = { for i, e in aws_eip.client : tostring(i) => "${e.public_ip}/32" }
 }
 
 data "aws_subnet" "existing" {
@@ -85,7 +88,7 @@ resource "aws_route_table_association" "public" {
 
 resource "aws_security_group" "coordinator" {
   name_prefix = "${var.name}-coordinator-"
-  description = "p2pchat coordinator: QUIC (UDP) and SSH"
+  description = "p2pchat coordinator: QUIC (UDP) and operator SSH"
   vpc_id      = local.vpc_id
 
   tags = { Name = "${var.name}-coordinator" }
@@ -132,11 +135,12 @@ resource "aws_vpc_security_group_ingress_rule" "coordinator_quic_from_cidrs" {
   tags = { Name = "${var.name}-coordinator-quic-${each.value}" }
 }
 
+# The operator only: chat users never reach the coordinator's SSH.
 resource "aws_vpc_security_group_ingress_rule" "coordinator_ssh" {
-  for_each = toset(var.ssh_allowed_cidrs)
+  for_each = toset(var.operator_ssh_cidrs)
 
   security_group_id = aws_security_group.coordinator.id
-  description       = "SSH from var.ssh_allowed_cidrs"
+  description       = "Operator SSH from var.operator_ssh_cidrs"
   ip_protocol       = "tcp"
   from_port         = 22
   to_port           = 22
@@ -207,10 +211,10 @@ resource "aws_vpc_security_group_ingress_rule" "client_peer_from_cidrs" {
 }
 
 resource "aws_vpc_security_group_ingress_rule" "client_ssh" {
-  for_each = toset(var.ssh_allowed_cidrs)
+  for_each = toset(concat(var.user_ssh_cidrs, var.operator_ssh_cidrs))
 
   security_group_id = aws_security_group.client.id
-  description       = "SSH from var.ssh_allowed_cidrs"
+  description       = "SSH from var.user_ssh_cidrs and var.operator_ssh_cidrs"
   ip_protocol       = "tcp"
   from_port         = 22
   to_port           = 22

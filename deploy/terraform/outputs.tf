@@ -9,7 +9,7 @@ output "coordinator_address" {
 }
 
 output "artifact_bucket" {
-  description = "Private S3 bucket holding the binaries and the public certificates."
+  description = "Private S3 bucket holding the binaries, the public certificates and the chat users' list."
   value       = aws_s3_bucket.artifacts.id
 }
 
@@ -18,22 +18,27 @@ output "coordinator_key_parameter" {
   value       = aws_ssm_parameter.coordinator_key.name
 }
 
-output "ssh_coordinator" {
-  description = "SSH command for the operator to log in to the coordinator."
-  value       = "ssh -i ${var.ssh_identity_file} ec2-user@${aws_eip.coordinator.public_ip}"
+output "coordinator_instance_id" {
+  description = "The coordinator's instance id, for the operator's shell: aws ssm start-session --target ID."
+  value       = aws_instance.coordinator.id
 }
 
-output "ssh_clients" {
-  description = "SSH commands to log in to each client instance."
-  value       = [for c in aws_instance.client : "ssh -i ${var.ssh_identity_file} ec2-user@${c.public_ip}"]
+output "operator_ssh_coordinator" {
+  description = "The operator's SSH command to the coordinator (only with key_pair_name and operator_ssh_cidrs set; otherwise use SSM Session Manager)."
+  value       = var.key_pair_name != null && length(var.operator_ssh_cidrs) > 0 ? "ssh -i ${var.ssh_identity_file} ec2-user@${aws_eip.coordinator.public_ip}" : null
 }
 
-output "peer_commands" {
-  description = "Command a user runs to chat from each client instance (a login shell, so /etc/profile.d/p2pchat.sh sets the coordinator, CA and addresses)."
-  value       = [for c in aws_instance.client : "ssh -t -i ${var.ssh_identity_file} ec2-user@${c.public_ip} bash -lc peer"]
+output "client_instance_ids" {
+  description = "Client instance ids, for the operator's shell: aws ssm start-session --target ID."
+  value       = aws_instance.client[*].id
+}
+
+output "chat_user_commands" {
+  description = "The command each chat user runs, with their own account and key, to chat (a login shell, so /etc/profile.d/p2pchat.sh sets the coordinator, CA and addresses)."
+  value       = { for name, u in var.chat_users : name => "ssh -t ${name}@${aws_eip.client[u.client].public_ip} bash -lc peer" }
 }
 
 output "client_public_ips" {
-  description = "Public addresses of the client instances (they change if an instance is stopped and started; run terraform apply again then)."
-  value       = aws_instance.client[*].public_ip
+  description = "Elastic IPs of the client instances (they stay the same across stop, start and replacement)."
+  value       = aws_eip.client[*].public_ip
 }

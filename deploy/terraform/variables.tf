@@ -38,9 +38,19 @@ variable "environment" {
 }
 
 variable "extra_tags" {
-  description = "Additional tags merged into the provider's default_tags (applied to every taggable resource)."
+  description = "Additional tags merged into the provider's default_tags (applied to every taggable resource). At most 5: S3 objects take 10 tags, and the 4 default tags (Project, Deployment, ManagedBy, Environment) and Name use the rest."
   type        = map(string)
   default     = {}
+
+  validation {
+    condition     = length(var.extra_tags) <= 5
+    error_message = "extra_tags may hold at most 5 tags: S3 objects take 10, and the 4 default tags and Name use the other 5."
+  }
+
+  validation {
+    condition     = alltrue([for k, v in var.extra_tags : length(k) >= 1 && length(k) <= 128 && length(v) <= 256 && !startswith(lower(k), "aws:") && !contains(["project", "deployment", "managedby", "environment", "name"], lower(k))])
+    error_message = "extra_tags keys must be 1-128 characters, values at most 256, no key may start with aws:, and none may replace Project, Deployment, ManagedBy, Environment or Name."
+  }
 }
 
 # ---------------------------------------------------------------- instances
@@ -101,19 +111,49 @@ variable "client_count" {
 }
 
 variable "key_pair_name" {
-  description = "Name of an existing EC2 key pair in the region, installed for ec2-user on every instance."
+  description = "Name of an existing EC2 key pair in the region, installed for ec2-user on every instance: the operator's key, never given to chat users. null = no key pair (the operator uses SSM Session Manager)."
   type        = string
+  default     = null
 
   validation {
-    condition     = length(var.key_pair_name) > 0 && length(var.key_pair_name) <= 255
-    error_message = "key_pair_name must be the name of an existing EC2 key pair."
+    condition     = var.key_pair_name == null || (length(coalesce(var.key_pair_name, "x")) > 0 && length(coalesce(var.key_pair_name, "x")) <= 255)
+    error_message = "key_pair_name must be null or the name of an existing EC2 key pair."
   }
 }
 
 variable "ssh_identity_file" {
-  description = "Path of the SSH private key matching key_pair_name on the operator's machine. Only used to print the ssh commands in the outputs; never read by Terraform."
+  description = "Path of the SSH private key matching key_pair_name on the operator's machine. Only used to print the operator's ssh commands in the outputs; never read by Terraform."
   type        = string
   default     = "~/.ssh/id_ed25519"
+}
+
+variable "chat_users" {
+  description = "The people who chat: Unix account name => the client instance (index, 0 to client_count - 1) they log in to and their SSH public keys. Each gets their own account (no sudo) and their own data folder on that instance; one user per instance, since the peer port is fixed. Read from S3 at every boot of the client setup unit (and on systemctl restart p2pchat-client-setup), so changing it replaces nothing."
+  type = map(object({
+    client          = number
+    ssh_public_keys = list(string)
+  }))
+  default = {}
+
+  validation {
+    condition     = alltrue([for name, u in var.chat_users : can(regex("^[a-z][a-z0-9_-]{0,30}$", name)) && !contains(["root", "ec2-user", "p2pchat", "admin", "bin", "daemon", "nobody", "ssm-user", "adm", "sync", "halt", "shutdown", "operator"], name)])
+    error_message = "chat_users names must be Unix account names (a-z, then up to 30 of a-z 0-9 _ -) other than system accounts such as root, ec2-user, ssm-user or p2pchat."
+  }
+
+  validation {
+    condition     = alltrue([for u in values(var.chat_users) : u.client >= 0 && u.client < var.client_count && floor(u.client) == u.client])
+    error_message = "every chat_users entry's client must be the index of a client instance: 0 to client_count - 1."
+  }
+
+  validation {
+    condition     = length(distinct([for u in values(var.chat_users) : u.client])) == length(var.chat_users)
+    error_message = "one chat user per client instance: the peer port is fixed, so two users on one instance could not chat at the same time."
+  }
+
+  validation {
+    condition     = alltrue(flatten([for u in values(var.chat_users) : [for k in u.ssh_public_keys : can(regex("^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\\.com|sk-ecdsa-sha2-nistp256@openssh\\.com) [A-Za-z0-9+/=]+( [^\\n]*)?$", k))]]))
+    error_message = "every ssh_public_keys entry must be one OpenSSH public key line (ssh-ed25519 AAAA... comment)."
+  }
 }
 
 variable "root_volume_size_gb" {
@@ -190,14 +230,32 @@ variable "availability_zone" {
   default     = null
 }
 
-variable "ssh_allowed_cidrs" {
-  description = "IPv4 CIDR blocks allowed to SSH (TCP 22) to every instance, e.g. [\"198.51.100.4/32\"] for the operator's address. Users also log in to client instances through SSH."
+variable "operator_ssh_cidrs" {
+  description = "IPv4 CIDR blocks of the operator, allowed to SSH (TCP 22) to the coordinator and the client instances as ec2-user. Default none: the operator uses SSM Session Manager (aws ssm start-session), which needs no open port. Never put chat users' addresses here: the coordinator holds the accounts database and can read its TLS key."
   type        = list(string)
+  default     = []
 
   validation {
-    condition     = length(var.ssh_allowed_cidrs) > 0 && alltrue([for c in var.ssh_allowed_cidrs : can(cidrhost(c, 0)) && can(regex("^[0-9.]+/[0-9]+$", c))])
-    error_message = "ssh_allowed_cidrs must be a non-empty list of IPv4 CIDR blocks."
+    condition     = alltrue([for c in var.operator_ssh_cidrs : can(cidrhost(c, 0)) && can(regex("^[0-9.]+/[0-9]+$", c))])
+    error_message = "operator_ssh_cidrs must be a list of IPv4 CIDR blocks."
   }
+}
+
+variable "user_ssh_cidrs" {
+  description = "IPv4 CIDR blocks from which chat users SSH (TCP 22) to the client instances, with their own accounts (chat_users). Never opens the coordinator."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.user_ssh_cidrs : can(cidrhost(c, 0)) && can(regex("^[0-9.]+/[0-9]+$", c))])
+    error_message = "user_ssh_cidrs must be a list of IPv4 CIDR blocks."
+  }
+}
+
+variable "enable_ssm_session_manager" {
+  description = "Let the instance roles register with SSM Session Manager, so that the operator (an IAM principal allowed ssm:StartSession) reaches a shell with no SSH port open."
+  type        = bool
+  default     = true
 }
 
 variable "coordinator_port" {

@@ -81,10 +81,120 @@ mod config {
     }
 
     #[test]
-    fn ssh_only_from_the_ssh_variable() {
+    fn ssh_to_the_coordinator_only_from_the_operator() {
+        assert_clean("ssh", check_ssh_access(&body(), SSH_ACCESS));
+    }
+
+    fn files_dir() -> PathBuf {
+        tf_dir().join("files")
+    }
+
+    fn read(rel: &str) -> String {
+        let path = files_dir().join(rel);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    }
+
+    /// Every script, template and unit under files/, as (name, text).
+    fn files(suffixes: &[&str]) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(files_dir()).expect("files/") {
+            let path = entry.expect("entry").path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            if suffixes.iter().any(|s| name.ends_with(s)) {
+                let text = std::fs::read_to_string(&path).expect("reading a file");
+                out.push((name, text));
+            }
+        }
+        out.sort();
+        assert!(!out.is_empty(), "no {suffixes:?} under files/");
+        out
+    }
+
+    #[test]
+    fn chat_users_get_their_own_accounts_not_ec2_user() {
+        assert_clean("shared login", check_no_shared_login(&body()));
         assert_clean(
-            "ssh",
-            check_ssh_only_from_variable(&body(), "ssh_allowed_cidrs"),
+            "client setup",
+            check_client_accounts_script(
+                "p2pchat-client-setup.sh",
+                &read("p2pchat-client-setup.sh"),
+            ),
+        );
+    }
+
+    #[test]
+    fn the_service_account_has_a_fixed_uid_and_its_volume_a_recursive_chown() {
+        let scripts = files(&[".sh", ".sh.tftpl"]);
+        assert!(
+            scripts.iter().any(|(_, t)| t.contains("useradd --system")),
+            "no script creates the service account"
+        );
+        for (name, text) in scripts {
+            assert_clean(&name, check_stable_service_owner(&name, &text));
+        }
+    }
+
+    #[test]
+    fn boot_config_changes_replace_the_instance() {
+        assert_clean("boot config", check_boot_config_applied(&body()));
+    }
+
+    #[test]
+    fn no_rule_admits_a_changing_public_ip() {
+        assert_clean("ephemeral IPs", check_no_ephemeral_ip_rules(&body()));
+    }
+
+    #[test]
+    fn extra_tags_leave_room_for_the_default_tags_on_s3_objects() {
+        let body = body();
+        assert!(
+            body.blocks().any(|b| b.identifier() == "variable"
+                && b.labels().first().map(|l| l.as_str()) == Some("extra_tags")),
+            "no extra_tags variable"
+        );
+        assert_clean("extra tags", check_extra_tags_bounded(&body));
+    }
+
+    #[test]
+    fn boot_downloads_retry_and_their_units_keep_trying() {
+        for (name, text) in files(&[".sh", ".sh.tftpl"]) {
+            assert_clean(&name, check_fetch_retries(&name, &text));
+        }
+        for unit in ["p2pchat-coordinator.service", "p2pchat-data-volume.service"] {
+            assert_clean(unit, check_unit_retries(unit, &read(unit)));
+        }
+    }
+
+    #[test]
+    fn the_data_volume_is_mounted_by_a_retrying_unit() {
+        let units = files(&[".service"]);
+        let units: Vec<(&str, &str)> = units
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .collect();
+        let user_data = read("coordinator-user-data.sh.tftpl");
+        assert_clean(
+            "data volume",
+            check_data_volume_unit(
+                ("coordinator-user-data.sh.tftpl", &user_data),
+                &units,
+                "p2pchat-coordinator.service",
+            ),
+        );
+    }
+
+    #[test]
+    fn the_provider_lock_file_is_committed() {
+        let lock = std::fs::read_to_string(tf_dir().join(".terraform.lock.hcl")).ok();
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let gitignore = std::fs::read_to_string(root.join(".gitignore")).unwrap_or_default();
+        assert_clean(
+            "lock file",
+            check_provider_lock(&body(), lock.as_deref(), &gitignore),
         );
     }
 
@@ -217,7 +327,10 @@ mod config {
             .filter(|b| {
                 b.identifier() == "data"
                     && b.labels().first().map(|l| l.as_str()) == Some("aws_iam_policy_document")
-                    && b.labels().get(1).map(|l| l.as_str()) != Some("ec2_assume")
+                    && !matches!(
+                        b.labels().get(1).map(|l| l.as_str()),
+                        Some("ec2_assume" | "ssm_session")
+                    )
             })
             .map(|b| hcl::format::to_string(b).expect("formatting a policy document"))
             .collect();
@@ -364,48 +477,58 @@ mod snippets {
           protocol          = "tcp"
           from_port         = 22
           to_port           = 22
-          cidr_blocks       = var.ssh_allowed_cidrs
+          cidr_blocks       = var.user_ssh_cidrs
+        }
+        resource "aws_vpc_security_group_ingress_rule" "coordinator_ssh" {
+          for_each          = toset(var.operator_ssh_cidrs)
+          security_group_id = aws_security_group.coordinator.id
+          ip_protocol       = "tcp"
+          from_port         = 22
+          to_port           = 22
+          cidr_ipv4         = each.value
         }
     "#;
 
     #[test]
-    fn ssh_from_anything_but_the_variable_is_reported() {
-        assert_clean(
-            "good snippet",
-            check_ssh_only_from_variable(&parse(SSH), "ssh_allowed_cidrs"),
-        );
-        let other_var = parse(&SSH.replace("var.ssh_allowed_cidrs", "var.ssh_allowed_cidrs_all"));
-        let v = check_ssh_only_from_variable(&other_var, "ssh_allowed_cidrs");
-        assert_eq!(rules(&v), vec![Rule::SshOnlyFromVariable], "{v:?}");
+    fn ssh_from_anything_but_the_groups_own_variables_is_reported() {
+        assert_clean("good snippet", check_ssh_access(&parse(SSH), SSH_ACCESS));
+
+        // The finding: the users' CIDRs also open the coordinator's SSH.
+        let shared = parse(&SSH.replace("var.operator_ssh_cidrs", "var.user_ssh_cidrs"));
+        let v = check_ssh_access(&shared, SSH_ACCESS);
+        assert_eq!(rules(&v), vec![Rule::SshAccessSeparated], "{v:?}");
+        assert!(v[0].location.contains("coordinator_ssh"), "{v:?}");
+
+        let other_var = parse(&SSH.replace("var.user_ssh_cidrs", "var.user_ssh_cidrs_all"));
+        let v = check_ssh_access(&other_var, SSH_ACCESS);
+        assert_eq!(rules(&v), vec![Rule::SshAccessSeparated], "{v:?}");
 
         let wide_range = parse(
-            &SSH.replace("from_port         = 22", "from_port = 0")
-                .replace("to_port           = 22", "to_port = 1024")
-                .replace("var.ssh_allowed_cidrs", "var.peer_allowed_cidrs"),
+            &SSH.replacen("from_port         = 22", "from_port = 0", 1)
+                .replacen("to_port           = 22", "to_port = 1024", 1)
+                .replace("var.user_ssh_cidrs", "var.peer_allowed_cidrs"),
         );
-        let v = check_ssh_only_from_variable(&wide_range, "ssh_allowed_cidrs");
-        assert_eq!(rules(&v), vec![Rule::SshOnlyFromVariable], "{v:?}");
+        let v = check_ssh_access(&wide_range, SSH_ACCESS);
+        assert_eq!(rules(&v), vec![Rule::SshAccessSeparated], "{v:?}");
 
-        let all_protocols = parse(
-            r#"resource "aws_vpc_security_group_ingress_rule" "all" {
+        let all_protocols = parse(&format!(
+            r#"{SSH}
+               resource "aws_vpc_security_group_ingress_rule" "all" {{
                  security_group_id = aws_security_group.client.id
                  ip_protocol       = "-1"
                  cidr_ipv4         = "10.0.0.0/8"
-               }"#,
-        );
-        let v = check_ssh_only_from_variable(&all_protocols, "ssh_allowed_cidrs");
-        assert!(rules(&v).contains(&Rule::SshOnlyFromVariable), "{v:?}");
+               }}"#
+        ));
+        let v = check_ssh_access(&all_protocols, SSH_ACCESS);
+        assert!(rules(&v).contains(&Rule::SshAccessSeparated), "{v:?}");
 
         let none = parse("resource \"aws_security_group\" \"x\" {}");
-        assert_eq!(
-            check_ssh_only_from_variable(&none, "ssh_allowed_cidrs").len(),
-            1
-        );
+        assert_eq!(check_ssh_access(&none, SSH_ACCESS).len(), 2);
     }
 
     #[test]
     fn a_literal_open_ingress_is_reported_but_egress_and_routes_are_not() {
-        let open = parse(&SSH.replace("var.ssh_allowed_cidrs", "[\"0.0.0.0/0\"]"));
+        let open = parse(&SSH.replace("var.user_ssh_cidrs", "[\"0.0.0.0/0\"]"));
         let v = check_no_literal_open_ingress(&open);
         assert_eq!(rules(&v), vec![Rule::NoLiteralOpenIngress], "{v:?}");
 
@@ -651,5 +774,286 @@ mod snippets {
     fn template_placeholders_are_found_once_and_escapes_skipped() {
         let text = "a=${one}\nb=$${not_me}\nc=$PLAIN\nd=${two} e=${one}\n";
         assert_eq!(template_placeholders(text), vec!["one", "two"]);
+    }
+    #[test]
+    fn ec2_user_logins_and_shared_accounts_are_reported() {
+        let output = parse(
+            r#"output "peer_commands" {
+                 value = [for c in aws_instance.client : "ssh ec2-user@${c.public_ip} peer"]
+               }"#,
+        );
+        assert_eq!(
+            rules(&check_no_shared_login(&output)),
+            vec![Rule::PerUserAccounts]
+        );
+        let good =
+            "useradd --create-home \"$name\"\ninstall -d -m 0700 \"$home/.local/share/p2pchat\"\n";
+        assert_clean("good script", check_client_accounts_script("s", good));
+        assert_eq!(
+            check_client_accounts_script("s", "# useradd in a comment\n").len(),
+            2
+        );
+        let sudo = format!("{good}usermod -aG wheel \"$name\"\n");
+        assert_eq!(check_client_accounts_script("s", &sudo).len(), 1);
+    }
+
+    #[test]
+    fn a_floating_uid_or_a_shallow_chown_is_reported() {
+        let good = "useradd --system --uid 3470 --gid p2pchat \\\n  --shell /sbin/nologin p2pchat\nchown -R p2pchat:p2pchat \"$DATA_DIR\"\n";
+        assert_clean("good script", check_stable_service_owner("s", good));
+        let floating = good.replace("--uid 3470 ", "");
+        assert_eq!(
+            rules(&check_stable_service_owner("s", &floating)),
+            vec![Rule::StableServiceOwner]
+        );
+        let shallow = good.replace("chown -R", "chown");
+        assert_eq!(check_stable_service_owner("s", &shallow).len(), 1);
+        // A chown of anything else, or a normal user, is not the concern.
+        assert_clean(
+            "other",
+            check_stable_service_owner("s", "useradd -m alice\nchown root /etc/x\n"),
+        );
+    }
+
+    #[test]
+    fn user_data_that_would_not_rerun_is_reported() {
+        let keep = parse(
+            r#"resource "aws_instance" "c" {
+                 user_data                   = "x"
+                 user_data_replace_on_change = false
+               }"#,
+        );
+        assert_eq!(
+            rules(&check_boot_config_applied(&keep)),
+            vec![Rule::BootConfigApplied]
+        );
+        let replace = parse(
+            r#"resource "aws_instance" "c" {
+                 user_data                   = "x"
+                 user_data_replace_on_change = true
+               }"#,
+        );
+        assert_clean("replace", check_boot_config_applied(&replace));
+    }
+
+    #[test]
+    fn rules_on_changing_public_ips_are_reported_even_through_locals() {
+        let bad = parse(
+            r#"locals {
+                 ips   = { for i, c in aws_instance.client : tostring(i) => "${c.public_ip}/32" }
+                 again = local.ips
+               }
+               resource "aws_vpc_security_group_ingress_rule" "r" {
+                 for_each          = local.again
+                 security_group_id = aws_security_group.client.id
+                 ip_protocol       = "udp"
+                 from_port         = 1
+                 to_port           = 1
+                 cidr_ipv4         = each.value
+               }"#,
+        );
+        let v = check_no_ephemeral_ip_rules(&bad);
+        assert_eq!(rules(&v), vec![Rule::NoEphemeralIpRules], "{v:?}");
+        let eip = parse(
+            r#"locals {
+                 ips = { for i, e in aws_eip.client : tostring(i) => "${e.public_ip}/32" }
+               }
+               resource "aws_vpc_security_group_ingress_rule" "r" {
+                 for_each  = local.ips
+                 cidr_ipv4 = each.value
+               }"#,
+        );
+        assert_clean("EIPs", check_no_ephemeral_ip_rules(&eip));
+    }
+
+    const TAGS: &str = r#"
+        provider "aws" {
+          default_tags {
+            tags = local.common_tags
+          }
+        }
+        locals {
+          common_tags = merge({ A = "a", B = "b", C = "c", D = "d" }, var.extra_tags)
+        }
+        variable "extra_tags" {
+          type        = map(string)
+          description = "x"
+          validation {
+            condition     = length(var.extra_tags) <= 5
+            error_message = "x"
+          }
+        }
+    "#;
+
+    #[test]
+    fn unbounded_extra_tags_are_reported() {
+        assert_clean("good snippet", check_extra_tags_bounded(&parse(TAGS)));
+        let six = parse(&TAGS.replace("<= 5", "<= 6"));
+        assert_eq!(
+            rules(&check_extra_tags_bounded(&six)),
+            vec![Rule::ExtraTagsBounded]
+        );
+        let strict = parse(&TAGS.replace("<= 5", "< 6"));
+        assert_clean("< 6", check_extra_tags_bounded(&strict));
+        let none = parse(&TAGS.replace("length(var.extra_tags) <= 5", "true"));
+        assert_eq!(check_extra_tags_bounded(&none).len(), 1);
+        // A fifth default tag leaves room for four.
+        let more = parse(&TAGS.replace("D = \"d\"", "D = \"d\", E = \"e\""));
+        assert_eq!(check_extra_tags_bounded(&more).len(), 1);
+    }
+
+    #[test]
+    fn unretried_downloads_and_units_that_give_up_are_reported() {
+        let good = "retry aws s3 cp \"s3://b/o\" x\nif ! retry aws ssm get-parameter \\\n  --name p >k; then exit 1; fi\n";
+        assert_clean("good script", check_fetch_retries("s", good));
+        let bare = "aws s3 cp \"s3://b/o\" x\nif ! aws ssm get-parameter --name p >k; then exit 1; fi\n# aws s3 cp in a comment\n";
+        assert_eq!(
+            rules(&check_fetch_retries("s", bare)),
+            vec![Rule::FetchRetries; 2]
+        );
+        let unit = "[Unit]\nStartLimitIntervalSec=0\n[Service]\nRestart=on-failure\n";
+        assert_clean("good unit", check_unit_retries("u", unit));
+        assert_eq!(
+            check_unit_retries("u", "[Service]\nRestart=on-failure\n").len(),
+            1
+        );
+        assert_eq!(check_unit_retries("u", "[Service]\n").len(), 2);
+    }
+
+    #[test]
+    fn a_volume_set_up_only_by_user_data_is_reported() {
+        let volume = "[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/usr/local/sbin/p2pchat-data-volume\nRestart=on-failure\n";
+        let service = "[Unit]\nWants=p2pchat-data-volume.service\nAfter=p2pchat-data-volume.service\n[Service]\nExecStartPre=/usr/bin/mountpoint -q /var/lib/p2pchat\n";
+        let units = [
+            ("v.service", volume),
+            ("p2pchat-data-volume.service", volume),
+        ];
+        let units_ok = [("p2pchat-data-volume.service", volume), ("svc", service)];
+        assert_clean(
+            "good",
+            check_data_volume_unit(("ud", "install -d /etc/p2pchat\n"), &units_ok, "svc"),
+        );
+        let v = check_data_volume_unit(("ud", "mkfs.xfs \"$device\"\n"), &units_ok, "svc");
+        assert_eq!(rules(&v), vec![Rule::DataVolumeUnit], "{v:?}");
+        let v = check_data_volume_unit(("ud", ""), &units, "svc");
+        assert!(!v.is_empty(), "no service unit: {v:?}");
+        let requires = format!("{service}RequiresMountsFor=/var/lib/p2pchat\n");
+        let v = check_data_volume_unit(
+            ("ud", ""),
+            &[("p2pchat-data-volume.service", volume), ("svc", &requires)],
+            "svc",
+        );
+        assert_eq!(v.len(), 1, "{v:?}");
+    }
+
+    const REQUIRED: &str = r#"
+        terraform {
+          required_providers {
+            aws = {
+              source  = "hashicorp/aws"
+              version = ">= 6.8, < 7.0"
+            }
+          }
+        }
+    "#;
+
+    #[test]
+    fn a_missing_ignored_or_stale_lock_file_is_reported() {
+        let body = parse(REQUIRED);
+        let lock = "provider \"registry.terraform.io/hashicorp/aws\" {\n  version     = \"6.11.0\"\n  constraints = \">= 6.8.0, < 7.0.0\"\n}\n";
+        assert_clean("good", check_provider_lock(&body, Some(lock), "/target\n"));
+        assert_eq!(
+            rules(&check_provider_lock(&body, None, "")),
+            vec![Rule::ProviderLockCommitted]
+        );
+        assert_eq!(
+            check_provider_lock(&body, Some(lock), ".terraform/\n.terraform.lock.hcl\n").len(),
+            1
+        );
+        let stale = lock.replace(">= 6.8.0, < 7.0.0", ">= 5.0.0");
+        assert_eq!(check_provider_lock(&body, Some(&stale), "").len(), 1);
+        assert_eq!(normalize_constraints(">= 6.8, < 7.0"), ">= 6.8.0, < 7.0.0");
+    }
+}
+
+/// The deployment as it was before issue 10 (tests/fixtures/before-issue-10):
+/// every rule added for the issue's deployment findings fails on it, so each
+/// rule is shown to catch the real defect, not only a made-up snippet.
+mod before_issue_10 {
+    use super::*;
+
+    fn dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/before-issue-10")
+    }
+
+    fn read(rel: &str) -> String {
+        std::fs::read_to_string(dir().join(rel)).expect("fixture file")
+    }
+
+    fn body() -> hcl::Body {
+        load_dir(&dir()).expect("the fixture parses")
+    }
+
+    fn has(v: &[Violation], rule: Rule) -> bool {
+        v.iter().any(|v| v.rule == rule)
+    }
+
+    #[test]
+    fn chat_users_could_reach_the_coordinator_by_ssh() {
+        let v = check_ssh_access(&body(), SSH_ACCESS);
+        assert!(has(&v, Rule::SshAccessSeparated), "{v:?}");
+    }
+
+    #[test]
+    fn chat_users_shared_ec2_user() {
+        let v = check_no_shared_login(&body());
+        assert!(has(&v, Rule::PerUserAccounts), "{v:?}");
+        let v = check_client_accounts_script("setup", &read("files/p2pchat-client-setup.sh"));
+        assert!(has(&v, Rule::PerUserAccounts), "{v:?}");
+    }
+
+    #[test]
+    fn the_service_uid_floated_and_the_chown_was_shallow() {
+        let v = check_stable_service_owner("ud", &read("files/coordinator-user-data.sh.tftpl"));
+        assert_eq!(rules(&v), vec![Rule::StableServiceOwner; 2], "{v:?}");
+    }
+
+    #[test]
+    fn client_boot_config_drifted() {
+        let v = check_boot_config_applied(&body());
+        assert_eq!(rules(&v), vec![Rule::BootConfigApplied], "{v:?}");
+        let v = check_no_ephemeral_ip_rules(&body());
+        assert_eq!(rules(&v), vec![Rule::NoEphemeralIpRules; 2], "{v:?}");
+    }
+
+    #[test]
+    fn extra_tags_were_unbounded() {
+        let v = check_extra_tags_bounded(&body());
+        assert_eq!(rules(&v), vec![Rule::ExtraTagsBounded], "{v:?}");
+    }
+
+    #[test]
+    fn the_coordinator_fetch_did_not_retry_and_the_volume_had_no_unit() {
+        let v = check_fetch_retries("fetch", &read("files/p2pchat-coordinator-fetch.sh"));
+        assert_eq!(rules(&v), vec![Rule::FetchRetries; 3], "{v:?}");
+        let unit = read("files/p2pchat-coordinator.service");
+        assert!(has(&check_unit_retries("svc", &unit), Rule::FetchRetries));
+        let ud = read("files/coordinator-user-data.sh.tftpl");
+        let v = check_data_volume_unit(
+            ("ud", &ud),
+            &[("p2pchat-coordinator.service", &unit)],
+            "p2pchat-coordinator.service",
+        );
+        assert!(has(&v, Rule::DataVolumeUnit), "{v:?}");
+    }
+
+    #[test]
+    fn the_lock_file_was_ignored() {
+        let v = check_provider_lock(&body(), None, &read("gitignore"));
+        assert_eq!(rules(&v), vec![Rule::ProviderLockCommitted; 2], "{v:?}");
+    }
+
+    fn rules(v: &[Violation]) -> Vec<Rule> {
+        v.iter().map(|v| v.rule).collect()
     }
 }

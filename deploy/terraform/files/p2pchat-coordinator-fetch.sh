@@ -5,9 +5,12 @@
 # `systemctl restart p2pchat-coordinator` picks up a new binary, certificate
 # or key. Settings come from /etc/p2pchat/deploy.env (written at first boot).
 #
-# If a download fails but an earlier copy is installed, the earlier copy is
-# kept and the service starts with it (logged as a warning); with no earlier
-# copy the start fails and systemd retries (Restart=on-failure).
+# Each download is tried for about a minute (at first boot the instance role
+# may not have propagated yet, and the Elastic IP replaces the first public
+# address). If one still fails but an earlier copy is installed, the earlier
+# copy is kept and the service starts with it (logged as a warning); with no
+# earlier copy the start fails and systemd retries (Restart=on-failure, with
+# no start limit).
 set -euo pipefail
 umask 077
 
@@ -22,19 +25,33 @@ BIN=/usr/local/bin/coordinator
 CERT=/etc/p2pchat/coordinator.pem
 KEY=/etc/p2pchat/coordinator.key
 
+# Runs a command up to 6 times, 10 s apart.
+retry() {
+  local attempt
+  for attempt in 1 2 3 4 5 6; do
+    if "$@"; then
+      return 0
+    fi
+    log "attempt $attempt of $1 $2 $3 failed; retrying in 10s"
+    sleep 10
+  done
+  return 1
+}
+
 work=$(mktemp -d /run/p2pchat-fetch.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
 fetched=1
-if ! aws s3 cp --only-show-errors --region "$P2PCHAT_AWS_REGION" \
+if ! retry aws s3 cp --only-show-errors --region "$P2PCHAT_AWS_REGION" \
   "s3://$P2PCHAT_BUCKET/$P2PCHAT_COORDINATOR_BINARY_OBJECT" "$work/coordinator"; then
   fetched=0
 fi
-if ! aws s3 cp --only-show-errors --region "$P2PCHAT_AWS_REGION" \
+if ! retry aws s3 cp --only-show-errors --region "$P2PCHAT_AWS_REGION" \
   "s3://$P2PCHAT_BUCKET/$P2PCHAT_COORDINATOR_CERT_OBJECT" "$work/coordinator.pem"; then
   fetched=0
 fi
-if ! aws ssm get-parameter --region "$P2PCHAT_AWS_REGION" --with-decryption \
+# (The redirection is opened once: a failed attempt writes nothing to stdout.)
+if ! retry aws ssm get-parameter --region "$P2PCHAT_AWS_REGION" --with-decryption \
   --name "$P2PCHAT_COORDINATOR_KEY_PARAMETER" --query Parameter.Value --output text \
   >"$work/coordinator.key"; then
   fetched=0

@@ -1,0 +1,9 @@
+//! `common::protocol::PeerMsg` through every decoder of `common::wire`.
+#![no_main]
+
+use common::protocol::PeerMsg;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    p2pchat_fuzz::check_decoder::<PeerMsg>(data);
+});

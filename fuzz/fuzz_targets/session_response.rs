@@ -1,0 +1,9 @@
+//! `common::protocol::SessionResponse` through every decoder of `common::wire`.
+#![no_main]
+
+use common::protocol::SessionResponse;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    p2pchat_fuzz::check_decoder::<SessionResponse>(data);
+});
