@@ -58,6 +58,8 @@ pub struct Timings {
     pub redelivery_pause: Duration,
     /// How often timers (expiries, paused deliveries) are checked.
     pub tick: Duration,
+    /// A delivery with no frame from the other side for this long is closed.
+    pub delivery_idle: Duration,
     /// Messages sent on one link and not yet acknowledged; past it, input
     /// waits (backpressure).
     pub window: usize,
@@ -72,6 +74,7 @@ impl Default for Timings {
             expectation_ttl: Duration::from_secs(30),
             redelivery_pause: Duration::from_secs(5),
             tick: Duration::from_secs(1),
+            delivery_idle: Duration::from_secs(30),
             window: 4096,
         }
     }

@@ -154,7 +154,12 @@ impl Driver {
             login: Login::new(config.coordinator.clone(), t),
             signaling: Signaling::default(),
             links: Links::new(t.expectation_ttl),
-            outbox: Outbox::new(t.window, t.redelivery_pause),
+            outbox: Outbox::new(
+                t.window,
+                t.redelivery_pause,
+                u32::try_from(t.delivery_idle.as_millis() / t.tick.as_millis().max(1))
+                    .unwrap_or(u32::MAX),
+            ),
             config,
             endpoint,
             identity,

@@ -61,6 +61,8 @@ struct LinkOut {
     peer_eof: bool,
     /// A protocol breach closed it.
     failed: bool,
+    /// Ticks since the other side last sent a frame.
+    idle_ticks: u32,
 }
 
 impl LinkOut {
@@ -89,6 +91,8 @@ impl LinkOut {
 #[derive(Debug)]
 pub(crate) struct Outbox {
     window: usize,
+    /// Ticks a delivery may go without a frame from the other side.
+    stall_ticks: u32,
     pause: Duration,
     /// Accepted messages not yet given to the store.
     batch: Vec<(String, ChatMessage)>,
@@ -101,9 +105,12 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    pub(crate) fn new(window: usize, pause: Duration) -> Outbox {
+    /// `stall_ticks`: ticks a delivery may go without a frame from the
+    /// other side before it is closed.
+    pub(crate) fn new(window: usize, pause: Duration, stall_ticks: u32) -> Outbox {
         Outbox {
             window: window.max(1),
+            stall_ticks: stall_ticks.max(1),
             pause,
             batch: Vec::new(),
             storing: 0,
@@ -242,6 +249,7 @@ impl Outbox {
             finished: false,
             peer_eof: false,
             failed: false,
+            idle_ticks: 0,
         };
         if takes_over {
             out.push(l.load(link));
@@ -330,6 +338,7 @@ impl Outbox {
         if l.failed {
             return Vec::new();
         }
+        l.idle_ticks = 0;
         let mut msgs = Vec::new();
         let mut acks = Vec::new();
         let mut fault = None;
@@ -541,10 +550,21 @@ impl Outbox {
             .collect()
     }
 
-    /// Deliveries whose pause has passed.
+    /// Deliveries whose pause has passed; deliveries that stalled are closed.
     pub(crate) fn tick(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        let stall = self.stall_ticks;
+        for (id, l) in self.links.iter_mut() {
+            if l.kind == RequestKind::Deliver && !l.failed {
+                l.idle_ticks += 1;
+                if l.idle_ticks > stall {
+                    out.extend(fail(*id, l, LinkFault::Stalled));
+                }
+            }
+        }
         let pause = self.pause;
-        self.peers
+        let retries = self
+            .peers
             .iter_mut()
             .filter(|(_, p)| {
                 p.retry
@@ -556,7 +576,9 @@ impl Outbox {
                 p.last_delivery = Some(now);
                 Action::WantDelivery(name.clone())
             })
-            .collect()
+            .collect::<Vec<_>>();
+        out.extend(retries);
+        out
     }
 
     /// `/history name`.
@@ -649,7 +671,7 @@ mod tests {
 
     #[test]
     fn a_live_message_is_stored_then_sent_and_input_waits_at_the_window() {
-        let mut o = Outbox::new(3, PAUSE);
+        let mut o = Outbox::new(3, PAUSE, 30);
         chat_open(&mut o, 1);
         for i in 0..3 {
             assert!(o.can_accept(Some(1)));
@@ -672,7 +694,7 @@ mod tests {
 
     #[test]
     fn a_message_for_someone_not_in_the_chat_is_kept_and_a_delivery_wanted_once() {
-        let mut o = Outbox::new(16, PAUSE);
+        let mut o = Outbox::new(16, PAUSE, 30);
         o.send("carol", "hi".into(), None);
         o.send("carol", "again".into(), None);
         let batch = stored_batch(&o.flush());
@@ -691,7 +713,7 @@ mod tests {
 
     #[test]
     fn the_backlog_goes_first_in_pages_then_flushed_then_live_messages_without_duplicates() {
-        let mut o = Outbox::new(4 * PAGE, PAUSE);
+        let mut o = Outbox::new(4 * PAGE, PAUSE, 30);
         let a = o.on_link_up(1, "bob", RequestKind::Chat);
         assert!(matches!(
             &a[..],
@@ -737,7 +759,7 @@ mod tests {
 
     #[test]
     fn received_messages_are_stored_then_acknowledged_then_shown() {
-        let mut o = Outbox::new(16, PAUSE);
+        let mut o = Outbox::new(16, PAUSE, 30);
         chat_open(&mut o, 1);
         let (a, b) = (msg("one"), msg("two"));
         let act = o.on_frames(
@@ -773,7 +795,7 @@ mod tests {
 
     #[test]
     fn a_delivery_finishes_after_both_sides_flushed_and_closes_after_their_end() {
-        let mut o = Outbox::new(16, PAUSE);
+        let mut o = Outbox::new(16, PAUSE, 30);
         o.on_link_up(1, "bob", RequestKind::Deliver);
         let kept = msg("k");
         o.on_backlog(1, Ok(vec![kept.clone()]));
@@ -800,7 +822,7 @@ mod tests {
 
     #[test]
     fn a_link_that_ends_with_messages_in_flight_wants_a_delivery_and_pauses_after_a_bad_end() {
-        let mut o = Outbox::new(16, PAUSE);
+        let mut o = Outbox::new(16, PAUSE, 30);
         let now = Instant::now();
         chat_open(&mut o, 1);
         o.send("bob", "lost?".into(), Some("bob"));
@@ -818,8 +840,25 @@ mod tests {
     }
 
     #[test]
+    fn a_delivery_with_no_frame_for_too_long_is_closed_and_a_chat_is_not() {
+        let mut o = Outbox::new(16, PAUSE, 2);
+        let now = Instant::now();
+        chat_open(&mut o, 1);
+        o.on_link_up(2, "carol", RequestKind::Deliver);
+        assert!(o.tick(now).is_empty());
+        o.on_frames(2, vec![PeerMsg::Flushed], true);
+        assert!(o.tick(now).is_empty());
+        assert!(o.tick(now).is_empty());
+        let a = o.tick(now);
+        assert!(matches!(
+            &a[..],
+            [Action::LinkFail(2, CloseCode::TIMEOUT, LinkFault::Stalled)]
+        ));
+    }
+
+    #[test]
     fn a_bad_message_closes_the_link_as_a_protocol_error_and_an_early_end_too() {
-        let mut o = Outbox::new(16, PAUSE);
+        let mut o = Outbox::new(16, PAUSE, 30);
         chat_open(&mut o, 1);
         let a = o.on_frames(1, vec![PeerMsg::Message(msg(""))], true);
         assert!(matches!(

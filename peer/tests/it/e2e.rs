@@ -517,3 +517,73 @@ fn messages_to_a_receiver_that_crashed_and_came_straight_back_are_delivered() {
             .all(|r| r.delivered_at_ms.is_some())
     });
 }
+
+/// A 20,000-line paste piped into the real binary arrives whole and in
+/// order during the chat, each line stored once on each side (issue 7: it
+/// used to stall after about 1,300 lines).
+#[test]
+fn a_twenty_thousand_line_paste_arrives_whole_and_in_order_during_the_chat() {
+    const N: usize = 20_000;
+    let coord = Coordinator::start();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = Peer::start(&coord, da.path());
+    alice.login_new("alice", PW);
+    let mut bob = Peer::start(&coord, db.path());
+    bob.login_new("bob", PW);
+    alice.expect("bob is online.");
+    start_chat(&mut alice, "alice", &mut bob, "bob");
+
+    let paste: String = (0..N).map(|i| format!("p{i:05}\n")).collect();
+    alice.send_raw(paste.as_bytes());
+    bob.expect_within(&format!("alice: p{:05}", N - 1), Duration::from_secs(120));
+    let shown: Vec<String> = bob
+        .transcript()
+        .iter()
+        .filter_map(|l| l.split_once("] alice: ").map(|(_, b)| b.to_string()))
+        .collect();
+    let want: Vec<String> = (0..N).map(|i| format!("p{i:05}")).collect();
+    assert!(
+        shown == want,
+        "bob saw {} lines, not the paste in order",
+        shown.len()
+    );
+    eventually(
+        Duration::from_secs(30),
+        "alice's copies marked delivered",
+        || {
+            let a = stored_messages(da.path(), "alice");
+            a.len() == N && a.iter().all(|r| r.delivered_at_ms.is_some())
+        },
+    );
+    assert_eq!(stored_messages(db.path(), "bob").len(), N);
+    // Still in the chat, and exit works at once.
+    assert_eq!(alice.count("There is no user named"), 0);
+    alice.send("exit");
+    assert!(alice.wait_exit().success());
+}
+
+/// A chat partner that crashes and asks again at once is not told "busy":
+/// the survivor drops the dead chat and asks whether to accept (issue 7).
+#[test]
+fn a_partner_that_crashes_and_asks_again_replaces_the_dead_chat() {
+    let coord = Coordinator::start();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = Peer::start(&coord, da.path());
+    alice.login_new("alice", PW);
+    let mut bob = Peer::start(&coord, db.path());
+    bob.login_new("bob", PW);
+    alice.expect("bob is online.");
+    start_chat(&mut alice, "alice", &mut bob, "bob");
+    bob.kill9();
+
+    let mut bob = Peer::start(&coord, db.path());
+    bob.login("bob", PW);
+    bob.send("alice");
+    alice.expect("bob came back on a new connection");
+    alice.expect("bob wants to chat with you");
+    alice.send("y");
+    bob.expect("You are now chatting with alice");
+    assert_eq!(bob.count("busy"), 0, "{:?}", bob.transcript());
+    bob.send("after the crash");
+    alice.expect("bob: after the crash");
+}
