@@ -260,6 +260,18 @@ impl Login {
     }
 
     fn on_welcome(&mut self, w: Welcome) -> Vec<Action> {
+        // The name becomes a file name: a coordinator (a spoofed one on
+        // first use, say) must not be able to point it anywhere.
+        let valid = common::names::normalize_username(&w.name).is_ok_and(|n| n == w.name);
+        if !valid {
+            return vec![
+                Action::Emit(Event::Fatal(Fatal::Connect(ConnectError::Setup(format!(
+                    "the coordinator named this account {:?}, which is not a valid username",
+                    w.name
+                ))))),
+                Action::Stop,
+            ];
+        }
         let resumed = self.stage == Stage::Resume;
         self.stage = Stage::Opening;
         self.me = Some(w.name.clone());
@@ -386,6 +398,22 @@ mod tests {
         assert_eq!(emitted(&a), [&Event::ResumeRefused, &Event::Connected]);
         assert_eq!(l.stage(), Stage::Username);
         assert_eq!(l.me(), None);
+    }
+
+    #[test]
+    fn a_welcome_naming_a_path_is_refused_before_anything_is_opened() {
+        let mut l = login();
+        l.start();
+        l.on_connected(Vec::new());
+        l.on_session(SessionResponse::HelloOk);
+        l.username("alice".into());
+        l.on_session(SessionResponse::AccountStatus {
+            name: "alice".into(),
+            exists: true,
+        });
+        let a = l.on_session(welcome("../../../pwned/evil"));
+        assert!(!a.iter().any(|a| matches!(a, Action::OpenSession { .. })));
+        assert!(matches!(a.last(), Some(Action::Stop)));
     }
 
     #[test]
