@@ -12,7 +12,7 @@
 //! and the front end keeps up with events. A stop request is always taken.
 
 use super::action::{Action, Arrangement, LinkId, StoreJob};
-use super::api::{ChatEnd, Command, CommandKind, Config, Event, Fatal, LinkFault, Refusal};
+use super::api::{Command, CommandKind, Config, Event, Fatal, LinkFault, Refusal};
 use super::connect::{self, ConnectError, Connected, Trust};
 use super::coord_io::CoordIo;
 use super::direct;
@@ -43,7 +43,8 @@ use tokio_util::sync::CancellationToken;
 pub(crate) const CHANNEL: usize = 1024;
 /// Most commands taken in one turn (their sends are stored together).
 const COMMAND_BATCH: usize = 512;
-/// Events waiting for the front end past which link frames wait too.
+/// Events waiting for the front end past which commands wait; received
+/// messages waiting for it past which link frames wait.
 const EVENT_BACKLOG: usize = 4096;
 /// Most incoming handshakes in progress at once.
 const MAX_HANDSHAKES: usize = 64;
@@ -113,6 +114,8 @@ pub(crate) struct Driver {
     /// Events not yet taken by the front end; true: a message to mark
     /// shown once it has it.
     pending: VecDeque<(Event, bool)>,
+    /// How many of `pending` are received messages.
+    pending_messages: usize,
     /// Received messages handed to the front end, to mark shown.
     shown: Vec<(String, MessageId)>,
     /// A send that did not fit in the window, taken first when it does.
@@ -174,6 +177,7 @@ impl Driver {
             store: None,
             handles: HashMap::new(),
             pending: VecDeque::new(),
+            pending_messages: 0,
             shown: Vec::new(),
             waiting: None,
             behind_nat: false,
@@ -201,7 +205,9 @@ impl Driver {
         let events = self.events.clone();
         while !self.stopping {
             let take_commands = self.waiting.is_none() && self.pending.len() < EVENT_BACKLOG;
-            let take_frames = self.outbox.can_receive() && self.pending.len() < EVENT_BACKLOG;
+            // Only received messages hold up link frames: a sender whose
+            // front end is slow to read its own notices still takes acks.
+            let take_frames = self.outbox.can_receive() && self.pending_messages < EVENT_BACKLOG;
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
@@ -258,9 +264,22 @@ impl Driver {
         }
     }
 
+    /// Queues an event for the front end; `mark`: a received message to
+    /// mark shown once the front end has it.
+    fn emit(&mut self, ev: Event, mark: bool) {
+        if matches!(ev, Event::Message { .. }) {
+            self.pending_messages += 1;
+        }
+        self.pending.push_back((ev, mark));
+    }
+
+    /// An event was handed to the front end.
     fn note_shown(&mut self, ev: &Event, mark: bool) {
-        if let (Event::Message { from, id, .. }, true) = (ev, mark) {
-            self.shown.push((from.clone(), *id));
+        if let Event::Message { from, id, .. } = ev {
+            self.pending_messages = self.pending_messages.saturating_sub(1);
+            if mark {
+                self.shown.push((from.clone(), *id));
+            }
         }
     }
 
@@ -273,7 +292,7 @@ impl Driver {
 
     async fn sign_out(&mut self) {
         for h in self.handles.values_mut() {
-            h.close(CloseCode::SIGNED_OUT, ChatEnd::YouLeft);
+            h.close(CloseCode::SIGNED_OUT);
         }
         if let Some(c) = &self.coord {
             c.close(CloseCode::SIGNED_OUT);
@@ -311,8 +330,8 @@ impl Driver {
 
     fn act_one(&mut self, action: Action) {
         match action {
-            Action::Emit(ev) => self.pending.push_back((ev, false)),
-            Action::EmitUnshown(ev) => self.pending.push_back((ev, true)),
+            Action::Emit(ev) => self.emit(ev, false),
+            Action::EmitUnshown(ev) => self.emit(ev, true),
             Action::Stop => self.stopping = true,
             Action::Connect { gen, after } => self.connect(gen, after),
             Action::DropCoordinator(code) => {
@@ -374,26 +393,17 @@ impl Driver {
             }
             Action::LinkClose(link, code) => {
                 if let Some(h) = self.handles.get_mut(&link) {
-                    let why = match code {
-                        CloseCode::LEFT_CHAT => ChatEnd::YouLeft,
-                        CloseCode::NORMAL => ChatEnd::PeerLeft,
-                        _ => ChatEnd::PeerRestarted,
-                    };
-                    h.close(code, why);
+                    h.close(code);
                 }
             }
             Action::LinkFail(link, code, fault) => self.fail_link(link, code, fault),
+            // Store work is only decided after a login (commands that need
+            // the store are refused before it), so there is always a store.
             Action::Store(job) => match &self.store {
                 Some(s) => {
                     let _ = s.jobs.send(job);
                 }
-                None => self.pending.push_back((
-                    Event::Refused {
-                        command: CommandKind::Send,
-                        reason: Refusal::NotLoggedIn,
-                    },
-                    false,
-                )),
+                None => tracing::error!(?job, "store work before the store was opened"),
             },
         }
     }
@@ -401,7 +411,7 @@ impl Driver {
     fn fail_link(&mut self, link: LinkId, code: CloseCode, fault: LinkFault) {
         if let Some(h) = self.handles.get_mut(&link) {
             tracing::warn!(link, ?fault, "closing a direct connection");
-            h.close(code, ChatEnd::ProtocolError(fault));
+            h.fail(code, fault);
         }
     }
 
@@ -634,13 +644,11 @@ impl Driver {
             Input::LinkFailed { arrangement, error } => {
                 tracing::info!(error = %error, "direct connection failed");
                 if let Some(a) = arrangement.filter(|a| a.kind == RequestKind::Chat) {
-                    self.pending.push_back((
-                        Event::ChatFailed {
-                            with: a.peer,
-                            reason: super::api::ChatFailure::Dial(error),
-                        },
-                        false,
-                    ));
+                    let ev = Event::ChatFailed {
+                        with: a.peer,
+                        reason: super::api::ChatFailure::Dial(error),
+                    };
+                    self.emit(ev, false);
                 }
             }
             Input::LinkEnded(link, err) => self.on_link_ended(link, err),
@@ -771,7 +779,7 @@ impl Driver {
     fn on_link_input(&mut self, link: LinkId, input: LinkInput) {
         let a = match input {
             LinkInput::Frames(frames) => {
-                let keeping_up = self.pending.is_empty();
+                let keeping_up = self.pending_messages == 0;
                 self.outbox.on_frames(link, frames, keeping_up)
             }
             LinkInput::Eof => self.outbox.on_eof(link),
@@ -781,15 +789,10 @@ impl Driver {
     }
 
     fn on_link_ended(&mut self, link: LinkId, err: Option<quinn::ConnectionError>) {
-        let handle = self.handles.remove(&link);
-        let ours = handle.and_then(|h| h.closed_with);
-        let clean = matches!(ours, Some(ChatEnd::PeerLeft))
-            || err.as_ref().and_then(close::code_of) == Some(CloseCode::NORMAL);
-        let reason = match (ours, &err) {
-            (Some(r), _) => r,
-            (None, Some(e)) => link_io::end_reason(e),
-            (None, None) => ChatEnd::ConnectionLost("closed".into()),
+        let Some(handle) = self.handles.remove(&link) else {
+            return;
         };
+        let (clean, reason) = handle.end(err.as_ref());
         let (_, a) = self.links.on_ended(link, reason);
         self.act(a);
         let a = self.outbox.on_link_ended(link, clean, Instant::now());

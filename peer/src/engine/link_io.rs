@@ -47,8 +47,8 @@ pub(crate) enum Out {
 pub(crate) struct LinkHandle {
     tx: mpsc::Sender<Out>,
     conn: quinn::Connection,
-    /// Why this side closed it, when it did.
-    pub(crate) closed_with: Option<ChatEnd>,
+    /// How this side closed it, when it did first.
+    closed: Option<(CloseCode, Option<LinkFault>)>,
 }
 
 impl LinkHandle {
@@ -58,12 +58,34 @@ impl LinkHandle {
         self.tx.try_send(out).is_ok()
     }
 
-    /// Closes the connection; `why` is what its end will be reported as.
-    pub(crate) fn close(&mut self, code: CloseCode, why: ChatEnd) {
-        if self.closed_with.is_none() {
-            self.closed_with = Some(why);
-        }
+    /// Closes the connection with `code`.
+    pub(crate) fn close(&mut self, code: CloseCode) {
+        self.closed.get_or_insert((code, None));
         close::close(&self.conn, code);
+    }
+
+    /// Closes the connection for a breach of the protocol (or a local failure).
+    pub(crate) fn fail(&mut self, code: CloseCode, fault: LinkFault) {
+        self.closed.get_or_insert((code, Some(fault)));
+        close::close(&self.conn, code);
+    }
+
+    /// How the link ended, from whichever side closed it first: whether it
+    /// ended as the protocol says, and why.
+    pub(crate) fn end(self, err: Option<&quinn::ConnectionError>) -> (bool, ChatEnd) {
+        match (self.closed, err) {
+            (Some((_, Some(fault))), _) => (false, ChatEnd::ProtocolError(fault)),
+            (Some((code, None)), _) => {
+                let why = match code {
+                    CloseCode::NORMAL => ChatEnd::PeerLeft,
+                    CloseCode::DUPLICATE => ChatEnd::PeerRestarted,
+                    _ => ChatEnd::YouLeft,
+                };
+                (code == CloseCode::NORMAL, why)
+            }
+            (None, Some(e)) => (close::code_of(e) == Some(CloseCode::NORMAL), end_reason(e)),
+            (None, None) => (false, ChatEnd::ConnectionLost("closed".into())),
+        }
     }
 }
 
@@ -84,7 +106,7 @@ pub(crate) fn start(
     let handle = LinkHandle {
         tx,
         conn: conn.clone(),
-        closed_with: None,
+        closed: None,
     };
     let task = async move {
         let io = async {
@@ -102,7 +124,7 @@ pub(crate) fn start(
 }
 
 /// How the other side ended a link, from the close it sent.
-pub(crate) fn end_reason(err: &quinn::ConnectionError) -> ChatEnd {
+fn end_reason(err: &quinn::ConnectionError) -> ChatEnd {
     match close::code_of(err) {
         Some(CloseCode::LEFT_CHAT) => ChatEnd::PeerLeft,
         Some(CloseCode::SIGNED_OUT) => ChatEnd::PeerSignedOut,

@@ -23,6 +23,35 @@ fn is_message(line: &str, from: &str, body: &str) -> bool {
 }
 
 /// Asks `callee` for a chat from `caller`; the callee accepts.
+/// A coordinator, and alice and bob logged in with new accounts, each in
+/// its own data folder; alice has seen bob come online.
+struct Pair {
+    coord: Coordinator,
+    da: tempfile::TempDir,
+    db: tempfile::TempDir,
+    alice: Peer,
+    bob: Peer,
+}
+
+impl Pair {
+    fn online() -> Pair {
+        let coord = Coordinator::start();
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut alice = Peer::start(&coord, da.path());
+        alice.login_new("alice", PW);
+        let mut bob = Peer::start(&coord, db.path());
+        bob.login_new("bob", PW);
+        alice.expect("bob is online.");
+        Pair {
+            coord,
+            da,
+            db,
+            alice,
+            bob,
+        }
+    }
+}
+
 fn start_chat(caller: &mut Peer, caller_name: &str, callee: &mut Peer, callee_name: &str) {
     caller.send(callee_name);
     caller.expect(&format!("Asking {callee_name} to chat"));
@@ -173,13 +202,13 @@ fn a_request_can_be_cancelled_and_times_out_unanswered() {
 
 #[test]
 fn a_chat_carries_messages_both_ways_and_ends_with_disconnect_or_sign_out() {
-    let coord = Coordinator::start();
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut alice = Peer::start(&coord, da.path());
-    alice.login_new("alice", PW);
-    let mut bob = Peer::start(&coord, db.path());
-    bob.login_new("bob", PW);
-    alice.expect("bob is online.");
+    let Pair {
+        coord: _coord,
+        da,
+        db,
+        mut alice,
+        mut bob,
+    } = Pair::online();
 
     start_chat(&mut alice, "alice", &mut bob, "bob");
     alice.send("hello bob");
@@ -261,13 +290,13 @@ fn a_chat_carries_messages_both_ways_and_ends_with_disconnect_or_sign_out() {
 
 #[test]
 fn declined_requester_keeps_messages_that_arrive_when_the_callee_returns() {
-    let coord = Coordinator::start();
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut alice = Peer::start(&coord, da.path());
-    alice.login_new("alice", PW);
-    let mut bob = Peer::start(&coord, db.path());
-    bob.login_new("bob", PW);
-    alice.expect("bob is online.");
+    let Pair {
+        coord,
+        da,
+        db,
+        mut alice,
+        mut bob,
+    } = Pair::online();
 
     alice.send("bob");
     bob.expect("Chat with alice? [y/n]");
@@ -380,13 +409,13 @@ fn unknown_and_offline_users_and_background_delivery() {
 #[test]
 fn a_burst_survives_killing_the_receiver_and_arrives_exactly_once() {
     const N: usize = 1000;
-    let coord = Coordinator::start();
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut alice = Peer::start(&coord, da.path());
-    alice.login_new("alice", PW);
-    let mut bob = Peer::start(&coord, db.path());
-    bob.login_new("bob", PW);
-    alice.expect("bob is online.");
+    let Pair {
+        coord,
+        da,
+        db,
+        mut alice,
+        mut bob,
+    } = Pair::online();
     start_chat(&mut alice, "alice", &mut bob, "bob");
 
     let burst: String = (0..N).map(|i| format!("m{i:04}\n")).collect();
@@ -488,13 +517,13 @@ fn pinned_coordinator_certificate_is_checked_on_later_runs() {
 
 #[test]
 fn messages_to_a_receiver_that_crashed_and_came_straight_back_are_delivered() {
-    let coord = Coordinator::start();
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut alice = Peer::start(&coord, da.path());
-    alice.login_new("alice", PW);
-    let mut bob = Peer::start(&coord, db.path());
-    bob.login_new("bob", PW);
-    alice.expect("bob is online.");
+    let Pair {
+        coord,
+        da,
+        db,
+        mut alice,
+        mut bob,
+    } = Pair::online();
     start_chat(&mut alice, "alice", &mut bob, "bob");
     alice.send("before the crash");
     bob.expect("alice: before the crash");
@@ -524,13 +553,13 @@ fn messages_to_a_receiver_that_crashed_and_came_straight_back_are_delivered() {
 #[test]
 fn a_twenty_thousand_line_paste_arrives_whole_and_in_order_during_the_chat() {
     const N: usize = 20_000;
-    let coord = Coordinator::start();
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut alice = Peer::start(&coord, da.path());
-    alice.login_new("alice", PW);
-    let mut bob = Peer::start(&coord, db.path());
-    bob.login_new("bob", PW);
-    alice.expect("bob is online.");
+    let Pair {
+        coord: _coord,
+        da,
+        db,
+        mut alice,
+        mut bob,
+    } = Pair::online();
     start_chat(&mut alice, "alice", &mut bob, "bob");
 
     let paste: String = (0..N).map(|i| format!("p{i:05}\n")).collect();
@@ -566,13 +595,13 @@ fn a_twenty_thousand_line_paste_arrives_whole_and_in_order_during_the_chat() {
 /// the survivor drops the dead chat and asks whether to accept (issue 7).
 #[test]
 fn a_partner_that_crashes_and_asks_again_replaces_the_dead_chat() {
-    let coord = Coordinator::start();
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut alice = Peer::start(&coord, da.path());
-    alice.login_new("alice", PW);
-    let mut bob = Peer::start(&coord, db.path());
-    bob.login_new("bob", PW);
-    alice.expect("bob is online.");
+    let Pair {
+        coord,
+        da: _da,
+        db,
+        mut alice,
+        mut bob,
+    } = Pair::online();
     start_chat(&mut alice, "alice", &mut bob, "bob");
     bob.kill9();
 
