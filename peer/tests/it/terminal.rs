@@ -576,6 +576,37 @@ fn a_pasted_line_is_taken_whole() {
     tmux.wait_text("Nobody else is online.");
 }
 
+/// A block of many lines pasted into the chat reaches the other side whole
+/// and in order (the line editor used to drop what it had read ahead of
+/// the first line, losing most of a paste).
+#[test]
+fn a_pasted_block_of_many_lines_reaches_the_chat_whole() {
+    const N: usize = 300;
+    let coord = CoordinatorProcess::start();
+    let mut bob = PipePeer::start(&coord, "bob");
+    bob.register();
+    bob.expect("Who do you want to chat with?");
+    let data = tempfile::tempdir().unwrap();
+    let tmux = Tmux::start(&peer_script(&coord, data.path(), "NO_COLOR=1"));
+    register_in_terminal(&tmux, "alice");
+    tmux.wait_text("Who do you want to chat with?");
+    type_slowly(&tmux, "bob", |t| format!("chat with? {t}"));
+    tmux.press("Enter");
+    bob.expect("alice wants to chat with you");
+    bob.type_line("y");
+    bob.expect("You are now chatting with alice");
+    tmux.wait_text("You are now chatting with bob");
+
+    let block: String = (0..N).map(|i| format!("pasted {i:03}\n")).collect();
+    let file = data.path().join("paste.txt");
+    std::fs::write(&file, block).unwrap();
+    tmux.run(&["load-buffer", &file.display().to_string()]);
+    tmux.run(&["paste-buffer", "-t", "t"]);
+    for i in 0..N {
+        bob.expect(&format!("alice: pasted {i:03}"));
+    }
+}
+
 #[test]
 fn a_password_stays_hidden_on_a_dumb_terminal() {
     let coord = CoordinatorProcess::start();
