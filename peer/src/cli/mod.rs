@@ -218,6 +218,10 @@ impl Cli {
             && word.eq_ignore_ascii_case("disconnect");
         if word.eq_ignore_ascii_case("exit") && self.queued.is_empty() {
             self.exit = Some(Exit::Normal);
+        } else if word.is_empty() && (self.state.waiting() || !self.queued.is_empty()) {
+            // A blank line means nothing at any question; kept, it would
+            // hold up an `exit` typed after it while nothing can go on
+            // (a coordinator that does not answer, say).
         } else if (self.state.waiting()
             || !self.queued.is_empty()
             || !self.engine.can_take_command())

@@ -81,6 +81,22 @@ fn welcome_says_how_to_leave_and_an_absent_coordinator_is_retried() {
     peer.exit();
 }
 
+/// While the coordinator does not answer, a blank line and then the end of
+/// input still sign out (the blank line used to be kept and hold up the
+/// `exit` behind it for ever).
+#[test]
+fn the_end_of_input_after_a_blank_line_exits_while_the_coordinator_is_away() {
+    let addr = free_udp_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let mut peer = Peer::spawn(&addr.to_string(), dir.path(), None);
+    peer.expect("Connecting to the coordinator");
+    peer.send("");
+    peer.close_input();
+    let status = peer.wait_exit();
+    assert!(status.success(), "{status:?}");
+    peer.expect("Signed out.");
+}
+
 #[test]
 fn accounts_are_created_with_a_repeated_password_and_logins_check_it() {
     let coord = Coordinator::start();
