@@ -30,6 +30,7 @@ use common::protocol::{RequestKind, SessionResponse, SignalEvent, SignalRequest}
 use common::tls::{Identity, Vouched};
 use common::wire::WireError;
 use common::Fingerprint;
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use quinn::{RecvStream, SendStream};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -78,8 +79,6 @@ pub(crate) enum Input {
     },
     /// A link's connection ended.
     LinkEnded(LinkId, Option<quinn::ConnectionError>),
-    /// Store work finished.
-    Stored(StoreDone),
 }
 
 /// A direct connection ready to carry messages.
@@ -109,7 +108,10 @@ pub(crate) struct Driver {
     link_frames: mpsc::Sender<(LinkId, LinkInput)>,
     tasks: JoinSet<()>,
     coord: Option<CoordIo>,
-    store: Option<StoreLink>,
+    store: Option<Store>,
+    /// Store work in flight, polled by the loop; results come out in the
+    /// order the jobs were given.
+    store_jobs: FuturesOrdered<StoreFuture>,
     handles: HashMap<LinkId, LinkHandle>,
     /// Events not yet taken by the front end; true: a message to mark
     /// shown once it has it.
@@ -124,12 +126,7 @@ pub(crate) struct Driver {
     stopping: bool,
 }
 
-/// The account's store and the executor that runs store work.
-struct StoreLink {
-    store: Store,
-    jobs: mpsc::UnboundedSender<StoreJob>,
-    task: tokio::task::JoinHandle<()>,
-}
+type StoreFuture = std::pin::Pin<Box<dyn std::future::Future<Output = StoreDone> + Send>>;
 
 /// What the front end's side of the engine looks like to the loop.
 pub(crate) struct Channels {
@@ -175,6 +172,7 @@ impl Driver {
             tasks: JoinSet::new(),
             coord: None,
             store: None,
+            store_jobs: FuturesOrdered::new(),
             handles: HashMap::new(),
             pending: VecDeque::new(),
             pending_messages: 0,
@@ -219,6 +217,7 @@ impl Driver {
                     }
                 }
                 Some(input) = ch.inputs.recv() => self.on_input(input),
+                Some(done) = self.store_jobs.next(), if !self.store_jobs.is_empty() => self.on_stored(done),
                 Some((link, input)) = ch.link_frames.recv(), if take_frames => self.on_link_input(link, input),
                 cmd = ch.commands.recv(), if take_commands => match cmd {
                     None | Some(Command::Shutdown) => break,
@@ -297,21 +296,22 @@ impl Driver {
         if let Some(c) = &self.coord {
             c.close(CloseCode::SIGNED_OUT);
         }
-        // Events already decided still reach the front end.
-        for (ev, mark) in std::mem::take(&mut self.pending) {
-            let sent =
-                tokio::time::timeout(Duration::from_secs(1), self.events.send(ev.clone())).await;
-            if matches!(sent, Ok(Ok(()))) {
+        // Events already decided still reach the front end, if it reads
+        // them within a moment.
+        let deliver = async {
+            while let Some((ev, mark)) = self.pending.pop_front() {
+                if self.events.send(ev.clone()).await.is_err() {
+                    break;
+                }
                 self.note_shown(&ev, mark);
             }
-        }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), deliver).await;
         // Store work already given (what was shown, what was acknowledged)
         // is finished before the store closes.
         self.flush_shown();
-        if let Some(StoreLink { jobs, task, .. }) = self.store.take() {
-            drop(jobs);
-            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
-        }
+        let finish = async { while self.store_jobs.next().await.is_some() {} };
+        let _ = tokio::time::timeout(Duration::from_secs(2), finish).await;
         // wait_idle lets the close frames go out before the socket does.
         self.endpoint
             .close(CloseCode::SIGNED_OUT.varint(), b"signed out");
@@ -400,9 +400,9 @@ impl Driver {
             // Store work is only decided after a login (commands that need
             // the store are refused before it), so there is always a store.
             Action::Store(job) => match &self.store {
-                Some(s) => {
-                    let _ = s.jobs.send(job);
-                }
+                Some(store) => self
+                    .store_jobs
+                    .push_back(Box::pin(store_io::run(store.clone(), job))),
                 None => tracing::error!(?job, "store work before the store was opened"),
             },
         }
@@ -463,7 +463,7 @@ impl Driver {
         let Some(conn) = self.coord.as_ref().map(|c| c.conn().clone()) else {
             return;
         };
-        let reuse = self.store.as_ref().map(|s| s.store.clone());
+        let reuse = self.store.clone();
         let dir = self.config.data_dir.clone();
         let tx = self.inputs.clone();
         self.tasks.spawn(async move {
@@ -652,7 +652,6 @@ impl Driver {
                 }
             }
             Input::LinkEnded(link, err) => self.on_link_ended(link, err),
-            Input::Stored(done) => self.on_stored(done),
             // Reports of an earlier coordinator connection.
             _ => {}
         }
@@ -699,9 +698,7 @@ impl Driver {
         }
         let first_login = self.store.is_none();
         if first_login {
-            let (jobs, task) = store_io::start(store.clone(), self.inputs.clone());
-            let task = tokio::spawn(task);
-            self.store = Some(StoreLink { store, jobs, task });
+            self.store = Some(store);
         }
         let (a, _online) = self.login.on_session_open();
         self.act(a);

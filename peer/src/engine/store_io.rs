@@ -1,21 +1,17 @@
-//! Runs the parts' [`StoreJob`]s against the account's store and hands the
-//! results back to the loop as [`StoreDone`] inputs, in the order the jobs
-//! were given. Jobs are submitted as soon as they arrive (the store's
-//! thread runs everything waiting in one transaction), so the loop never
-//! waits on the disk.
+//! Runs the parts' [`StoreJob`]s against the account's store and gives back
+//! a [`StoreDone`] for each. The loop keeps the futures in order and polls
+//! them beside its other inputs: each submits its work to the store's
+//! thread as soon as it is first polled (the thread runs everything waiting
+//! in one transaction), so the loop never waits on the disk.
 //!
-//! The job queue is unbounded because its length is bounded upstream: the
-//! outbox takes input only while the messages being stored fit in the
-//! window, and takes received frames only while few incoming jobs are in
-//! flight.
+//! How many are in flight is bounded upstream: the outbox takes input only
+//! while the messages being stored fit in the window, and takes received
+//! frames only while few incoming jobs are in flight.
 
 use super::action::{LinkId, StoreJob};
-use super::driver::Input;
 use crate::store::{Store, StoredMessage};
 use common::ids::MessageId;
 use common::protocol::ChatMessage;
-use futures_util::stream::{FuturesOrdered, StreamExt};
-use tokio::sync::mpsc;
 
 /// Messages shown by `/history`.
 const HISTORY_LIMIT: u32 = 200;
@@ -54,42 +50,9 @@ pub(crate) enum StoreDone {
     Marked(Result<(), String>),
 }
 
-/// Starts the executor; returns where to send jobs.
-pub(crate) fn start(
-    store: Store,
-    inputs: mpsc::Sender<Input>,
-) -> (
-    mpsc::UnboundedSender<StoreJob>,
-    impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<StoreJob>();
-    let task = async move {
-        let mut running = FuturesOrdered::new();
-        loop {
-            tokio::select! {
-                job = rx.recv(), if true => match job {
-                    Some(job) => running.push_back(run(store.clone(), job)),
-                    None if running.is_empty() => return,
-                    None => {
-                        // Closing: finish the work; nobody may read the results.
-                        while let Some(done) = running.next().await {
-                            let _ = inputs.try_send(Input::Stored(done));
-                        }
-                        return;
-                    }
-                },
-                Some(done) = running.next(), if !running.is_empty() => {
-                    if inputs.send(Input::Stored(done)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    };
-    (tx, task)
-}
-
-async fn run(store: Store, job: StoreJob) -> StoreDone {
+/// Runs one job. The loop polls these futures itself, in order
+/// (`FuturesOrdered`), so no task sits between it and the store's thread.
+pub(crate) async fn run(store: Store, job: StoreJob) -> StoreDone {
     let text = |e: common::db::DbError| e.to_string();
     match job {
         StoreJob::AddOutgoing(batch) => {
