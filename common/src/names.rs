@@ -61,6 +61,13 @@ pub fn normalize_username(name: &str) -> Result<String, RuleError> {
     Ok(name.to_ascii_lowercase())
 }
 
+/// True when `name` is a username exactly as the rules write it (valid and
+/// already lower case): what a name from the network must be before it is
+/// shown, compared or used in a path.
+pub fn is_normal_username(name: &str) -> bool {
+    normalize_username(name).is_ok_and(|n| n == name)
+}
+
 /// Checks a password against the length rules (no composition rules).
 pub fn check_password(password: &str) -> Result<(), RuleError> {
     if password.len() > MAX_PASSWORD_BYTES {

@@ -162,7 +162,8 @@ pub fn chat_failure_text(reason: &ChatFailure) -> String {
             "the coordinator is unreachable right now; try again when it is back".into()
         }
         ChatFailure::NoShow => "they did not connect in time".into(),
-        ChatFailure::Dial(e) => e.to_string(),
+        // A refusal carries the other peer's words.
+        ChatFailure::Dial(e) => sanitize_for_display(&e.to_string()),
     }
 }
 

@@ -6,6 +6,7 @@ use super::action::Action;
 use super::api::{CommandKind, Event, Fatal, Refusal, Timings};
 use super::connect::ConnectError;
 use common::close::CloseCode;
+use common::names::is_normal_username;
 use common::protocol::{
     LoginFailure, Secret, SessionRequest, SessionResponse, Welcome, PROTOCOL_VERSION,
 };
@@ -220,6 +221,12 @@ impl Login {
                 retry_after_secs,
             } => self.on_login_failed(reason, retry_after_secs),
             SessionResponse::Welcome(w) => self.on_welcome(w),
+            // Names from the network are checked before they are shown or
+            // kept: a lying coordinator cannot smuggle escapes or paths in.
+            SessionResponse::Presence { name, .. } if !is_normal_username(&name) => {
+                tracing::warn!(?name, "the coordinator announced an invalid name; ignored");
+                Vec::new()
+            }
             SessionResponse::Presence { name, online } => {
                 if online {
                     self.online.insert(name.clone());
@@ -228,7 +235,9 @@ impl Login {
                 }
                 vec![Action::Emit(Event::Presence { name, online })]
             }
-            SessionResponse::OnlineList { names } => vec![Action::Emit(Event::OnlineList(names))],
+            SessionResponse::OnlineList { names } => {
+                vec![Action::Emit(Event::OnlineList(only_valid(names)))]
+            }
             SessionResponse::LookupResult { .. } => Vec::new(),
             SessionResponse::Error { message } => {
                 vec![Action::Emit(Event::CoordinatorError { message })]
@@ -262,8 +271,7 @@ impl Login {
     fn on_welcome(&mut self, w: Welcome) -> Vec<Action> {
         // The name becomes a file name: a coordinator (a spoofed one on
         // first use, say) must not be able to point it anywhere.
-        let valid = common::names::normalize_username(&w.name).is_ok_and(|n| n == w.name);
-        if !valid {
+        if !is_normal_username(&w.name) {
             return vec![
                 Action::Emit(Event::Fatal(Fatal::Connect(ConnectError::Setup(format!(
                     "the coordinator named this account {:?}, which is not a valid username",
@@ -276,8 +284,9 @@ impl Login {
         self.stage = Stage::Opening;
         self.me = Some(w.name.clone());
         self.token = Some(w.token);
-        self.online = w.online.iter().cloned().collect();
-        self.welcome = Some((resumed, w.online));
+        let online = only_valid(w.online);
+        self.online = online.iter().cloned().collect();
+        self.welcome = Some((resumed, online));
         vec![Action::OpenSession { name: w.name }]
     }
 
@@ -300,6 +309,16 @@ impl Login {
         };
         (vec![Action::Emit(ev)], online)
     }
+}
+
+/// The names that are valid usernames; the others are dropped (and logged).
+fn only_valid(names: Vec<String>) -> Vec<String> {
+    let (valid, invalid): (Vec<String>, Vec<String>) =
+        names.into_iter().partition(|n| is_normal_username(n));
+    if !invalid.is_empty() {
+        tracing::warn!(?invalid, "the coordinator listed invalid names; ignored");
+    }
+    valid
 }
 
 fn refuse(command: CommandKind, reason: Refusal) -> Vec<Action> {
@@ -414,6 +433,22 @@ mod tests {
         let a = l.on_session(welcome("../../../pwned/evil"));
         assert!(!a.iter().any(|a| matches!(a, Action::OpenSession { .. })));
         assert!(matches!(a.last(), Some(Action::Stop)));
+    }
+
+    #[test]
+    fn names_from_the_coordinator_that_break_the_rules_are_never_shown() {
+        let mut l = login();
+        let evil = "\x1b]0;TITLE\x07\x1b[2J".to_string();
+        let a = l.on_session(SessionResponse::Presence {
+            name: evil.clone(),
+            online: true,
+        });
+        assert!(a.is_empty());
+        assert!(!l.is_online(&evil));
+        let a = l.on_session(SessionResponse::OnlineList {
+            names: vec!["bob".into(), evil, "../x".into()],
+        });
+        assert_eq!(emitted(&a), [&Event::OnlineList(vec!["bob".into()])]);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use super::action::{Action, Arrangement};
 use super::api::{ChatFailure, CommandKind, Event, Refusal, Withdrawn};
+use common::names::is_normal_username;
 use common::protocol::{Answer, RequestKind, Role, SignalEvent, SignalRequest};
 use std::collections::HashMap;
 
@@ -133,6 +134,15 @@ impl Signaling {
 
     pub(crate) fn on_event(&mut self, ev: SignalEvent, cx: Context<'_>) -> Vec<Action> {
         match ev {
+            // A name that breaks the rules never reaches the screen or a
+            // connection (a lying coordinator could send escapes or paths).
+            SignalEvent::Incoming { ref from, .. }
+            | SignalEvent::Connect { peer: ref from, .. }
+                if !is_normal_username(from) =>
+            {
+                tracing::warn!(name = ?from, "the coordinator sent an invalid name; ignored");
+                Vec::new()
+            }
             SignalEvent::Incoming {
                 id,
                 kind: RequestKind::Deliver,
@@ -350,6 +360,21 @@ mod tests {
             .iter()
             .any(|a| matches!(a, Action::Emit(Event::IncomingRequest { from }) if from == "bob")));
         assert!(signals(&a).is_empty(), "not answered busy");
+    }
+
+    #[test]
+    fn requests_and_connects_naming_an_invalid_user_are_ignored() {
+        let mut s = Signaling::default();
+        assert!(s
+            .on_event(incoming(1, "\x1b[2Jevil"), cx("alice", None))
+            .is_empty());
+        s.deliver("bob".into(), cx("alice", None));
+        let a = s.on_event(
+            connect(1, "../../x", RequestKind::Deliver, Role::Dialer),
+            cx("alice", None),
+        );
+        assert!(a.is_empty());
+        assert!(s.requesting("bob"), "the real request is still pending");
     }
 
     #[test]
