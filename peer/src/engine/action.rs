@@ -50,7 +50,12 @@ pub(crate) enum Action {
     /// (routed to links).
     PeerRestarted(String),
     /// Let `fingerprint`'s certificate through the TLS verifier.
-    Vouch(Fingerprint),
+    Vouch {
+        /// The dialer's certificate.
+        fingerprint: Fingerprint,
+        /// Its candidate addresses (attempts from others are refused).
+        addrs: Vec<SocketAddr>,
+    },
     /// Stop letting it through.
     Revoke(Fingerprint),
     /// Dial a peer.

@@ -146,7 +146,7 @@ async fn dial_once(
                 wrong_cert = Some(addr);
             }
             Ok(Err(e)) => {
-                refused |= tls::is_refused_by_peer(&e);
+                refused |= tls::is_refused_by_peer(&e) || refused_before_handshake(&e);
                 failures.push(format!("{addr}: {e}"));
             }
             Err(_) => failures.push(format!("{addr}: timed out")),
@@ -158,6 +158,13 @@ async fn dial_once(
         None if failures.is_empty() => Err(DialError::Unreachable("no usable address".into())),
         None => Err(DialError::Unreachable(failures.join("; "))),
     }
+}
+
+/// The acceptor refused the attempt before any handshake: it does not
+/// expect our address yet (it has not read its `Connect`).
+fn refused_before_handshake(e: &quinn::ConnectionError) -> bool {
+    matches!(e, quinn::ConnectionError::ConnectionClosed(c)
+        if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED)
 }
 
 /// How long the dialer waits for the acceptor's punch to go out first.

@@ -12,6 +12,7 @@
 //! and the front end keeps up with events. A stop request is always taken.
 
 use super::action::{Action, Arrangement, LinkId, StoreJob};
+use super::admission::{self, ExpectedSources};
 use super::api::{Command, CommandKind, Config, Event, Fatal, LinkFault, Refusal};
 use super::connect::{self, ConnectError, Connected, Trust};
 use super::coord_io::CoordIo;
@@ -47,8 +48,6 @@ const COMMAND_BATCH: usize = 512;
 /// Events waiting for the front end past which commands wait; received
 /// messages waiting for it past which link frames wait.
 const EVENT_BACKLOG: usize = 4096;
-/// Most incoming handshakes in progress at once.
-const MAX_HANDSHAKES: usize = 64;
 
 /// What the tasks report to the loop.
 pub(crate) enum Input {
@@ -98,6 +97,8 @@ pub(crate) struct Driver {
     pub(crate) identity: Arc<Identity>,
     pub(crate) trust: Trust,
     pub(crate) vouched: Vouched,
+    /// The addresses connections are accepted from.
+    expected: ExpectedSources,
     pub(crate) events: mpsc::Sender<Event>,
     pub(crate) stop: CancellationToken,
     login: Login,
@@ -165,6 +166,7 @@ impl Driver {
             identity,
             trust,
             vouched,
+            expected: ExpectedSources::default(),
             events,
             stop,
             inputs,
@@ -193,8 +195,11 @@ impl Driver {
 
     /// Runs until a stop is asked for or a fatal error, then signs out.
     pub(crate) async fn run(mut self, mut ch: Channels) {
-        self.tasks
-            .spawn(accept_loop(self.endpoint.clone(), self.inputs.clone()));
+        self.tasks.spawn(admission::accept_loop(
+            self.endpoint.clone(),
+            self.expected.clone(),
+            self.inputs.clone(),
+        ));
         let start = self.login.start();
         self.act(start);
         let mut tick = tokio::time::interval(self.config.timings.tick);
@@ -365,8 +370,14 @@ impl Driver {
                 let a = self.links.peer_restarted(&peer);
                 self.act(a);
             }
-            Action::Vouch(fp) => self.vouched.allow(fp),
-            Action::Revoke(fp) => self.vouched.revoke(fp),
+            Action::Vouch { fingerprint, addrs } => {
+                self.expected.allow(fingerprint, &addrs);
+                self.vouched.allow(fingerprint);
+            }
+            Action::Revoke(fp) => {
+                self.expected.revoke(fp);
+                self.vouched.revoke(fp);
+            }
             Action::Dial(a) => self.dial(a),
             Action::Punch { fingerprint, addrs } => {
                 let punch = direct::punch(
@@ -873,27 +884,4 @@ fn behind_nat(local: SocketAddr, observed: SocketAddr) -> bool {
         && !local_candidates(local, None)
             .iter()
             .any(|a| a.ip() == observed)
-}
-
-/// Accepts incoming connections; each handshake runs in its own task (the
-/// verifier admits only vouched certificates).
-async fn accept_loop(endpoint: quinn::Endpoint, tx: mpsc::Sender<Input>) {
-    let mut handshakes = JoinSet::new();
-    while let Some(incoming) = endpoint.accept().await {
-        while handshakes.try_join_next().is_some() {}
-        if handshakes.len() > MAX_HANDSHAKES {
-            incoming.refuse();
-            continue;
-        }
-        let tx = tx.clone();
-        handshakes.spawn(async move {
-            match tokio::time::timeout(direct::DIAL_TIMEOUT, incoming).await {
-                Ok(Ok(conn)) => {
-                    let _ = tx.send(Input::Accepted(conn)).await;
-                }
-                Ok(Err(e)) => tracing::info!(error = %e, "refused an incoming peer connection"),
-                Err(_) => tracing::info!("incoming peer handshake timed out"),
-            }
-        });
-    }
 }

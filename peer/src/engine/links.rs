@@ -104,7 +104,10 @@ impl Links {
         {
             Some(e) => e.deadline = deadline,
             None => {
-                out.push(Action::Vouch(a.fingerprint));
+                out.push(Action::Vouch {
+                    fingerprint: a.fingerprint,
+                    addrs: a.addrs.clone(),
+                });
                 list.push(Expectation {
                     peer: a.peer,
                     kind: a.kind,
@@ -292,7 +295,13 @@ mod tests {
         let now = Instant::now();
         let a = l.arrange(arrangement("bob", RequestKind::Chat), now, false);
         assert_eq!(a.len(), 1);
-        assert!(matches!(a[0], Action::Vouch(FP)));
+        assert!(matches!(
+            a[0],
+            Action::Vouch {
+                fingerprint: FP,
+                ..
+            }
+        ));
         assert_eq!(l.allowed(&FP), vec![("bob".to_string(), RequestKind::Chat)]);
         let (adm, a) = l.on_up("bob".into(), RequestKind::Chat, Some(FP));
         assert_eq!(adm, Admission::Admit(1));

@@ -15,11 +15,13 @@
 //! carries out their actions and routes those meant for another part.
 //! The I/O lives in `connect` (reaching the coordinator), `coord_io` (its
 //! streams, writes under a deadline), `direct` (dialing, punching, hellos),
+//! `admission` (which incoming attempts get a handshake),
 //! `link_io` (a direct connection's reader and writer) and `store_io` (store
 //! work, results in order). Every task is owned by the loop's `JoinSet`, so
 //! stopping the engine stops them all.
 
 mod action;
+mod admission;
 mod api;
 mod connect;
 mod coord_io;

@@ -11,5 +11,6 @@ mod e2e_support;
 mod engine;
 mod engine_support;
 mod flow;
+mod hardening;
 mod netns;
 mod terminal;
