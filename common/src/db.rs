@@ -105,10 +105,15 @@ impl Db {
     }
 }
 
+/// Creates the database file with mode 0600, and missing folders above it
+/// with mode 0700, whatever the umask.
 fn create_private(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
     }
     std::fs::OpenOptions::new()
         .create(true)

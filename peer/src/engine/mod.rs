@@ -152,7 +152,7 @@ pub fn start(config: Config) -> Result<(EngineHandle, mpsc::Receiver<Event>), En
         path: config.data_dir.clone(),
         reason,
     };
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| data_err(e.to_string()))?;
+    private_dir(&config.data_dir).map_err(data_err)?;
     let identity =
         certs::ensure_peer_identity(&config.data_dir).map_err(|e| data_err(e.to_string()))?;
     let trust = match &config.ca_cert {
@@ -194,6 +194,24 @@ pub fn start(config: Config) -> Result<(EngineHandle, mpsc::Receiver<Event>), En
         },
         event_rx,
     ))
+}
+
+/// Creates the data folder with mode 0700 whatever the umask, or narrows
+/// an existing one that group or others may use: it holds the identity key
+/// and every message.
+fn private_dir(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    certs::create_private_dir(dir).map_err(|e| e.to_string())?;
+    let mode = std::fs::metadata(dir)
+        .map_err(|e| e.to_string())?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(dir = %dir.display(), mode = format!("{:o}", mode & 0o777), "narrowing the data folder to 0700");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 fn bind(

@@ -97,6 +97,27 @@ fn the_end_of_input_after_a_blank_line_exits_while_the_coordinator_is_away() {
     peer.expect("Signed out.");
 }
 
+/// The data folder holds the identity key and every message: it, the
+/// accounts folder in it and the files are private to the user, even when
+/// the folder existed with looser permissions (issue 10, finding 7).
+#[test]
+fn the_data_folder_and_everything_in_it_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let coord = Coordinator::start();
+    let top = tempfile::tempdir().unwrap();
+    let data = top.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut alice = Peer::start(&coord, &data);
+    alice.login_new("alice", PW);
+    alice.exit();
+    assert_eq!(mode(&data), 0o700, "data folder");
+    assert_eq!(mode(&data.join("accounts")), 0o700, "accounts folder");
+    assert_eq!(mode(&data.join("accounts").join("alice.sqlite3")), 0o600);
+    assert_eq!(mode(&data.join(certs::PEER_KEY_FILE)), 0o600);
+}
+
 #[test]
 fn accounts_are_created_with_a_repeated_password_and_logins_check_it() {
     let coord = Coordinator::start();
