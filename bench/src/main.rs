@@ -292,6 +292,7 @@ async fn log_in(coordinator: SocketAddr, ca: &std::path::Path, name: &str) -> an
         advertise: None,
         ca_cert: Some(ca.to_path_buf()),
         timings: Default::default(),
+        confirm_shown: false,
     })?;
     let mut side = Side {
         handle,

@@ -69,6 +69,7 @@ fn run(args: Args) -> anyhow::Result<Exit> {
         advertise: args.advertise,
         ca_cert: args.ca_cert,
         timings: Default::default(),
+        confirm_shown: true,
     };
     let terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let color = terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());

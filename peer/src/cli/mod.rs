@@ -418,6 +418,10 @@ impl Cli {
     async fn on_event(&mut self, ev: Event) {
         if let Some(lines) = render::simple_event(&self.style, &ev) {
             self.say_all(lines);
+            // Printed (stdout is flushed at each line): it may be marked shown.
+            if let Event::Message { from, id, .. } = &ev {
+                self.engine.shown(from.clone(), *id);
+            }
             match ev {
                 Event::Fatal(_) => self.exit = Some(Exit::Failed),
                 // A request or an answer the engine could not act on: back

@@ -59,7 +59,8 @@ pub fn message_line(style: &Style, from: &str, body: &str, sent_at_ms: i64, held
 }
 
 /// One chat message as shown; `unshown` marks one stored in an earlier run
-/// that was never shown then.
+/// whose showing was never confirmed then (it may or may not have reached
+/// the screen before the program stopped).
 pub fn message_line_marked(
     style: &Style,
     from: &str,
@@ -70,7 +71,7 @@ pub fn message_line_marked(
 ) -> String {
     let when = format_time(sent_at_ms);
     let away = match (held, unshown) {
-        (_, true) => ", received while the program was closing, not shown until now",
+        (_, true) => ", received before a restart",
         (true, false) => ", sent while you were away",
         (false, false) => "",
     };

@@ -26,6 +26,12 @@ pub struct Config {
     pub ca_cert: Option<PathBuf>,
     /// Retries, deadlines and windows (tests shorten them).
     pub timings: Timings,
+    /// The front end confirms each received message once it has really
+    /// shown it ([`super::EngineHandle::shown`]); until then the message is
+    /// kept as not shown, and shown again (marked so) after a restart, so
+    /// a message is never lost to the screen. Off: a message counts as shown
+    /// once the front end's channel has taken it.
+    pub confirm_shown: bool,
 }
 
 impl Config {
@@ -38,6 +44,7 @@ impl Config {
             advertise: None,
             ca_cert: None,
             timings: Timings::default(),
+            confirm_shown: false,
         }
     }
 }

@@ -132,6 +132,7 @@ type StoreFuture = std::pin::Pin<Box<dyn std::future::Future<Output = StoreDone>
 /// What the front end's side of the engine looks like to the loop.
 pub(crate) struct Channels {
     pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) shown: mpsc::UnboundedReceiver<(String, MessageId)>,
     pub(crate) inputs: mpsc::Receiver<Input>,
     pub(crate) link_frames: mpsc::Receiver<(LinkId, LinkInput)>,
 }
@@ -147,6 +148,7 @@ impl Driver {
         events: mpsc::Sender<Event>,
         stop: CancellationToken,
         commands: mpsc::Receiver<Command>,
+        shown: mpsc::UnboundedReceiver<(String, MessageId)>,
     ) -> (Driver, Channels) {
         let (inputs, inputs_rx) = mpsc::channel(CHANNEL);
         let (link_frames, link_rx) = mpsc::channel(CHANNEL);
@@ -187,6 +189,7 @@ impl Driver {
             driver,
             Channels {
                 commands,
+                shown,
                 inputs: inputs_rx,
                 link_frames: link_rx,
             },
@@ -222,6 +225,12 @@ impl Driver {
                     }
                 }
                 Some(input) = ch.inputs.recv() => self.on_input(input),
+                Some(item) = ch.shown.recv() => {
+                    self.shown.push(item);
+                    while let Ok(item) = ch.shown.try_recv() {
+                        self.shown.push(item);
+                    }
+                }
                 Some(done) = self.store_jobs.next(), if !self.store_jobs.is_empty() => self.on_stored(done),
                 Some((link, input)) = ch.link_frames.recv(), if take_frames => self.on_link_input(link, input),
                 cmd = ch.commands.recv(), if take_commands => match cmd {
@@ -281,7 +290,8 @@ impl Driver {
     fn note_shown(&mut self, ev: &Event, mark: bool) {
         if let Event::Message { from, id, .. } = ev {
             self.pending_messages = self.pending_messages.saturating_sub(1);
-            if mark {
+            // With confirmations, the front end says when it has shown it.
+            if mark && !self.config.confirm_shown {
                 self.shown.push((from.clone(), *id));
             }
         }
@@ -787,7 +797,7 @@ impl Driver {
     fn on_link_input(&mut self, link: LinkId, input: LinkInput) {
         let a = match input {
             LinkInput::Frames(frames) => {
-                let keeping_up = self.pending_messages == 0;
+                let keeping_up = self.pending_messages == 0 && !self.config.confirm_shown;
                 self.outbox.on_frames(link, frames, keeping_up)
             }
             LinkInput::Eof => self.outbox.on_eof(link),

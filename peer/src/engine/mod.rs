@@ -42,6 +42,7 @@ pub use connect::ConnectError;
 pub use direct::DialError;
 
 use crate::trust::Pins;
+use common::ids::MessageId;
 use common::tls::{self, Vouched};
 use connect::Trust;
 use std::net::SocketAddr;
@@ -81,6 +82,7 @@ pub enum EngineError {
 /// A handle on a running engine.
 pub struct EngineHandle {
     tx: mpsc::Sender<Command>,
+    shown: mpsc::UnboundedSender<(String, MessageId)>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     local_addr: SocketAddr,
@@ -113,6 +115,12 @@ impl EngineHandle {
     /// Waits until a command can be sent without waiting.
     pub async fn ready(&self) {
         let _ = self.tx.reserve().await;
+    }
+
+    /// Confirms that the message `id` from `from` is on the screen (with
+    /// [`Config::confirm_shown`]). Never waits.
+    pub fn shown(&self, from: String, id: MessageId) {
+        let _ = self.shown.send((from, id));
     }
 
     /// The UDP address of the engine's endpoint.
@@ -172,6 +180,9 @@ pub fn start(config: Config) -> Result<(EngineHandle, mpsc::Receiver<Event>), En
         source,
     })?;
     let (cmd_tx, cmd_rx) = mpsc::channel(driver::CHANNEL);
+    // Unbounded, but never longer than the messages handed to the front
+    // end, which the loop bounds.
+    let (shown_tx, shown_rx) = mpsc::unbounded_channel();
     let (event_tx, event_rx) = mpsc::channel(driver::CHANNEL);
     let stop = CancellationToken::new();
     let (driver, channels) = driver::Driver::new(
@@ -183,11 +194,13 @@ pub fn start(config: Config) -> Result<(EngineHandle, mpsc::Receiver<Event>), En
         event_tx,
         stop.clone(),
         cmd_rx,
+        shown_rx,
     );
     let task = tokio::spawn(driver.run(channels));
     Ok((
         EngineHandle {
             tx: cmd_tx,
+            shown: shown_tx,
             stop,
             task,
             local_addr,

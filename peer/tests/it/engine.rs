@@ -652,6 +652,7 @@ async fn a_data_folder_that_is_a_file_is_refused_at_start() {
         advertise: None,
         ca_cert: Some(coord.ca_path()),
         timings: Default::default(),
+        confirm_shown: false,
     };
     match peer::engine::start(config) {
         Err(EngineError::DataDir { path, .. }) => assert_eq!(path, file),

@@ -189,6 +189,7 @@ impl TestPeer {
             advertise: None,
             ca_cert: opts.ca.then(|| coord.ca_path()),
             timings: Default::default(),
+            confirm_shown: false,
         };
         let (handle, events) = engine::start(config).expect("start the engine");
         TestPeer {

@@ -123,6 +123,7 @@ async fn a_lying_coordinator_cannot_write_outside_the_data_folder() {
         advertise: None,
         ca_cert: None,
         timings: Default::default(),
+        confirm_shown: false,
     })
     .unwrap();
     let mut seen = Vec::new();
