@@ -102,11 +102,6 @@ impl EngineHandle {
         CommandSender(self.tx.clone())
     }
 
-    /// Sends a command if there is room now; gives it back otherwise.
-    pub fn try_send(&self, cmd: Command) -> Result<(), Command> {
-        self.tx.try_send(cmd).map_err(|e| e.into_inner())
-    }
-
     /// True when a command can be sent without waiting.
     pub fn can_take_command(&self) -> bool {
         self.tx.capacity() > 0
