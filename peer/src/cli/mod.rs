@@ -189,9 +189,12 @@ pub async fn run(
                 cli.exit = Some(Exit::Normal);
             }
             // Kept lines wait while the engine's queue is full; this wakes
-            // the loop when there is room again (the CLI never blocks on a
-            // full queue, so it keeps reading the engine's events).
-            _ = cli.engine.ready(), if !stopping && !cli.queued.is_empty() && !cli.engine.can_take_command() => {}
+            // the loop when there is room (the CLI never blocks on a full
+            // queue, so it keeps reading the engine's events). It is armed
+            // whether or not there is room now: the engine takes commands
+            // on another thread, and room that appeared after `ask` looked
+            // would otherwise wake nobody, leaving kept lines for ever.
+            _ = cli.engine.ready(), if !stopping && !cli.queued.is_empty() && !cli.state.waiting() => {}
         }
     }
     cli.say(&cli.style.info("Signed out."));

@@ -143,11 +143,28 @@ struct Output {
 pub struct Peer {
     label: String,
     child: Child,
-    stdin: Option<ChildStdin>,
+    /// Bytes for the peer's input, written by a thread of their own so
+    /// that a peer that stops reading cannot block the test (its
+    /// `expect` time-outs still apply); dropped to close the input.
+    input: Option<std::sync::mpsc::Sender<Vec<u8>>>,
     output: Arc<(Mutex<Output>, Condvar)>,
     /// Lines before this index were consumed by `expect`.
     pos: usize,
     stderr_path: PathBuf,
+}
+
+/// Writes what it is given to `stdin` until the sender is dropped (which
+/// closes the input) or the peer's input is gone.
+fn writer(mut stdin: ChildStdin) -> std::sync::mpsc::Sender<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        for bytes in rx {
+            if stdin.write_all(&bytes).and_then(|()| stdin.flush()).is_err() {
+                break;
+            }
+        }
+    });
+    tx
 }
 
 static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -235,9 +252,10 @@ impl Peer {
             lock.lock().unwrap().closed = true;
             cvar.notify_all();
         });
+        let input = child.stdin.take().map(writer);
         Peer {
             label,
-            stdin: child.stdin.take(),
+            input,
             child,
             output,
             pos: 0,
@@ -354,15 +372,15 @@ impl Peer {
 
     /// Writes `bytes` to the peer's input as they are.
     pub fn send_raw(&mut self, bytes: &[u8]) {
-        let stdin = self.stdin.as_mut().expect("stdin still open");
-        if let Err(e) = stdin.write_all(bytes).and_then(|()| stdin.flush()) {
-            self.fail(&format!("cannot write to its input: {e}"));
+        let input = self.input.as_ref().expect("stdin still open");
+        if input.send(bytes.to_vec()).is_err() {
+            self.fail("cannot write to its input: it is closed");
         }
     }
 
     /// Closes the peer's input (end of input signs out).
     pub fn close_input(&mut self) {
-        self.stdin = None;
+        self.input = None;
     }
 
     /// Kills the process with SIGKILL, as a crash would.
