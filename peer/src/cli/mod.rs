@@ -108,12 +108,20 @@ struct Cli {
     me: String,
     /// Lines typed while no input was wanted (a pipe reads ahead).
     queued: VecDeque<String>,
-    /// A read (terminal) or a printed prompt (pipe) is outstanding.
-    asked: bool,
-    /// The prompt of the terminal read in progress.
-    reading: String,
+    /// The states of the last prompts shown, by number, for lines typed at
+    /// a prompt that has changed since.
+    shown: VecDeque<(u64, State)>,
+    /// The input is a terminal: `exit` and the end of input act at once.
+    interactive: bool,
+    /// The last attempt to reach the coordinator failed.
+    unreachable: bool,
+    /// The input has ended.
+    input_closed: bool,
     exit: Option<Exit>,
 }
+
+/// Lines the front end keeps for the terminal before it stops taking events.
+const HELD_LINES: usize = 1024;
 
 /// Runs the front end until the user leaves or the engine stops.
 pub async fn run(
@@ -125,7 +133,7 @@ pub async fn run(
     let (reader, mut lines) = match Reader::start(terminal) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("cannot read input: {e}");
+            eprintln!("Cannot read input: {e}.");
             engine.shutdown().await;
             return Exit::Failed;
         }
@@ -137,53 +145,57 @@ pub async fn run(
         state: State::Connecting,
         me: String::new(),
         queued: VecDeque::new(),
-        asked: false,
-        reading: String::new(),
+        shown: VecDeque::new(),
+        interactive: terminal,
+        unreachable: false,
+        input_closed: false,
         exit: None,
     };
     cli.say(&cli.style.info(
         "Welcome to p2pchat. Type exit (or press Ctrl+C) at any prompt to sign out and quit.",
     ));
+    cli.show_prompt();
     let mut stopping = false;
-    let mut input_closed = false;
     // Installed once, so that a Ctrl+C between two turns of the loop is kept.
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
     loop {
         if !stopping {
-            cli.ask().await;
+            cli.drain_queued().await;
             if cli.exit.is_some() {
                 stopping = true;
-                cli.say(&cli.style.info("Signing out..."));
+                let bye = if cli.me.is_empty() {
+                    "Quitting..."
+                } else {
+                    "Signing out..."
+                };
+                cli.say(&cli.style.info(bye));
                 // Ahead of anything queued: exit works at once.
                 cli.engine.stop();
             }
         }
+        let held = cli.reader.held();
         tokio::select! {
-            ev = events.recv() => match ev {
+            // The terminal is behind: printing comes first, and events wait
+            // (the engine holds its messages until they are taken).
+            _ = cli.reader.drain(), if held > 0 => {}
+            ev = events.recv(), if held < HELD_LINES => match ev {
                 None | Some(Event::Stopped) => break,
                 Some(ev) => cli.on_event(ev).await,
             },
             // Lines kept beyond QUEUED_LINES wait in the pipe: reading stops,
             // so the writer of a large paste is slowed down, not buffered.
-            input = lines.recv(), if !stopping && !input_closed && cli.queued.len() < QUEUED_LINES => {
-                // A terminal read is over; a pipe's prompt stays printed
-                // until the state changes.
-                if cli.reader.on_request() {
-                    cli.asked = false;
-                }
+            input = lines.recv(), if !stopping && !cli.input_closed && cli.queued.len() < QUEUED_LINES => {
+                cli.reader.taken();
                 match input {
-                    Some(Input::Line(line)) => cli.on_input(line).await,
+                    Some(Input::Line(line, at)) => cli.on_typed(line, at).await,
                     Some(Input::TooLong(n)) => cli.say(&cli.style.error(&format!(
                         "That line has {n} bytes; lines are limited to {} bytes. Nothing was sent.",
                         input::MAX_LINE_BYTES
                     ))),
                     Some(Input::Interrupted) => cli.exit = Some(Exit::Normal),
-                    // End of input is `exit`, after the lines typed before it.
-                    Some(Input::Eof) | None => {
-                        input_closed = true;
-                        cli.on_input("exit".to_string()).await;
-                    }
+                    Some(Input::Eof) | None => cli.on_end_of_input().await,
                 }
+                cli.reader.resume();
             }
             _ = async { match &mut sigint { Some(s) => { s.recv().await; } None => std::future::pending().await } }, if !stopping => {
                 cli.exit = Some(Exit::Normal);
@@ -192,19 +204,24 @@ pub async fn run(
             // the loop when there is room (the CLI never blocks on a full
             // queue, so it keeps reading the engine's events). It is armed
             // whether or not there is room now: the engine takes commands
-            // on another thread, and room that appeared after `ask` looked
-            // would otherwise wake nobody, leaving kept lines for ever.
+            // on another thread, and room that appeared after
+            // `drain_queued` looked would otherwise wake nobody, leaving
+            // kept lines for ever.
             _ = cli.engine.ready(), if !stopping && !cli.queued.is_empty() && !cli.state.waiting() => {}
         }
     }
     cli.say(&cli.style.info("Signed out."));
+    cli.reader.close().await;
     cli.exit.unwrap_or(Exit::Normal)
 }
 
 impl Cli {
-    /// Prints a line above the prompt (terminal) or on its own (pipe).
+    /// Prints a line above the prompt (terminal) or on its own (pipe). An
+    /// output that is gone (a closed pipe) ends the program.
     fn say(&mut self, line: &str) {
-        self.reader.print(line, self.asked);
+        if !self.reader.print(line) && self.exit.is_none() {
+            self.exit = Some(Exit::Failed);
+        }
     }
 
     fn say_all(&mut self, lines: Vec<String>) {
@@ -213,13 +230,110 @@ impl Cli {
         }
     }
 
+    /// Shows the current question's prompt, remembering which state it
+    /// belongs to.
+    fn show_prompt(&mut self) {
+        let at = self.reader.show(self.state.prompt(&self.me));
+        if at != 0 {
+            self.shown.push_back((at, self.state.clone()));
+            while self.shown.len() > 16 {
+                self.shown.pop_front();
+            }
+        }
+    }
+
+    /// A line from the reader, typed at prompt number `at`. On a terminal,
+    /// a line typed at a question that has changed since is not taken as
+    /// the answer to the new one: messages typed in a chat are still kept
+    /// for that peer, lines typed during a wait are typed ahead, anything
+    /// else is dropped with a notice.
+    async fn on_typed(&mut self, line: String, at: u64) {
+        let current = self.reader.current();
+        if at == current || line.trim().eq_ignore_ascii_case("exit") {
+            return self.on_input(line).await;
+        }
+        let typed_at = self
+            .shown
+            .iter()
+            .find(|(n, _)| *n == at)
+            .map(|(_, s)| s.clone());
+        match typed_at {
+            Some(State::Chatting { with: to }) | Some(State::Composing { to })
+                if !line.trim().is_empty() && !line.starts_with('/') =>
+            {
+                if line.trim().eq_ignore_ascii_case("disconnect") {
+                    return;
+                }
+                self.send(Command::Send { to, body: line }).await;
+            }
+            Some(s) if s.waiting() => self.on_input(line).await,
+            _ if line.trim().is_empty() => {}
+            Some(s) => {
+                let question = s.prompt(&self.me).map(|(p, _)| p).unwrap_or_default();
+                let notice = format!(
+                    "Not used: {:?} was typed at {:?}, which is no longer the question.",
+                    line.trim(),
+                    question.trim_end()
+                );
+                self.say(&self.style.info(&notice));
+            }
+            None => {}
+        }
+    }
+
+    /// The input ended: on a terminal (Ctrl+D) that is `exit` at once; from
+    /// a pipe, `exit` after the lines before it, or at once when nothing
+    /// can take them (the coordinator cannot be reached).
+    async fn on_end_of_input(&mut self) {
+        self.input_closed = true;
+        if self.interactive || (self.unreachable && self.state == State::Connecting) {
+            self.exit = Some(Exit::Normal);
+        } else {
+            self.on_input("exit".to_string()).await;
+        }
+    }
+
+    /// Lines typed during a wait were typed for what should follow it;
+    /// when the wait ends otherwise (a decline, a failed login), they are
+    /// dropped with a notice instead of being taken for the new question.
+    fn drop_typed_ahead(&mut self, from: &State, to: &State) {
+        use State::*;
+        let expected = match from {
+            Connecting => matches!(to, Username),
+            CheckingName => matches!(to, Password { .. } | NewPassword { .. }),
+            LoggingIn { .. } => matches!(to, Who),
+            Asking { .. } => matches!(to, Requesting { .. } | Joining { .. } | Chatting { .. }),
+            Requesting { .. } | Joining { .. } => matches!(to, Joining { .. } | Chatting { .. }),
+            _ => true,
+        };
+        if expected || self.queued.is_empty() {
+            return;
+        }
+        let n = self.queued.len();
+        self.queued.clear();
+        let what = if n == 1 { "line" } else { "lines" };
+        let notice = format!("{n} {what} typed ahead while waiting were not used.");
+        self.say(&self.style.info(&notice));
+    }
+
+    /// Exits: at once on a terminal; from a pipe after the lines before it.
+    fn wants_exit_now(&self) -> bool {
+        self.interactive || self.queued.is_empty()
+    }
+
     /// A line as typed: `exit` acts at once (after lines typed before it);
     /// while waiting, lines are kept.
     async fn on_input(&mut self, line: String) {
         let word = line.trim();
         let cancel = matches!(self.state, State::Requesting { .. })
             && word.eq_ignore_ascii_case("disconnect");
-        if word.eq_ignore_ascii_case("exit") && self.queued.is_empty() {
+        if word.eq_ignore_ascii_case("exit") && self.wants_exit_now() {
+            let n = self.queued.len();
+            if n > 0 {
+                let what = if n == 1 { "line" } else { "lines" };
+                let notice = format!("{n} {what} typed before exit were not used.");
+                self.say(&self.style.info(&notice));
+            }
             self.exit = Some(Exit::Normal);
         } else if word.is_empty() && (self.state.waiting() || !self.queued.is_empty()) {
             // A blank line means nothing at any question; kept, it would
@@ -236,50 +350,26 @@ impl Cli {
         }
     }
 
-    /// Handles kept lines, then asks for a new one if input is wanted.
-    async fn ask(&mut self) {
-        // Kept lines go to the engine as soon as it has room, whether or
-        // not a prompt is showing (a pipe's prompt stays printed until the
-        // state changes, so waiting for it would stall a paste for ever).
+    /// Kept lines go to the engine as soon as it has room, whether or not a
+    /// prompt is showing (a pipe's prompt stays printed until the state
+    /// changes, so waiting for it would stall a paste for ever).
+    async fn drain_queued(&mut self) {
         while self.exit.is_none() && !self.state.waiting() && self.engine.can_take_command() {
             match self.queued.pop_front() {
                 Some(line) => self.on_line(line).await,
                 None => break,
             }
         }
-        if self.asked || self.exit.is_some() {
-            return;
-        }
-        let Some((prompt, secret)) = self.state.prompt(&self.me) else {
-            return;
-        };
-        if self.reader.on_request() {
-            self.reader.request(&prompt, secret);
-            self.reading = prompt;
-        } else if !prompt.is_empty() {
-            println!("{}", prompt.trim_end());
-        }
-        self.asked = true;
     }
 
     fn set(&mut self, state: State) {
         if self.state == state {
             return;
         }
-        self.state = state;
-        if !self.reader.on_request() {
-            // A pipe prints the new prompt.
-            self.asked = false;
-            return;
-        }
-        // A terminal read cannot change its prompt: show the new question
-        // above it instead (other states are announced by their event).
-        let asks = matches!(self.state, State::Username | State::Who);
-        let question = self.state.prompt(&self.me).filter(|_| asks).map(|(p, _)| p);
-        if let Some(q) = question.filter(|q| self.asked && !q.is_empty() && *q != self.reading) {
-            let line = self.style.info(q.trim_end());
-            self.say(&line);
-        }
+        let old = std::mem::replace(&mut self.state, state);
+        let new = self.state.clone();
+        self.drop_typed_ahead(&old, &new);
+        self.show_prompt();
     }
 
     async fn send(&mut self, cmd: Command) {
@@ -419,6 +509,17 @@ impl Cli {
     }
 
     async fn on_event(&mut self, ev: Event) {
+        match &ev {
+            Event::ConnectFailed { .. } => {
+                self.unreachable = true;
+                // Nothing typed can be taken, and nothing more will be.
+                if self.input_closed && self.state == State::Connecting {
+                    self.exit = Some(Exit::Failed);
+                }
+            }
+            Event::Connected => self.unreachable = false,
+            _ => {}
+        }
         if let Some(lines) = render::simple_event(&self.style, &ev) {
             self.say_all(lines);
             // Printed (stdout is flushed at each line): it may be marked shown.

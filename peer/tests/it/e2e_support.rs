@@ -159,7 +159,11 @@ fn writer(mut stdin: ChildStdin) -> std::sync::mpsc::Sender<Vec<u8>> {
     let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
     std::thread::spawn(move || {
         for bytes in rx {
-            if stdin.write_all(&bytes).and_then(|()| stdin.flush()).is_err() {
+            if stdin
+                .write_all(&bytes)
+                .and_then(|()| stdin.flush())
+                .is_err()
+            {
                 break;
             }
         }
