@@ -91,6 +91,26 @@ impl State {
     }
 }
 
+/// `/quit` and `/leave` are `exit` and `disconnect`.
+fn alias(line: String) -> String {
+    match line.trim() {
+        w if w.eq_ignore_ascii_case("/quit") => "exit".to_string(),
+        w if w.eq_ignore_ascii_case("/leave") => "disconnect".to_string(),
+        _ => line,
+    }
+}
+
+/// A chat line meant as text although it looks like a command: `/say TEXT`
+/// is TEXT, and `//…` loses one slash.
+fn as_text(line: &str) -> Option<String> {
+    if let Some(rest) = line.strip_prefix("//") {
+        return Some(format!("/{rest}"));
+    }
+    line.strip_prefix("/say ")
+        .map(str::to_string)
+        .filter(|t| !t.is_empty())
+}
+
 /// How the program ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -117,6 +137,9 @@ struct Cli {
     unreachable: bool,
     /// The input has ended.
     input_closed: bool,
+    /// The chat partner who just signed out (their going offline is not
+    /// told again).
+    signed_out: Option<String>,
     exit: Option<Exit>,
 }
 
@@ -149,6 +172,7 @@ pub async fn run(
         interactive: terminal,
         unreachable: false,
         input_closed: false,
+        signed_out: None,
         exit: None,
     };
     cli.say(&cli.style.info(
@@ -248,6 +272,7 @@ impl Cli {
     /// for that peer, lines typed during a wait are typed ahead, anything
     /// else is dropped with a notice.
     async fn on_typed(&mut self, line: String, at: u64) {
+        let line = alias(line);
         let current = self.reader.current();
         if at == current || line.trim().eq_ignore_ascii_case("exit") {
             return self.on_input(line).await;
@@ -324,6 +349,7 @@ impl Cli {
     /// A line as typed: `exit` acts at once (after lines typed before it);
     /// while waiting, lines are kept.
     async fn on_input(&mut self, line: String) {
+        let line = alias(line);
         let word = line.trim();
         let cancel = matches!(self.state, State::Requesting { .. })
             && word.eq_ignore_ascii_case("disconnect");
@@ -388,6 +414,16 @@ impl Cli {
             self.exit = Some(Exit::Normal);
             return;
         }
+        if let (State::Chatting { with: to } | State::Composing { to }, Some(body)) =
+            (&self.state, as_text(&line))
+        {
+            let cmd = Command::Send {
+                to: to.clone(),
+                body,
+            };
+            self.send(cmd).await;
+            return;
+        }
         if !secret && self.command(trimmed).await {
             return;
         }
@@ -434,6 +470,10 @@ impl Cli {
             }
             State::Who => {
                 if trimmed.is_empty() {
+                    return;
+                }
+                if trimmed.eq_ignore_ascii_case("help") {
+                    self.say_all(render::help());
                     return;
                 }
                 match normalize_username(trimmed) {
@@ -518,6 +558,18 @@ impl Cli {
                 }
             }
             Event::Connected => self.unreachable = false,
+            // One quit is told once: "signed out" already said it.
+            Event::Presence {
+                name,
+                online: false,
+            } if self.signed_out.as_deref() == Some(name.as_str()) => {
+                self.signed_out = None;
+                return;
+            }
+            Event::ChatEnded {
+                with,
+                reason: ChatEnd::PeerSignedOut,
+            } => self.signed_out = Some(with.clone()),
             _ => {}
         }
         if let Some(lines) = render::simple_event(&self.style, &ev) {

@@ -87,8 +87,10 @@ fn history_line(style: &Style, l: &HistoryLine) -> String {
     if l.held {
         line.push_str(" (kept while away)");
     }
-    if l.delivered == Some(false) {
-        line.push_str(" (not delivered yet)");
+    match l.delivered {
+        Some(false) => line.push_str(" (not delivered yet)"),
+        Some(true) => line.push_str(" (delivered)"),
+        None => {}
     }
     line
 }
@@ -221,6 +223,15 @@ pub fn simple_event(style: &Style, ev: &Event) -> Option<Vec<String>> {
             sanitize_for_display(&reason.to_string()),
             retry_in.as_secs().max(1)
         ))],
+        Event::CoordinatorPinned { coordinator, fingerprint, file } => vec![
+            style.info(&format!(
+                "First connection to the coordinator at {coordinator}. Its certificate fingerprint is {fingerprint}."
+            )),
+            style.info(&format!(
+                "Compare it with the one the coordinator prints (coordinator fingerprint). It is pinned in {}: later runs accept only this certificate.",
+                file.display()
+            )),
+        ],
         Event::Presence { name, online: true } => vec![style.info(&format!("{name} is online."))],
         Event::Presence { name, online: false } => vec![style.info(&format!("{name} went offline."))],
         Event::OnlineList(names) if names.is_empty() => vec![style.info("Nobody else is online.")],
@@ -266,8 +277,10 @@ pub fn help() -> Vec<String> {
         "  /online          who is online",
         "  /history NAME    the stored conversation with NAME",
         "  /help            this list",
-        "  disconnect       leave the chat (or stop keeping messages)",
-        "  exit             sign out and quit (Ctrl+C and Ctrl+D too)",
+        "  disconnect       leave the chat (or stop keeping messages); /leave too",
+        "  exit             sign out and quit (Ctrl+C and Ctrl+D too); /quit too",
+        "In a chat, /say TEXT sends TEXT as it is (to send the word exit or",
+        "disconnect), and a line starting with // is sent with one / removed.",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -266,6 +266,16 @@ pub enum Event {
         /// When the next try starts.
         retry_in: Duration,
     },
+    /// The coordinator's certificate was seen for the first time and
+    /// pinned (trust on first use): later runs accept only this one.
+    CoordinatorPinned {
+        /// `HOST:PORT`.
+        coordinator: String,
+        /// The fingerprint pinned, as the coordinator prints it.
+        fingerprint: common::Fingerprint,
+        /// The pin file.
+        file: std::path::PathBuf,
+    },
     /// Connected: send a username.
     Connected,
     /// The account exists (send its password) or is new (choose one).

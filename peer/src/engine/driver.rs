@@ -614,7 +614,22 @@ impl Driver {
                 self.act(a);
             }
             Input::CoordConnected(g, c) if g == gen => {
-                let Connected { conn, send, recv } = c;
+                let Connected {
+                    conn,
+                    send,
+                    recv,
+                    pinned_now,
+                } = c;
+                if let Some((fingerprint, file)) = pinned_now {
+                    self.emit(
+                        Event::CoordinatorPinned {
+                            coordinator: self.config.coordinator.clone(),
+                            fingerprint,
+                            file,
+                        },
+                        false,
+                    );
+                }
                 let deadline = self.config.timings.coordinator_write;
                 let io =
                     CoordIo::start(g, conn, send, recv, deadline, &self.inputs, &mut self.tasks);
