@@ -334,11 +334,15 @@ fn quote(path: &Path) -> String {
 /// The shell script that runs the terminal peer, then reports its exit
 /// status and keeps the pane open. `env` is a prefix such as `NO_COLOR=1`.
 fn peer_script(coord: &CoordinatorProcess, data_dir: &Path, env: &str) -> String {
+    peer_script_to(&coord.addr.to_string(), &coord.ca_cert(), data_dir, env)
+}
+
+/// As [`peer_script`], for a coordinator at `addr` (which may be down).
+fn peer_script_to(addr: &str, ca: &Path, data_dir: &Path, env: &str) -> String {
     format!(
-        "trap : INT; {env} RUST_LOG=error {} --coordinator {} --ca-cert {} --listen 127.0.0.1:0 --data-dir {} 2>/dev/null; echo EXIT=$?; sleep 60",
+        "trap : INT; {env} RUST_LOG=error {} --coordinator {addr} --ca-cert {} --listen 127.0.0.1:0 --data-dir {} 2>/dev/null; echo EXIT=$?; sleep 60",
         quote(Path::new(env!("CARGO_BIN_EXE_peer"))),
-        coord.addr,
-        quote(&coord.ca_cert()),
+        quote(ca),
         quote(data_dir),
     )
 }
@@ -466,11 +470,8 @@ fn a_message_arriving_while_typing_keeps_the_prompt_and_ctrl_c_signs_out() {
     bob.type_line("y");
     bob.expect("You are now chatting with alice");
     tmux.wait_text("You are now chatting with bob");
-    // The read started while waiting for bob's answer keeps its empty
-    // prompt (see `the_username_prompt_is_shown_once_connected`): an empty
-    // line ends it, and the next read shows the chat prompt.
+    // The chat prompt is there at once, without a key (issue 8).
     let prompt = "alice → bob>";
-    tmux.press("Enter");
     tmux.wait_for(
         "the chat prompt",
         |s| s.last().is_some_and(|l| l == prompt),
@@ -536,7 +537,8 @@ fn a_message_arriving_while_typing_keeps_the_prompt_and_ctrl_c_signs_out() {
         "Ctrl+C is a normal exit:\n{}",
         screen.join("\n")
     );
-    bob.expect("alice went offline");
+    // Told once, as the end of the chat (not also as "went offline").
+    bob.expect("alice signed out.");
 
     // The shell got its terminal back with echo on.
     tmux.type_text("echo-is-back");
@@ -620,4 +622,129 @@ fn a_password_stays_hidden_on_a_dumb_terminal() {
     tmux.press("Enter");
     tmux.wait_text("Repeat the password:");
     never_the_secret(&tmux.everything(false));
+}
+
+/// Waits until the last line of the screen is exactly `line`.
+fn wait_last(tmux: &Tmux, line: &str) -> Vec<String> {
+    tmux.wait_for(
+        &format!("{line:?} as the last line"),
+        |s| s.last().is_some_and(|l| l == line),
+        |_| {},
+    )
+}
+
+/// Every question's prompt appears in place the moment the question
+/// changes, with no key pressed: the username on the prompt's line, an
+/// incoming request replacing the who-prompt, the chat prompt at the start
+/// of a chat, the who-prompt after leaving and after the other side quits.
+#[test]
+fn every_question_shows_its_prompt_in_place() {
+    let coord = CoordinatorProcess::start();
+    let mut alice = PipePeer::start(&coord, "alice");
+    alice.register();
+    alice.expect("Who do you want to chat with?");
+    let data = tempfile::tempdir().unwrap();
+    let tmux = Tmux::start(&peer_script(&coord, data.path(), "NO_COLOR=1"));
+    tmux.wait_text("Connected to the coordinator.");
+    type_slowly(&tmux, "bob", |t| format!("Username: {t}"));
+    tmux.press("Enter");
+    type_secret(&tmux, "Choose a password:");
+    type_secret(&tmux, "Repeat the password:");
+    let who = "Who do you want to chat with?";
+    wait_last(&tmux, who);
+
+    // A request: the question changes in place; the answer goes with it.
+    alice.type_line("bob");
+    wait_last(&tmux, "Chat with alice? [y/n]");
+    tmux.type_text("y");
+    tmux.press("Enter");
+    let chat = "bob → alice>";
+    wait_last(&tmux, chat);
+    alice.expect("You are now chatting with bob");
+    let all = tmux.everything(false);
+    assert!(all.contains("Username: bob"), "{all}");
+    assert!(all.contains("Chat with alice? [y/n] y"), "{all}");
+    assert!(!all.contains(&format!("{who} y")), "{all}");
+
+    // Leaving: the who-prompt, at once.
+    type_slowly(&tmux, "disconnect", |t| format!("{chat} {t}"));
+    tmux.press("Enter");
+    wait_last(&tmux, who);
+    alice.expect("bob left the chat");
+
+    // The other side quits mid-chat: the who-prompt, at once.
+    alice.expect("Who do you want to chat with?");
+    alice.type_line("bob");
+    wait_last(&tmux, "Chat with alice? [y/n]");
+    tmux.type_text("y");
+    tmux.press("Enter");
+    wait_last(&tmux, chat);
+    alice.expect("You are now chatting with bob");
+    alice.type_line("exit");
+    tmux.wait_text("alice signed out.");
+    wait_last(&tmux, who);
+
+    tmux.type_text("exit");
+    tmux.press("Enter");
+    tmux.wait_text("EXIT=0");
+}
+
+/// `exit`, Ctrl+D and Ctrl+C end the program in every state, at once:
+/// while the coordinator is being retried, at a password prompt, and
+/// while waiting for an answer that does not come.
+#[test]
+fn exit_ends_the_program_in_every_state() {
+    let coord = CoordinatorProcess::start();
+    let data = tempfile::tempdir().unwrap();
+
+    // Connecting to a coordinator that is not there.
+    let down = crate::e2e_support::free_udp_addr().to_string();
+    let tmux = Tmux::start(&peer_script_to(
+        &down,
+        &coord.ca_cert(),
+        data.path(),
+        "NO_COLOR=1",
+    ));
+    tmux.wait_text("Connecting to the coordinator");
+    tmux.type_text("exit");
+    tmux.press("Enter");
+    tmux.wait_text("EXIT=0");
+    let all = tmux.everything(false);
+    assert!(all.contains("Quitting..."), "{all}");
+    drop(tmux);
+
+    // At the password prompt: Ctrl+D.
+    let tmux = Tmux::start(&peer_script(&coord, data.path(), "NO_COLOR=1"));
+    tmux.wait_text("Connected to the coordinator.");
+    type_slowly(&tmux, "carol", |t| format!("Username: {t}"));
+    tmux.press("Enter");
+    tmux.wait_text("Choose a password:");
+    tmux.press("C-d");
+    tmux.wait_text("EXIT=0");
+    drop(tmux);
+
+    // Waiting for an answer that does not come: exit.
+    let mut alice = PipePeer::start(&coord, "alice");
+    alice.register();
+    let tmux = Tmux::start(&peer_script(&coord, data.path(), "NO_COLOR=1"));
+    register_in_terminal(&tmux, "bob");
+    wait_last(&tmux, "Who do you want to chat with?");
+    tmux.type_text("alice");
+    tmux.press("Enter");
+    tmux.wait_text("Asking alice to chat");
+    alice.expect("Chat with bob? [y/n]");
+    tmux.type_text("exit");
+    tmux.press("Enter");
+    tmux.wait_text("EXIT=0");
+    drop(tmux);
+
+    // In a chat: Ctrl+C.
+    let tmux = Tmux::start(&peer_script(&coord, data.path(), "NO_COLOR=1"));
+    tmux.wait_text("Connected to the coordinator.");
+    type_slowly(&tmux, "bob", |t| format!("Username: {t}"));
+    tmux.press("Enter");
+    type_secret(&tmux, "Password for bob:");
+    wait_last(&tmux, "Who do you want to chat with?");
+    tmux.press("C-c");
+    tmux.wait_text("EXIT=0");
 }
