@@ -538,6 +538,8 @@ impl Cli {
             (Some("/online"), _) => self.send(Command::Online).await,
             (Some("/history"), Some(name)) => self.send(Command::History(name.to_string())).await,
             (Some("/history"), None) => self.say(&self.style.error("Usage: /history NAME")),
+            (Some("/whois"), Some(name)) => self.send(Command::Whois(name.to_string())).await,
+            (Some("/whois"), None) => self.say(&self.style.error("Usage: /whois NAME")),
             (Some(other), _) => self.say(
                 &self
                     .style

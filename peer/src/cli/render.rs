@@ -191,6 +191,7 @@ pub fn refusal_text(command: CommandKind, reason: &Refusal) -> String {
         CommandKind::Send => "Message not sent",
         CommandKind::History => "No history",
         CommandKind::Online => "No list",
+        CommandKind::Whois => "No key shown",
     };
     let why = match reason {
         Refusal::NotConnected => "not connected to the coordinator right now".to_string(),
@@ -232,6 +233,23 @@ pub fn simple_event(style: &Style, ev: &Event) -> Option<Vec<String>> {
                 file.display()
             )),
         ],
+        Event::ContactKeyChanged { name, old, new } => vec![
+            style.error(&format!("WARNING: {name}'s key has changed since you last connected.")),
+            style.error(&format!("  remembered: {old}")),
+            style.error(&format!("  now:        {new}")),
+            style.error(&format!(
+                "The coordinator vouched for the new key. {name} may have reinstalled p2pchat or moved to another computer, or someone may be posing as {name}: check the key with {name} another way (/whois {name} shows it)."
+            )),
+        ],
+        Event::Whois { name, key: Some(key), me: true } => {
+            vec![style.info(&format!("Your key ({name}): {key}. Contacts can compare it with what /whois {name} shows them."))]
+        }
+        Event::Whois { name, key: Some(key), .. } => {
+            vec![style.info(&format!("{name}'s key, as the coordinator last vouched for it: {key}"))]
+        }
+        Event::Whois { name, key: None, .. } => vec![style.info(&format!(
+            "No key known for {name} yet: it is learned at your first chat or delivery with them."
+        ))],
         Event::Presence { name, online: true } => vec![style.info(&format!("{name} is online."))],
         Event::Presence { name, online: false } => vec![style.info(&format!("{name} went offline."))],
         Event::OnlineList(names) if names.is_empty() => vec![style.info("Nobody else is online.")],
@@ -276,6 +294,7 @@ pub fn help() -> Vec<String> {
         "Commands:",
         "  /online          who is online",
         "  /history NAME    the stored conversation with NAME",
+        "  /whois NAME      the key NAME had when the coordinator last vouched for it",
         "  /help            this list",
         "  disconnect       leave the chat (or stop keeping messages); /leave too",
         "  exit             sign out and quit (Ctrl+C and Ctrl+D too); /quit too",

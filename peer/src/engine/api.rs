@@ -116,6 +116,8 @@ pub enum Command {
     History(String),
     /// List who is online.
     Online,
+    /// Show the key remembered for a contact (or one's own).
+    Whois(String),
     /// Sign out and stop.
     Shutdown,
 }
@@ -139,6 +141,8 @@ pub enum CommandKind {
     History,
     /// [`Command::Online`].
     Online,
+    /// [`Command::Whois`].
+    Whois,
 }
 
 /// Why a command could not be carried out.
@@ -278,6 +282,26 @@ pub enum Event {
     },
     /// Connected: send a username.
     Connected,
+    /// The coordinator vouched for another key than the one `name` had
+    /// last time: told before the connection is made.
+    ContactKeyChanged {
+        /// The contact.
+        name: String,
+        /// The key remembered.
+        old: common::Fingerprint,
+        /// The key vouched for now (remembered from now on).
+        new: common::Fingerprint,
+    },
+    /// The answer to [`Command::Whois`].
+    Whois {
+        /// The contact.
+        name: String,
+        /// The key remembered (one's own for `me`); none before a first
+        /// chat or delivery.
+        key: Option<common::Fingerprint>,
+        /// `name` is this user.
+        me: bool,
+    },
     /// The account exists (send its password) or is new (choose one).
     AccountStatus {
         /// The normalised name.

@@ -123,6 +123,8 @@ pub(crate) struct Driver {
     shown: Vec<(String, MessageId)>,
     /// A send that did not fit in the window, taken first when it does.
     waiting: Option<Command>,
+    /// The key each contact had when last vouched for (loaded at login).
+    contact_keys: HashMap<String, Fingerprint>,
     behind_nat: bool,
     stopping: bool,
 }
@@ -182,6 +184,7 @@ impl Driver {
             pending_messages: 0,
             shown: Vec::new(),
             waiting: None,
+            contact_keys: HashMap::new(),
             behind_nat: false,
             stopping: false,
         };
@@ -297,6 +300,29 @@ impl Driver {
         }
     }
 
+    /// The coordinator vouched for `key` as `peer`'s: remembered the first
+    /// time, and a change is told before the connection is made.
+    fn check_key(&mut self, peer: &str, key: Fingerprint) {
+        let before = self.contact_keys.insert(peer.to_string(), key);
+        if before == Some(key) {
+            return;
+        }
+        if let Some(old) = before {
+            self.emit(
+                Event::ContactKeyChanged {
+                    name: peer.to_string(),
+                    old,
+                    new: key,
+                },
+                false,
+            );
+        }
+        self.act(vec![Action::Store(StoreJob::RememberKey {
+            name: peer.to_string(),
+            key,
+        })]);
+    }
+
     fn flush_shown(&mut self) {
         if !self.shown.is_empty() && self.store.is_some() {
             let items = std::mem::take(&mut self.shown);
@@ -373,6 +399,7 @@ impl Driver {
                 }
             }
             Action::Arrange(a) => {
+                self.check_key(&a.peer, a.fingerprint);
                 let a = self.links.arrange(a, Instant::now(), self.behind_nat);
                 self.act(a);
             }
@@ -598,6 +625,18 @@ impl Driver {
                     self.outbox.history(&name)
                 }
             }
+            Command::Whois(name) => match common::names::normalize_username(&name) {
+                Ok(name) => {
+                    let key = if self.login.me() == Some(name.as_str()) {
+                        Some(self.identity.fingerprint())
+                    } else {
+                        self.contact_keys.get(&name).copied()
+                    };
+                    let me = self.login.me() == Some(name.as_str());
+                    vec![Action::Emit(Event::Whois { name, key, me })]
+                }
+                Err(e) => refuse(CommandKind::Whois, Refusal::BadName(e)),
+            },
             Command::Shutdown => {
                 self.stopping = true;
                 Vec::new()
@@ -738,7 +777,10 @@ impl Driver {
         }
         let (a, _online) = self.login.on_session_open();
         self.act(a);
-        let mut jobs = vec![Action::Store(StoreJob::PeersWithUndelivered)];
+        let mut jobs = vec![
+            Action::Store(StoreJob::ContactKeys),
+            Action::Store(StoreJob::PeersWithUndelivered),
+        ];
         if first_login {
             jobs.push(Action::Store(StoreJob::Unshown));
         }
@@ -884,6 +926,17 @@ impl Driver {
                 Vec::new()
             }
             StoreDone::Marked(Ok(())) => Vec::new(),
+            StoreDone::ContactKeys(Ok(keys)) => {
+                // Keys learned since the load was asked for are newer.
+                for (name, key) in keys {
+                    self.contact_keys.entry(name).or_insert(key);
+                }
+                Vec::new()
+            }
+            StoreDone::ContactKeys(Err(e)) => {
+                tracing::error!(error = %e, "contact keys could not be read");
+                Vec::new()
+            }
         };
         self.act(a);
     }

@@ -317,3 +317,58 @@ fn the_first_use_fingerprint_is_the_one_the_coordinator_prints() {
     again.login("alice", PW);
     assert_eq!(again.count("First connection"), 0);
 }
+
+#[test]
+fn a_contact_whose_key_changed_is_warned_about_before_the_chat_starts() {
+    let coord = Coordinator::start();
+    let (da, db, db2) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let mut alice = Peer::start(&coord, da.path());
+    alice.login_new("alice", PW);
+    alice.send("/whois bob");
+    alice.expect("No key known for bob yet");
+    let mut bob = Peer::start(&coord, db.path());
+    bob.login_new("bob", PW);
+    bob.send("/whois bob");
+    let own = bob.expect("Your key (bob): ");
+    alice.send("bob");
+    bob.expect("Chat with alice? [y/n]");
+    bob.send("y");
+    alice.expect("You are now chatting with bob");
+    alice.send("/whois bob");
+    let first = alice.expect("bob's key, as the coordinator last vouched for it: ");
+    let key = |line: &str| line.split("sha256:").nth(1).unwrap()[..64].to_string();
+    assert_eq!(
+        key(&first),
+        key(&own),
+        "the key alice remembers is bob's own"
+    );
+    assert_eq!(alice.count("WARNING"), 0);
+    bob.exit();
+    alice.expect("Who do you want to chat with?");
+
+    // Bob on another computer: a new data folder, so a new key.
+    let mut bob2 = Peer::start(&coord, db2.path());
+    bob2.login("bob", PW);
+    alice.expect("bob is online.");
+    alice.send("bob");
+    bob2.expect("Chat with alice? [y/n]");
+    bob2.send("y");
+    let warning = alice.expect("WARNING: bob's key has changed since you last connected.");
+    alice.expect("You are now chatting with bob");
+    let t = alice.transcript();
+    let warned_at = t.iter().rposition(|l| *l == warning).unwrap();
+    let started_at = t
+        .iter()
+        .rposition(|l| l.contains("You are now chatting with bob"))
+        .unwrap();
+    assert!(warned_at < started_at, "{t:#?}");
+    alice.send("/whois bob");
+    let now = alice.expect("bob's key, as the coordinator last vouched for it: ");
+    assert_ne!(key(&now), key(&first));
+    // Told once: a third chat with the same key says nothing.
+    assert_eq!(alice.count("WARNING"), 1);
+}
