@@ -536,6 +536,7 @@ impl Cli {
         match (words.next(), words.next()) {
             (Some("/help"), _) => self.say_all(render::help()),
             (Some("/online"), _) => self.send(Command::Online).await,
+            (Some("/status"), _) => self.send(Command::Status).await,
             (Some("/history"), Some(name)) => self.send(Command::History(name.to_string())).await,
             (Some("/history"), None) => self.say(&self.style.error("Usage: /history NAME")),
             (Some("/whois"), Some(name)) => self.send(Command::Whois(name.to_string())).await,

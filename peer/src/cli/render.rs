@@ -95,6 +95,37 @@ fn history_line(style: &Style, l: &HistoryLine) -> String {
     line
 }
 
+/// `/status`: the coordinator, who you are, and each open connection.
+fn status_lines(style: &Style, st: &crate::engine::Status) -> Vec<String> {
+    let coord = if st.connected {
+        "connected"
+    } else {
+        "not connected; retrying"
+    };
+    let mut out = vec![style.info(&format!("Coordinator: {} ({coord}).", st.coordinator))];
+    out.push(style.info(&match &st.me {
+        Some(me) => format!("Logged in as {me}; this peer listens on {}.", st.local),
+        None => format!("Not logged in; this peer listens on {}.", st.local),
+    }));
+    if st.links.is_empty() {
+        out.push(style.info("No open connections to other peers."));
+    }
+    for l in &st.links {
+        let what = if l.chat {
+            "chat"
+        } else {
+            "delivering kept messages"
+        };
+        out.push(style.info(&format!(
+            "{} ({what}): direct to {}, round trip {} ms.",
+            l.peer,
+            l.remote,
+            l.rtt.as_millis()
+        )));
+    }
+    out
+}
+
 /// What to offer after a request that ended without a chat.
 pub fn outcome_text(name: &str, outcome: Outcome) -> (String, bool) {
     let keep = "Type messages to keep for them (delivered when you are both online), or disconnect to stop.";
@@ -192,6 +223,7 @@ pub fn refusal_text(command: CommandKind, reason: &Refusal) -> String {
         CommandKind::History => "No history",
         CommandKind::Online => "No list",
         CommandKind::Whois => "No key shown",
+        CommandKind::Status => "No status",
     };
     let why = match reason {
         Refusal::NotConnected => "not connected to the coordinator right now".to_string(),
@@ -241,6 +273,7 @@ pub fn simple_event(style: &Style, ev: &Event) -> Option<Vec<String>> {
                 "The coordinator vouched for the new key. {name} may have reinstalled p2pchat or moved to another computer, or someone may be posing as {name}: check the key with {name} another way (/whois {name} shows it)."
             )),
         ],
+        Event::Status(st) => status_lines(style, st),
         Event::Whois { name, key: Some(key), me: true } => {
             vec![style.info(&format!("Your key ({name}): {key}. Contacts can compare it with what /whois {name} shows them."))]
         }
@@ -295,6 +328,7 @@ pub fn help() -> Vec<String> {
         "  /online          who is online",
         "  /history NAME    the stored conversation with NAME",
         "  /whois NAME      the key NAME had when the coordinator last vouched for it",
+        "  /status          the coordinator, who you are, and each open connection",
         "  /help            this list",
         "  disconnect       leave the chat (or stop keeping messages); /leave too",
         "  exit             sign out and quit (Ctrl+C and Ctrl+D too); /quit too",

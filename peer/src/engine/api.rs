@@ -118,6 +118,8 @@ pub enum Command {
     Online,
     /// Show the key remembered for a contact (or one's own).
     Whois(String),
+    /// Describe the connections ([`Event::Status`]).
+    Status,
     /// Sign out and stop.
     Shutdown,
 }
@@ -143,6 +145,8 @@ pub enum CommandKind {
     Online,
     /// [`Command::Whois`].
     Whois,
+    /// [`Command::Status`].
+    Status,
 }
 
 /// Why a command could not be carried out.
@@ -164,6 +168,34 @@ pub enum Refusal {
     BadMessage(RuleError),
     /// The message store failed; nothing was changed.
     Store(String),
+}
+
+/// Where the engine stands, for `/status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The coordinator, as given.
+    pub coordinator: String,
+    /// Connected to it now.
+    pub connected: bool,
+    /// The account logged in, if any.
+    pub me: Option<String>,
+    /// This peer's UDP address.
+    pub local: std::net::SocketAddr,
+    /// The open direct connections, the chat first.
+    pub links: Vec<LinkStatus>,
+}
+
+/// One open connection to another peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// The other user.
+    pub peer: String,
+    /// The chat (else a delivery of kept messages).
+    pub chat: bool,
+    /// The other side's address (a direct path).
+    pub remote: std::net::SocketAddr,
+    /// The round-trip time now.
+    pub rtt: std::time::Duration,
 }
 
 /// Why a chat ended.
@@ -292,6 +324,8 @@ pub enum Event {
         /// The key vouched for now (remembered from now on).
         new: common::Fingerprint,
     },
+    /// The answer to [`Command::Status`].
+    Status(Status),
     /// The answer to [`Command::Whois`].
     Whois {
         /// The contact.

@@ -13,7 +13,9 @@
 
 use super::action::{Action, Arrangement, LinkId, StoreJob};
 use super::admission::{self, ExpectedSources};
-use super::api::{Command, CommandKind, Config, Event, Fatal, LinkFault, Refusal};
+use super::api::{
+    Command, CommandKind, Config, Event, Fatal, LinkFault, LinkStatus, Refusal, Status,
+};
 use super::connect::{self, ConnectError, Connected, Trust};
 use super::coord_io::CoordIo;
 use super::direct;
@@ -624,6 +626,29 @@ impl Driver {
                 } else {
                     self.outbox.history(&name)
                 }
+            }
+            Command::Status => {
+                let links = self
+                    .links
+                    .open()
+                    .into_iter()
+                    .filter_map(|(id, info)| {
+                        let (remote, rtt) = self.handles.get(&id)?.path();
+                        Some(LinkStatus {
+                            peer: info.peer.clone(),
+                            chat: Some(id) == self.links.chat_link(),
+                            remote,
+                            rtt,
+                        })
+                    })
+                    .collect();
+                vec![Action::Emit(Event::Status(Status {
+                    coordinator: self.config.coordinator.clone(),
+                    connected: self.coord.is_some(),
+                    me: self.login.me().map(str::to_string),
+                    local: self.local_addr(),
+                    links,
+                }))]
             }
             Command::Whois(name) => match common::names::normalize_username(&name) {
                 Ok(name) => {

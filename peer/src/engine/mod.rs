@@ -36,7 +36,7 @@ mod store_io;
 
 pub use api::{
     ChatEnd, ChatFailure, Command, CommandKind, Config, Event, Fatal, HistoryLine, LinkFault,
-    Refusal, Timings, Withdrawn,
+    LinkStatus, Refusal, Status, Timings, Withdrawn,
 };
 pub use connect::ConnectError;
 pub use direct::DialError;

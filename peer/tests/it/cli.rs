@@ -244,6 +244,10 @@ fn the_commands_people_reach_for_work_in_a_chat() {
     bob.expect("Chat with alice? [y/n]");
     bob.send("y");
     alice.expect("You are now chatting with bob");
+    alice.send("/status");
+    alice.expect(&format!("Coordinator: {} (connected).", coord.addr));
+    alice.expect("Logged in as alice; this peer listens on 127.0.0.1:");
+    alice.expect("bob (chat): direct to 127.0.0.1:");
     alice.send("/say exit");
     bob.expect("alice: exit");
     alice.send("//disconnect");
