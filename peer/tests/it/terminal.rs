@@ -274,7 +274,8 @@ impl Tmux {
     /// Everything the pane has shown (scroll-back included), with escapes
     /// for colours and attributes when `escapes`.
     fn everything(&self, escapes: bool) -> String {
-        let mut args = vec!["capture-pane", "-p", "-t", "t", "-S", "-"];
+        // -J: a line the terminal wrapped comes back whole.
+        let mut args = vec!["capture-pane", "-p", "-J", "-t", "t", "-S", "-"];
         if escapes {
             args.push("-e");
         }
@@ -747,4 +748,138 @@ fn exit_ends_the_program_in_every_state() {
     wait_last(&tmux, "Who do you want to chat with?");
     tmux.press("C-c");
     tmux.wait_text("EXIT=0");
+}
+
+/// The README's walkthrough, followed in two real terminals: every line it
+/// quotes in a block marked `<!-- walkthrough: NAME -->` appears on that
+/// user's screen (times and port numbers may differ; a line ending in `…`
+/// is a prefix; `/tmp/NAME` is the user's data folder).
+#[test]
+fn the_readme_walkthrough_is_what_the_terminal_shows() {
+    const PASSWORD: &str = "kestrel9"; // eight stars, as in the README
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("the README");
+    let coord = CoordinatorProcess::start();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // As in the README: no --ca-cert, so the coordinator is pinned on first use.
+    let script = |dir: &Path| {
+        format!(
+            "NO_COLOR=1 RUST_LOG=error {} --coordinator {} --listen 127.0.0.1:0 --data-dir {} 2>/dev/null; echo EXIT=$?; sleep 60",
+            quote(Path::new(env!("CARGO_BIN_EXE_peer"))),
+            coord.addr,
+            quote(dir),
+        )
+    };
+    let register = |tmux: &Tmux, name: &str| {
+        tmux.wait_text("Connected to the coordinator.");
+        tmux.type_text(name);
+        tmux.press("Enter");
+        for prompt in ["Choose a password:", "Repeat the password:"] {
+            tmux.wait_for(
+                prompt,
+                |s| s.last().is_some_and(|l| l.ends_with(prompt)),
+                |_| {},
+            );
+            tmux.type_text(PASSWORD);
+            tmux.press("Enter");
+        }
+        tmux.wait_text(&format!("Logged in as {name}."));
+    };
+    let say = |tmux: &Tmux, line: &str| {
+        tmux.type_text(line);
+        tmux.press("Enter");
+    };
+    let alice = Tmux::start(&script(da.path()));
+    register(&alice, "alice");
+    wait_last(&alice, "Who do you want to chat with?");
+    let bob = Tmux::start(&script(db.path()));
+    register(&bob, "bob");
+    alice.wait_text("bob is online.");
+
+    say(&alice, "bob");
+    bob.wait_text("alice wants to chat with you. Accept? [y/n]");
+    wait_last(&bob, "Chat with alice? [y/n]");
+    say(&bob, "y");
+    wait_last(&alice, "alice → bob>");
+    wait_last(&bob, "bob → alice>");
+    say(&alice, "hi bob");
+    bob.wait_text("alice: hi bob");
+    say(&bob, "hello alice");
+    alice.wait_text("bob: hello alice");
+    say(&alice, "disconnect");
+    bob.wait_text("alice left the chat.");
+    say(&bob, "exit");
+    bob.wait_text("EXIT=0");
+    alice.wait_text("bob went offline.");
+    wait_last(&alice, "Who do you want to chat with?");
+    say(&alice, "bob");
+    wait_last(&alice, "alice → bob (kept)>");
+    say(&alice, "see you tomorrow");
+    alice.wait_text("(kept for bob)");
+    say(&alice, "disconnect");
+    wait_last(&alice, "Who do you want to chat with?");
+    let bob_first = bob.everything(false);
+    drop(bob);
+    let bob = Tmux::start(&script(db.path()));
+    bob.wait_text("Connected to the coordinator.");
+    say(&bob, "bob");
+    bob.wait_for(
+        "the password prompt",
+        |s| s.last().is_some_and(|l| l.ends_with("Password for bob:")),
+        |_| {},
+    );
+    say(&bob, PASSWORD);
+    bob.wait_text("alice: see you tomorrow");
+    alice.wait_text("1 kept message delivered to bob.");
+
+    let screens = [
+        ("alice", da.path(), alice.everything(false)),
+        (
+            "bob",
+            db.path(),
+            format!("{bob_first}\n{}", bob.everything(false)),
+        ),
+    ];
+    let digits = |s: &str| {
+        let mut out = String::new();
+        for c in s.chars() {
+            if c.is_ascii_digit() {
+                if !out.ends_with('#') {
+                    out.push('#');
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    let mut checked = 0;
+    let mut blocks = readme.split("<!-- walkthrough: ").skip(1);
+    for block in blocks.by_ref() {
+        let (who, rest) = block.split_once(" -->").expect("a walkthrough marker");
+        let (_, dir, screen) = screens
+            .iter()
+            .find(|(name, _, _)| *name == who)
+            .expect("a walkthrough user");
+        let body = rest
+            .split_once("```console\n")
+            .and_then(|(_, b)| b.split_once("\n```"))
+            .map(|(b, _)| b)
+            .expect("a console block after the marker");
+        let shown: Vec<String> = screen.lines().map(|l| digits(l.trim_end())).collect();
+        for line in body.lines().filter(|l| !l.starts_with("$ ")) {
+            let line = line.replace(&format!("/tmp/{who}"), &dir.display().to_string());
+            let want = digits(&line);
+            let found = match want.split_once('…') {
+                Some((prefix, _)) => shown.iter().any(|l| l.starts_with(prefix)),
+                None => shown.iter().any(|l| *l == want),
+            };
+            assert!(
+                found,
+                "{who}'s screen lacks the README's line {line:?}:\n{screen}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} README lines were checked");
 }
