@@ -158,7 +158,7 @@ fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
                 confirm_shown: false,
                 ..config
             };
-            let (handle, events) = engine::start(config).context("starting")?;
+            let (handle, events) = engine::start(config)?;
             anyhow::Ok(peer::send::run(handle, events, job).await)
         })?;
         match &outcome {
@@ -175,7 +175,7 @@ fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     let color = terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let saved = terminal.then(cli::terminal::save);
     let exit = runtime.block_on(async {
-        let (handle, events) = engine::start(config).context("starting")?;
+        let (handle, events) = engine::start(config)?;
         anyhow::Ok(cli::run(handle, events, terminal, color).await)
     });
     if let Some(saved) = saved {

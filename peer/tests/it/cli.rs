@@ -147,6 +147,18 @@ fn a_bad_coordinator_address_is_an_error_at_start() {
         assert!(err.ends_with(".\n"), "{err:?}");
         assert!(text(&out.stdout).is_empty(), "nothing else is said");
     }
+    // A data folder that is a file: said once, as a sentence.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let out = run_peer(&["--data-dir", file.to_str().unwrap()], None, "");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "peer: The data folder {} cannot be used: it exists and is not a folder.\n",
+            file.display()
+        )
+    );
 }
 
 #[test]
