@@ -277,139 +277,172 @@ impl Reader {
 
 /// The live terminal: one task owns the line editor; prompts change in
 /// place and lines print above the line being typed. Passwords are read
-/// here key by key and shown as stars.
+/// here key by key and shown as stars; the terminal stays in that mode
+/// until the front end shows another prompt, so nothing typed after a
+/// password (a second try, say) is ever echoed.
 async fn run_live(
-    mut editor: Readline,
-    mut writer: SharedWriter,
+    editor: Readline,
+    writer: SharedWriter,
     mut ctl: mpsc::Receiver<ToTerminal>,
     tx: mpsc::Sender<Input>,
 ) {
+    let mut live = Live {
+        editor,
+        writer,
+        unprinted: VecDeque::new(),
+        stuck: false,
+        secret: None,
+    };
     let mut gen = 0;
-    let mut secret: Option<Secret> = None;
     let mut keys: Option<EventStream> = None;
-    // Lines the editor's writer had no room for yet.
-    let mut unprinted: VecDeque<String> = VecDeque::new();
-    // The writer holds a line it could not pass on yet.
-    let mut stuck = false;
+    let mut ended = false;
     loop {
-        if stuck {
-            stuck = !offer(&mut writer, b"");
-        }
-        while !stuck {
-            let Some(line) = unprinted.pop_front() else {
-                break;
-            };
-            stuck = !offer(&mut writer, format!("{line}\n").as_bytes());
-        }
-        if let Some(pw) = secret.as_mut() {
+        live.pump();
+        let cmd = if ended {
+            // The input is over; prints still go out until the front end
+            // closes.
+            ctl.recv().await
+        } else if let Some(pw) = live.secret.as_mut() {
             let keys = keys.get_or_insert_with(EventStream::new);
             tokio::select! {
-                cmd = ctl.recv() => match cmd {
-                    None => break,
-                    Some(ToTerminal::Print(line)) => pw.print_above(&line),
-                    Some(ToTerminal::Prompt { text, secret: s, gen: g }) => {
-                        pw.leave();
-                        gen = g;
-                        secret = s.then(|| Secret::start(text.clone()));
-                        let _ = editor.update_prompt(if s { "" } else { &text });
-                        if let Some(pw) = &secret { pw.render(); }
-                    }
-                    Some(ToTerminal::Close(done)) => {
-                        pw.leave();
-                        let _ = editor.flush();
-                        let _ = done.send(());
-                        break;
-                    }
-                },
+                cmd = ctl.recv() => cmd,
                 key = keys.next() => {
                     let item = match key {
                         Some(Ok(ev)) => pw.key(ev),
                         _ => Some(Input::Eof),
                     };
                     if let Some(item) = item {
-                        let item = match item {
-                            Input::Line(l, _) => {
-                                // Typing goes on in the editor (a line typed
-                                // ahead is not hidden, nor lost).
-                                secret = None;
-                                let _ = editor.update_prompt("");
-                                Input::Line(l, gen)
-                            }
-                            other => other,
-                        };
-                        let end = matches!(item, Input::Eof | Input::Interrupted);
-                        if tx.send(item).await.is_err() || end {
-                            break;
+                        if let Input::Line(..) = item {
+                            // The same question, on the next line, until
+                            // the front end asks another.
+                            let again = Secret::start(pw.prompt.clone());
+                            again.render();
+                            live.secret = Some(again);
                         }
+                        ended = send_input(&tx, item, gen).await;
                     }
+                    continue;
                 }
             }
-            continue;
-        }
-        tokio::select! {
-            biased;
-            // The editor passes printed lines on while it reads; this
-            // comes back for those it had no room for.
-            _ = tokio::time::sleep(std::time::Duration::from_millis(10)), if stuck => {}
-            cmd = ctl.recv(), if unprinted.len() < PRINT_QUEUE => match cmd {
-                None => break,
-                Some(ToTerminal::Print(line)) => unprinted.push_back(line),
-                Some(ToTerminal::Prompt { text, secret: s, gen: g }) => {
-                    gen = g;
-                    if s {
-                        let _ = editor.update_prompt("");
-                        let pw = Secret::start(text);
-                        pw.render();
-                        secret = Some(pw);
-                    } else {
-                        let _ = editor.update_prompt(&text);
-                    }
-                }
-                Some(ToTerminal::Close(done)) => {
-                    // What is left is printed as the editor lets go.
-                    let _ = editor.flush();
-                    let mut out = std::io::stdout().lock();
-                    for line in unprinted.drain(..) {
-                        let _ = write!(out, "{line}\r\n");
-                    }
-                    let _ = out.flush();
-                    let _ = done.send(());
-                    break;
-                }
-            },
-            read = editor.readline() => {
-                let item = match read {
-                    Ok(ReadlineEvent::Line(line)) if line.len() > MAX_LINE_BYTES => Input::TooLong(line.len()),
-                    Ok(ReadlineEvent::Line(line)) => {
-                        if !line.trim().is_empty() {
-                            editor.add_history_entry(line.clone());
-                        }
-                        Input::Line(line, gen)
-                    }
-                    Ok(ReadlineEvent::Interrupted) => Input::Interrupted,
-                    Ok(ReadlineEvent::Eof) | Err(_) => Input::Eof,
-                };
-                let end = matches!(item, Input::Eof | Input::Interrupted);
-                if tx.send(item).await.is_err() || end {
-                    // Prints still go out until the front end closes.
-                    while let Some(cmd) = ctl.recv().await {
-                        match cmd {
-                            ToTerminal::Print(line) => {
-                                offer(&mut writer, format!("{line}\n").as_bytes());
+        } else {
+            tokio::select! {
+                biased;
+                // The editor passes printed lines on while it reads; this
+                // comes back for those it had no room for.
+                _ = tokio::time::sleep(std::time::Duration::from_millis(10)), if live.stuck => continue,
+                cmd = ctl.recv(), if live.unprinted.len() < PRINT_QUEUE => cmd,
+                read = live.editor.readline() => {
+                    let item = match read {
+                        Ok(ReadlineEvent::Line(line)) if line.len() > MAX_LINE_BYTES => Input::TooLong(line.len()),
+                        Ok(ReadlineEvent::Line(line)) => {
+                            if !line.trim().is_empty() {
+                                live.editor.add_history_entry(line.clone());
                             }
-                            ToTerminal::Prompt { .. } => {}
-                            ToTerminal::Close(done) => {
-                                let _ = editor.flush();
-                                let _ = done.send(());
-                                break;
-                            }
+                            Input::Line(line, 0)
                         }
-                        let _ = editor.update_prompt("");
-                    }
-                    break;
+                        Ok(ReadlineEvent::Interrupted) => Input::Interrupted,
+                        Ok(ReadlineEvent::Eof) | Err(_) => Input::Eof,
+                    };
+                    ended = send_input(&tx, item, gen).await;
+                    continue;
                 }
             }
+        };
+        match cmd {
+            None => break,
+            Some(ToTerminal::Print(line)) => live.print(line),
+            Some(ToTerminal::Prompt {
+                text,
+                secret,
+                gen: g,
+            }) => {
+                gen = g;
+                live.prompt(text, secret);
+            }
+            Some(ToTerminal::Close(done)) => {
+                live.close();
+                let _ = done.send(());
+                break;
+            }
         }
+    }
+}
+
+/// Hands a read item to the front end, tagged with the prompt's number;
+/// true when input is over (the end, Ctrl+C, or nobody listens).
+async fn send_input(tx: &mpsc::Sender<Input>, item: Input, gen: u64) -> bool {
+    let item = match item {
+        Input::Line(line, _) => Input::Line(line, gen),
+        other => other,
+    };
+    let end = matches!(item, Input::Eof | Input::Interrupted);
+    tx.send(item).await.is_err() || end
+}
+
+/// The live terminal's screen: the editor, or a password being typed.
+struct Live {
+    editor: Readline,
+    writer: SharedWriter,
+    /// Lines the editor's writer had no room for yet.
+    unprinted: VecDeque<String>,
+    /// The writer holds a line it could not pass on yet.
+    stuck: bool,
+    /// A password is being typed (the editor is not read meanwhile).
+    secret: Option<Secret>,
+}
+
+impl Live {
+    /// Passes held lines on to the editor, as far as it takes them.
+    fn pump(&mut self) {
+        if self.stuck {
+            self.stuck = !offer(&mut self.writer, b"");
+        }
+        while !self.stuck {
+            let Some(line) = self.unprinted.pop_front() else {
+                break;
+            };
+            self.stuck = !offer(&mut self.writer, format!("{line}\n").as_bytes());
+        }
+    }
+
+    fn print(&mut self, line: String) {
+        match &self.secret {
+            Some(pw) => pw.print_above(&line),
+            None => self.unprinted.push_back(line),
+        }
+    }
+
+    /// Prints whatever the editor holds, and takes its prompt away: it
+    /// is not read (nor drawn) until it gets a prompt again.
+    fn settle(&mut self) {
+        let _ = self.editor.update_prompt("");
+        let _ = self.editor.flush();
+        let mut out = std::io::stdout().lock();
+        for line in self.unprinted.drain(..) {
+            let _ = write!(out, "\r\x1b[2K{line}\r\n");
+        }
+        let _ = out.flush();
+    }
+
+    fn prompt(&mut self, text: String, secret: bool) {
+        if let Some(mut pw) = self.secret.take() {
+            pw.leave();
+        }
+        if secret {
+            self.settle();
+            let pw = Secret::start(text);
+            pw.render();
+            self.secret = Some(pw);
+        } else {
+            let _ = self.editor.update_prompt(&text);
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some(mut pw) = self.secret.take() {
+            pw.leave();
+        }
+        self.settle();
     }
 }
 
