@@ -674,6 +674,139 @@ mod tests {
         assert_eq!(rotated.ca_fingerprint, issued.ca_fingerprint);
     }
 
+    fn name(s: &str) -> SubjectName {
+        s.parse().unwrap()
+    }
+
+    /// Does `leaf` verify against the CA file in `dir` for `server_name`?
+    fn verifies(dir: &Path, leaf: &CertificateDer<'static>, server_name: &str) -> bool {
+        use rustls::client::danger::ServerCertVerifier;
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in load_ca_certs(&dir.join(CA_CERT_FILE)).unwrap() {
+            roots.add(ca).unwrap();
+        }
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .unwrap();
+        let sn = ServerName::try_from(server_name.to_string()).unwrap();
+        verifier
+            .verify_server_cert(leaf, &[], &sn, &[], rustls::pki_types::UnixTime::now())
+            .is_ok()
+    }
+
+    #[test]
+    fn names_are_ips_or_dns_names() {
+        assert_eq!(name("192.0.2.7"), SubjectName::Ip([192, 0, 2, 7].into()));
+        assert_eq!(
+            name("::1"),
+            SubjectName::Ip(std::net::Ipv6Addr::LOCALHOST.into())
+        );
+        assert_eq!(
+            name("Chat.Example.COM."),
+            SubjectName::Dns("chat.example.com".into())
+        );
+        for bad in ["", "bad name", "a..b", "-x-.example.com/", "ä.example"] {
+            assert!(
+                matches!(bad.parse::<SubjectName>(), Err(CertError::BadName(_))),
+                "{bad:?}"
+            );
+        }
+        let err = "bad name".parse::<SubjectName>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "'bad name' is neither a DNS name nor an IP address"
+        );
+    }
+
+    #[test]
+    fn a_self_made_certificate_names_what_was_asked_and_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = dir.path().join("tls");
+        let extra = [name("chat.example.com"), name("192.0.2.7")];
+        let (identity, prepared) = ensure_self_made_coordinator_identity(&tls, &extra).unwrap();
+        assert!(matches!(
+            prepared,
+            Prepared::Created(Issued { new_ca: true, .. })
+        ));
+        assert!(!tls.join(CA_KEY_FILE).exists(), "the CA key is not kept");
+        let leaf = &identity.chain[0];
+        let mut all = extra.to_vec();
+        all.extend(default_coordinator_names());
+        assert_eq!(names_not_covered(leaf, &all).unwrap(), vec![]);
+        assert_eq!(
+            names_not_covered(leaf, &[name("other.example.com"), name("192.0.2.8")]).unwrap(),
+            vec![name("other.example.com"), name("192.0.2.8")]
+        );
+        for server_name in ["chat.example.com", "192.0.2.7", "localhost", "127.0.0.1"] {
+            assert!(verifies(&tls, leaf, server_name), "{server_name}");
+        }
+        assert!(!verifies(&tls, leaf, "other.example.com"));
+
+        // Asked again for names it has (or fewer): the same certificate.
+        let (again, prepared) = ensure_self_made_coordinator_identity(&tls, &extra[..1]).unwrap();
+        assert!(matches!(prepared, Prepared::Existing));
+        assert_eq!(again.fingerprint(), identity.fingerprint());
+    }
+
+    #[test]
+    fn a_missing_name_is_reissued_from_the_same_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        // An operator's folder: the CA key is there.
+        let first = issue_coordinator_files(dir.path(), &["localhost".into()], &[]).unwrap();
+        let old_leaf = file_fingerprint(&dir.path().join(COORDINATOR_CERT_FILE)).unwrap();
+        let extra = [name("chat.example.com")];
+        let (identity, prepared) =
+            ensure_self_made_coordinator_identity(dir.path(), &extra).unwrap();
+        match prepared {
+            Prepared::Reissued { added } => assert_eq!(added, extra.to_vec()),
+            other => panic!("expected a reissue, got {other:?}"),
+        }
+        assert_ne!(identity.fingerprint(), old_leaf, "a new certificate");
+        assert_eq!(
+            file_fingerprint(&dir.path().join(CA_CERT_FILE)).unwrap(),
+            first.ca_fingerprint,
+            "the same CA"
+        );
+        assert!(verifies(dir.path(), &identity.chain[0], "chat.example.com"));
+        assert!(verifies(dir.path(), &identity.chain[0], "localhost"));
+    }
+
+    #[test]
+    fn without_the_ca_key_a_missing_name_is_refused_and_nothing_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (identity, _) = ensure_self_made_coordinator_identity(dir.path(), &[]).unwrap();
+        let err = ensure_self_made_coordinator_identity(dir.path(), &[name("chat.example.com")])
+            .unwrap_err();
+        match &err {
+            CertError::NamesNotCovered { missing, .. } => {
+                assert_eq!(missing, &vec![name("chat.example.com")])
+            }
+            other => panic!("expected NamesNotCovered, got {other:?}"),
+        }
+        let text = err.to_string();
+        assert!(
+            text.contains("does not name chat.example.com") && text.contains("p2pchat-certs"),
+            "{text}"
+        );
+        let (again, prepared) = ensure_self_made_coordinator_identity(dir.path(), &[]).unwrap();
+        assert!(matches!(prepared, Prepared::Existing));
+        assert_eq!(again.fingerprint(), identity.fingerprint());
+    }
+
+    #[test]
+    fn an_operator_certificate_without_localhost_is_not_reissued() {
+        let dir = tempfile::tempdir().unwrap();
+        issue_coordinator_files(dir.path(), &["chat.example.com".into()], &[]).unwrap();
+        let before = file_fingerprint(&dir.path().join(COORDINATOR_CERT_FILE)).unwrap();
+        let (identity, prepared) =
+            ensure_self_made_coordinator_identity(dir.path(), &[name("chat.example.com")]).unwrap();
+        assert!(matches!(prepared, Prepared::Existing), "{prepared:?}");
+        assert_eq!(identity.fingerprint(), before);
+    }
+
     #[test]
     fn broken_pem_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
