@@ -123,7 +123,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let identity = match (&args.cert, &args.key) {
         (Some(cert), Some(key)) => {
             certs::check_key_permissions(key)?;
-            let identity = certs::load_identity(cert, key).context("loading --cert/--key")?;
+            let identity =
+                certs::load_identity(cert, key).context("cannot load --cert and --key")?;
             if let Some(leaf) = identity.chain.first() {
                 let missing = certs::names_not_covered(leaf, &args.names)?;
                 if !missing.is_empty() {
@@ -216,8 +217,15 @@ fn names_text(names: &[certs::SubjectName]) -> String {
 /// Creates `dir` with mode 0700, or narrows an existing one that group or
 /// others may use (it holds keys and password hashes), saying so.
 fn private_dir(dir: &Path) -> anyhow::Result<()> {
-    certs::create_private_dir(dir)
-        .with_context(|| format!("cannot create data folder {}", dir.display()))?;
+    if dir.exists() && !dir.is_dir() {
+        anyhow::bail!("{} is a file, not a folder", dir.display());
+    }
+    match certs::create_private_dir(dir) {
+        Err(certs::CertError::Io { path, source }) => {
+            anyhow::bail!("cannot create the folder {}: {source}", path.display())
+        }
+        other => other?,
+    }
     narrow(dir, 0o700)
 }
 

@@ -12,7 +12,7 @@ use common::tls::{
 };
 use common::Fingerprint;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
@@ -322,13 +322,31 @@ async fn the_database_of_a_serving_coordinator_is_left_alone() {
 
 /// A serving `coordinator` binary and the lines it printed before listening.
 struct Serving {
-    _child: Child,
+    child: Child,
     _stdout: Lines<BufReader<ChildStdout>>,
     addr: SocketAddr,
     lines: Vec<String>,
+    stderr: PathBuf,
 }
 
+impl Serving {
+    /// What it wrote on standard error so far.
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap()
+    }
+
+    /// Kills it and waits until it is gone (and its lock with it).
+    async fn stop(mut self) {
+        within("the coordinator to die", self.child.kill())
+            .await
+            .unwrap();
+    }
+}
+
+/// Starts the binary on `data` (its standard error goes to a file beside
+/// `data`).
 async fn serve(data: &Path, extra: &[&str]) -> Serving {
+    let stderr = data.with_extension("stderr.log");
     let mut child = binary()
         .arg("--data-dir")
         .arg(data)
@@ -336,7 +354,7 @@ async fn serve(data: &Path, extra: &[&str]) -> Serving {
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
         .expect("spawn the coordinator binary");
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -352,10 +370,11 @@ async fn serve(data: &Path, extra: &[&str]) -> Serving {
         lines.push(line);
     };
     Serving {
-        _child: child,
+        child,
         _stdout: stdout,
         addr,
         lines,
+        stderr,
     }
 }
 
@@ -462,6 +481,75 @@ async fn names_given_with_name_are_in_the_certificate() {
         .await
         .expect_err("a name not given is refused");
     assert!(common::tls::is_certificate_rejection(&err), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_new_name_reissues_the_certificate_from_the_ca_in_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tls = data.join("tls");
+    // An operator's folder, CA key included.
+    certs::issue_coordinator_files(&tls, &["localhost".into()], &[]).unwrap();
+    let ca = tls.join(certs::CA_CERT_FILE);
+    let ca_before = certs::file_fingerprint(&ca).unwrap();
+    let leaf_before = certs::file_fingerprint(&tls.join(certs::COORDINATOR_CERT_FILE)).unwrap();
+
+    let serving = serve(&data, &["--name", "chat.example.com"]).await;
+    let log = serving.stderr();
+    assert!(
+        log.contains("did not name chat.example.com: reissued it"),
+        "the log says so: {log}"
+    );
+    assert_eq!(certs::file_fingerprint(&ca).unwrap(), ca_before, "same CA");
+    let leaf = certs::file_fingerprint(&tls.join(certs::COORDINATOR_CERT_FILE)).unwrap();
+    assert_ne!(leaf, leaf_before, "a new certificate");
+    assert!(
+        serving.lines.contains(&certificate_fingerprint_line(&leaf)),
+        "the new fingerprint is printed: {:?}",
+        serving.lines
+    );
+    handshake_with_ca(serving.addr, &ca, "chat.example.com")
+        .await
+        .expect("a client trusting the old CA file reaches the new name");
+    serving.stop().await;
+
+    // Asked again for the same name: nothing to reissue.
+    let serving = serve(&data, &["--name", "chat.example.com"]).await;
+    assert!(
+        !serving.stderr().contains("reissued"),
+        "{}",
+        serving.stderr()
+    );
+    assert_eq!(
+        certs::file_fingerprint(&tls.join(certs::COORDINATOR_CERT_FILE)).unwrap(),
+        leaf
+    );
+}
+
+#[tokio::test]
+async fn without_the_ca_key_a_new_name_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    serve(&data, &[]).await.stop().await;
+    let leaf = data.join("tls").join(certs::COORDINATOR_CERT_FILE);
+    let before = certs::file_fingerprint(&leaf).unwrap();
+    let out = within(
+        "the coordinator to refuse",
+        binary()
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen", "127.0.0.1:0", "--name", "chat.example.com"])
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap();
+    let err = failed(&out);
+    assert!(
+        err.contains("does not name chat.example.com") && err.contains("p2pchat-certs"),
+        "{err}"
+    );
+    assert_eq!(certs::file_fingerprint(&leaf).unwrap(), before);
 }
 
 #[tokio::test]
