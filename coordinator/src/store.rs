@@ -174,18 +174,4 @@ impl Store {
             })
             .await
     }
-
-    /// Session tokens stored for `name` (expired or not), for checks.
-    pub async fn token_count(&self, name: &str) -> Result<i64, DbError> {
-        let name = name.to_string();
-        self.db
-            .call(move |c| {
-                c.query_row(
-                    "SELECT count(*) FROM tokens WHERE name = ?1",
-                    [&name],
-                    |r| r.get(0),
-                )
-            })
-            .await
-    }
 }

@@ -112,10 +112,11 @@ async fn try_login(tc: &TestCoordinator, name: &str, password: &str) -> SessionR
 }
 
 #[tokio::test]
-async fn list_shows_each_account_with_its_last_login() {
+async fn list_shows_each_account_with_its_last_login_or_resume() {
     let mut tc = TestCoordinator::start().await;
     let before = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
-    let alice = tc.user("alice").await;
+    let mut alice = tc.client().await;
+    let welcome = alice.register("alice", PASSWORD).await;
     alice.leave();
     tc.shutdown().await;
 
@@ -125,6 +126,30 @@ async fn list_shows_each_account_with_its_last_login() {
     assert!(created.ends_with("UTC") && created >= before, "{list}");
     assert!(last.ends_with("UTC") && last >= created, "{list}");
     assert!(list.ends_with("1 account.\n"), "{list}");
+
+    // A resume with the session token counts as a login too.
+    let db = tc.data_dir().join(coordinator::store::DB_FILE);
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("UPDATE accounts SET last_login_at_ms = NULL", [])
+        .unwrap();
+    let list = succeeded(&operator(tc.data_dir(), &["accounts", "list"], "").await);
+    assert_eq!(row(&list, "alice").unwrap().1, "never", "{list}");
+    tc.restart().await;
+    let mut c = tc.client().await;
+    c.hello().await;
+    let reply = c
+        .ask(SessionRequest::Resume {
+            name: "alice".into(),
+            token: welcome.token,
+        })
+        .await;
+    assert!(matches!(reply, SessionResponse::Welcome(_)), "{reply:?}");
+    c.leave();
+    tc.shutdown().await;
+    let list = succeeded(&operator(tc.data_dir(), &["accounts", "list"], "").await);
+    let (_, last) = row(&list, "alice").unwrap();
+    assert!(last.ends_with("UTC") && last >= created, "{list}");
 }
 
 #[tokio::test]
