@@ -149,7 +149,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let coordinator = Coordinator::from_parts(config, socket, lock, &identity)?;
     println!("listening on {}", coordinator.local_addr()?);
     coordinator.run(shutdown_signal()).await;
-    println!("coordinator stopped");
+    println!("Coordinator stopped.");
     Ok(())
 }
 
@@ -168,11 +168,11 @@ fn self_made_identity(
         .with_context(|| format!("cannot prepare the certificates in {}", tls_dir.display()))?;
     match prepared {
         certs::Prepared::Created(issued) if issued.new_ca => {
-            println!("created a CA and a certificate in {}", tls_dir.display());
+            println!("Created a CA and a certificate in {}.", tls_dir.display());
         }
         certs::Prepared::Created(_) => {
             println!(
-                "created a certificate signed by the CA in {}",
+                "Created a certificate signed by the CA in {}.",
                 tls_dir.display()
             );
         }
@@ -248,7 +248,7 @@ fn narrow(path: &Path, want: u32) -> anyhow::Result<()> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(want))
             .with_context(|| format!("cannot restrict {}", path.display()))?;
         eprintln!(
-            "warning: {} was accessible to group or others (mode {mode:03o}); set it to {want:03o}",
+            "Warning: {} was accessible to group or others (mode {mode:03o}); set it to {want:03o}.",
             path.display()
         );
     }
