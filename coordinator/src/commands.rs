@@ -35,8 +35,9 @@ pub enum AccountsCommand {
         #[command(flatten)]
         data: DataDirArg,
     },
-    /// Set a new password for an account and revoke its session tokens. The
-    /// password is read from --password-file, or else from the terminal
+    /// Set a new password for an account and revoke its session tokens.
+    ///
+    /// The password is read from --password-file, or else from the terminal
     /// (asked twice, hidden) or the first line of standard input.
     ResetPassword {
         /// The account's name.

@@ -453,6 +453,11 @@ async fn the_printed_fingerprint_is_the_one_a_client_pins() {
         .seen()
         .expect("a fingerprint seen in the handshake");
     assert_eq!(printed, certificate_fingerprint_line(&seen));
+    assert_eq!(
+        Fingerprint::of_connection(&conn),
+        Some(seen),
+        "the certificate the connection presented"
+    );
     conn.close(0u32.into(), b"");
 
     // The operator command, while it serves, prints the same line.
