@@ -6,6 +6,9 @@
 //! - [`auth`]: Argon2id hashing off the executor, login throttling.
 //! - [`hub`], [`presence`], [`signaling`]: who is online, pending requests.
 //! - [`store`]: the SQLite accounts database.
+//! - [`lock`]: the data folder's lock, held by a serving coordinator.
+//! - [`operator`]: operator commands on the accounts database (list,
+//!   delete, reset a password), refused while a coordinator serves it.
 //! - `source`: what counts as one source address (an IPv6 /64 is one).
 //!
 //! The coordinator never sees chat text: peers talk directly once introduced.
@@ -13,6 +16,8 @@
 pub mod admission;
 pub mod auth;
 pub mod hub;
+pub mod lock;
+pub mod operator;
 pub mod presence;
 pub mod server;
 pub mod session;
@@ -23,7 +28,7 @@ pub mod store;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use server::{Coordinator, ServerError};
+pub use server::{bind_socket, Coordinator, ServerError};
 
 /// Coordinator settings.
 #[derive(Debug, Clone)]

@@ -4,8 +4,15 @@
 //! serves until any shutdown future completes, then closes every connection
 //! with [`CloseCode::SHUTDOWN`] so peers are told the coordinator is going
 //! away. Tests bind `127.0.0.1:0` and pass a oneshot as the shutdown.
+//!
+//! The binary works in steps instead, so that nothing is written before the
+//! address is known to be free: [`bind_socket`] first, then the data folder's
+//! lock ([`crate::lock`]) and the certificates, then
+//! [`Coordinator::from_parts`]. A coordinator holds the lock until `run`
+//! returns, so the operator commands refuse to touch its database.
 
 use crate::admission::{Admission, Decision};
+use crate::lock::{DataLock, LockError};
 use crate::{auth::Auth, hub::Hub, session, store::Store, Config, Shared};
 use common::close::CloseCode;
 use common::tls::{coordinator_server_config, Identity, TlsError};
@@ -37,6 +44,18 @@ pub enum ServerError {
     /// The database could not be opened.
     #[error(transparent)]
     Db(#[from] common::db::DbError),
+    /// Another process works on the data folder (see [`crate::lock`]).
+    #[error(transparent)]
+    Lock(#[from] LockError),
+}
+
+/// Binds the UDP socket a coordinator will serve on; nothing else is
+/// touched, so a taken address is reported before any file is made.
+pub fn bind_socket(listen: SocketAddr) -> Result<std::net::UdpSocket, ServerError> {
+    std::net::UdpSocket::bind(listen).map_err(|source| ServerError::Bind {
+        addr: listen,
+        source,
+    })
 }
 
 /// A bound coordinator, ready to run.
@@ -44,22 +63,43 @@ pub enum ServerError {
 pub struct Coordinator {
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
+    lock: DataLock,
 }
 
 impl Coordinator {
-    /// Opens the database and binds `listen` with `identity`.
+    /// Binds `listen`, takes the data folder's lock, opens the database and
+    /// serves with `identity`. Must be called inside a tokio runtime.
     pub fn bind(
         config: Config,
         listen: SocketAddr,
         identity: &Identity,
     ) -> Result<Coordinator, ServerError> {
+        let socket = bind_socket(listen)?;
+        let lock = DataLock::acquire(&config.data_dir)?;
+        Coordinator::from_parts(config, socket, lock, identity)
+    }
+
+    /// A coordinator on an already bound `socket`, holding the lock of
+    /// `config.data_dir` (taken by the caller, see [`DataLock::acquire`]).
+    /// Opens the database. Must be called inside a tokio runtime.
+    pub fn from_parts(
+        config: Config,
+        socket: std::net::UdpSocket,
+        lock: DataLock,
+        identity: &Identity,
+    ) -> Result<Coordinator, ServerError> {
         let server_config = coordinator_server_config(identity)?;
         let store = Store::open(&config.data_dir)?;
-        let endpoint =
-            quinn::Endpoint::server(server_config, listen).map_err(|source| ServerError::Bind {
-                addr: listen,
-                source,
-            })?;
+        let addr = socket
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|source| ServerError::Bind { addr, source })?;
         let shared = Arc::new(Shared {
             auth: Auth::new(config.auth.clone()),
             admission: Admission::new(config.limits.clone()),
@@ -67,7 +107,11 @@ impl Coordinator {
             store,
             config,
         });
-        Ok(Coordinator { endpoint, shared })
+        Ok(Coordinator {
+            endpoint,
+            shared,
+            lock,
+        })
     }
 
     /// The address actually bound.
@@ -77,7 +121,12 @@ impl Coordinator {
 
     /// Serves until `shutdown` completes, then closes every connection.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Coordinator { endpoint, shared } = self;
+        // The lock is held until the last line of this function.
+        let Coordinator {
+            endpoint,
+            shared,
+            lock: _lock,
+        } = self;
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         tasks.spawn(sweep(shared.clone(), cancel.clone()));

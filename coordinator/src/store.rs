@@ -1,13 +1,15 @@
-//! The coordinator's SQLite database: accounts (name and Argon2id PHC string)
-//! and session tokens (stored only as SHA-256 hashes, with an expiry).
-//! Every call runs on the database thread of [`common::db::Db`].
+//! The coordinator's SQLite database: accounts (name, Argon2id PHC string,
+//! when it was created and last logged in) and session tokens (stored only
+//! as SHA-256 hashes, with an expiry). Every call runs on the database
+//! thread of [`common::db::Db`].
 
 use common::db::{Db, DbError};
 use rusqlite::OptionalExtension;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE accounts (
         name TEXT PRIMARY KEY NOT NULL,
         phc TEXT NOT NULL,
@@ -19,10 +21,25 @@ const MIGRATIONS: &[&str] = &["
         expires_at_ms INTEGER NOT NULL
     );
     CREATE INDEX tokens_expiry ON tokens(expires_at_ms);
-"];
+",
+    "
+    ALTER TABLE accounts ADD COLUMN last_login_at_ms INTEGER;
+",
+];
 
 /// File name of the database inside the data folder.
 pub const DB_FILE: &str = "coordinator.sqlite3";
+
+/// One account as the operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountInfo {
+    /// The (normalised) name.
+    pub name: String,
+    /// When it was created, in milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// When it last logged in or resumed, if ever since the column exists.
+    pub last_login_at_ms: Option<i64>,
+}
 
 /// The accounts store.
 #[derive(Clone, Debug)]
@@ -74,13 +91,19 @@ impl Store {
             .await
     }
 
-    /// Stores the hash of a new session token for `name`, and drops expired ones.
+    /// Records a successful login or resume of `name`: stores the hash of
+    /// its new session token, sets its last login to now, and drops expired
+    /// tokens, in one transaction.
     pub async fn add_token(&self, name: &str, token: &str, valid_ms: i64) -> Result<(), DbError> {
         let (name, hash) = (name.to_string(), token_hash(token));
         self.db
             .call(move |c| {
                 let now = common::ids::now_millis();
                 c.execute("DELETE FROM tokens WHERE expires_at_ms < ?1", [now])?;
+                c.execute(
+                    "UPDATE accounts SET last_login_at_ms = ?2 WHERE name = ?1",
+                    rusqlite::params![name, now],
+                )?;
                 c.execute(
                     "INSERT OR REPLACE INTO tokens (hash, name, expires_at_ms) VALUES (?1, ?2, ?3)",
                     rusqlite::params![hash, name, now + valid_ms],
@@ -99,6 +122,54 @@ impl Store {
                     "DELETE FROM tokens WHERE hash = ?1 AND name = ?2 AND expires_at_ms >= ?3",
                     rusqlite::params![hash, name, common::ids::now_millis()],
                 )?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    /// Every account, by name.
+    pub async fn list_accounts(&self) -> Result<Vec<AccountInfo>, DbError> {
+        self.db
+            .call(|c| {
+                let mut stmt = c.prepare(
+                    "SELECT name, created_at_ms, last_login_at_ms FROM accounts ORDER BY name",
+                )?;
+                let rows = stmt.query_map([], |r| {
+                    Ok(AccountInfo {
+                        name: r.get(0)?,
+                        created_at_ms: r.get(1)?,
+                        last_login_at_ms: r.get(2)?,
+                    })
+                })?;
+                rows.collect()
+            })
+            .await
+    }
+
+    /// Deletes `name` and its session tokens; false when there was no such
+    /// account.
+    pub async fn delete_account(&self, name: &str) -> Result<bool, DbError> {
+        let name = name.to_string();
+        self.db
+            .call(move |c| {
+                c.execute("DELETE FROM tokens WHERE name = ?1", [&name])?;
+                Ok(c.execute("DELETE FROM accounts WHERE name = ?1", [&name])? == 1)
+            })
+            .await
+    }
+
+    /// Replaces the password hash of `name` and revokes its session tokens,
+    /// so nobody resumes with a token issued under the old password; false
+    /// when there is no such account.
+    pub async fn set_password(&self, name: &str, phc: String) -> Result<bool, DbError> {
+        let name = name.to_string();
+        self.db
+            .call(move |c| {
+                let n = c.execute(
+                    "UPDATE accounts SET phc = ?2 WHERE name = ?1",
+                    rusqlite::params![name, phc],
+                )?;
+                c.execute("DELETE FROM tokens WHERE name = ?1", [&name])?;
                 Ok(n == 1)
             })
             .await

@@ -1,6 +1,7 @@
 //! Integration tests of the coordinator: an in-process server on
 //! `127.0.0.1:0` driven by raw protocol clients, and the real `coordinator`
-//! binary driven through its output and signals.
+//! binary driven through its output and signals, and its operator commands
+//! on real database files.
 
 #![allow(clippy::unwrap_used)]
 
@@ -9,6 +10,7 @@ mod lifecycle;
 mod limits;
 mod login;
 mod memory;
+mod operator;
 mod permissions;
 mod presence;
 mod signaling;
