@@ -82,20 +82,9 @@ fn main() -> std::process::ExitCode {
     match run(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("peer: {}.", sentence(&format!("{e:#}")));
+            eprintln!("peer: {}", common::report::sentence(e.as_ref()));
             std::process::ExitCode::from(2)
         }
-    }
-}
-
-/// A message as a sentence: a capital first letter, no final full stop
-/// (the caller adds one).
-fn sentence(text: &str) -> String {
-    let text = text.trim_end_matches('.');
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
     }
 }
 

@@ -12,6 +12,7 @@ pub mod terminal;
 
 use crate::engine::{ChatEnd, Command, EngineHandle, Event};
 use common::names::{check_password, normalize_username};
+use common::report::sentence;
 use input::{Input, Reader};
 use render::Style;
 use std::collections::VecDeque;
@@ -441,7 +442,7 @@ impl Cli {
                         self.set(State::CheckingName);
                         self.send(Command::Username(trimmed.to_string())).await;
                     }
-                    Err(e) => self.say(&self.style.error(&format!("{e}. Try again."))),
+                    Err(e) => self.say(&self.style.error(&format!("{} Try again.", sentence(&e)))),
                 }
             }
             State::Password { name } => {
@@ -453,7 +454,11 @@ impl Cli {
             }
             State::NewPassword { name } => match check_password(&line) {
                 Ok(()) => self.set(State::RepeatPassword { name, first: line }),
-                Err(e) => self.say(&self.style.error(&format!("{e}. Choose another."))),
+                Err(e) => self.say(
+                    &self
+                        .style
+                        .error(&format!("{} Choose another.", sentence(&e))),
+                ),
             },
             State::RepeatPassword { name, first } => {
                 if line == first {
@@ -484,7 +489,7 @@ impl Cli {
                         self.set(State::Asking { name: name.clone() });
                         self.send(Command::Chat(name)).await;
                     }
-                    Err(e) => self.say(&self.style.error(&format!("{e}. Try again."))),
+                    Err(e) => self.say(&self.style.error(&format!("{} Try again.", sentence(&e)))),
                 }
             }
             State::Requesting { name } => {
@@ -561,11 +566,14 @@ impl Cli {
                 }
             }
             Event::Connected => self.unreachable = false,
-            // One quit is told once: "signed out" already said it.
+            // One quit is told once: the end of the chat says it (the
+            // coordinator's word may come first or second).
             Event::Presence {
                 name,
                 online: false,
-            } if self.signed_out.as_deref() == Some(name.as_str()) => {
+            } if self.signed_out.as_deref() == Some(name.as_str())
+                || self.state == (State::Chatting { with: name.clone() }) =>
+            {
                 self.signed_out = None;
                 return;
             }

@@ -883,3 +883,36 @@ fn the_readme_walkthrough_is_what_the_terminal_shows() {
     }
     assert!(checked >= 20, "only {checked} README lines were checked");
 }
+
+/// A refused password (too short) and a mismatched repeat: the question
+/// comes again and every try stays hidden; what went wrong is said, as a
+/// sentence, above the prompt.
+#[test]
+fn a_refused_password_and_every_later_try_stay_hidden() {
+    let coord = CoordinatorProcess::start();
+    let data = tempfile::tempdir().unwrap();
+    let tmux = Tmux::start(&peer_script(&coord, data.path(), "NO_COLOR=1"));
+    tmux.wait_text("Connected to the coordinator.");
+    type_slowly(&tmux, "al ice", |t| format!("Username: {t}"));
+    tmux.press("Enter");
+    tmux.wait_text("A username may only hold");
+    type_slowly(&tmux, "dave", |t| format!("Username: {t}"));
+    tmux.press("Enter");
+    tmux.wait_text("Choose a password:");
+    tmux.type_text("short");
+    tmux.press("Enter");
+    tmux.wait_text("A password has at least 8");
+    type_secret(&tmux, "Choose a password:");
+    tmux.wait_text("Repeat the password:");
+    tmux.type_text("Not-The-Same-1");
+    tmux.press("Enter");
+    tmux.wait_text("The passwords differ.");
+    type_secret(&tmux, "Choose a password:");
+    type_secret(&tmux, "Repeat the password:");
+    tmux.wait_text("Logged in as dave.");
+    let all = tmux.everything(false);
+    never_the_secret(&all);
+    for typed in ["short", "Not-The-Same-1"] {
+        assert!(!all.contains(typed), "{typed:?} is visible:\n{all}");
+    }
+}
