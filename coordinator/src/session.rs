@@ -418,6 +418,12 @@ impl Session {
                 };
                 (Stage::Ready { name }, reply)
             }
+            (Stage::Ready { name }, SessionRequest::ChangePassword { old, new }) => {
+                let reply = self
+                    .change_password(&name, old.into_inner(), new.into_inner())
+                    .await?;
+                (Stage::Ready { name }, reply)
+            }
             (Stage::Ready { name }, SessionRequest::ListOnline) => {
                 let names = self.shared.hub.online_except(&name);
                 (Stage::Ready { name }, SessionResponse::OnlineList { names })
@@ -501,7 +507,52 @@ impl Session {
     }
 
     /// Issues a token and puts the session online.
-    async fn log_in(&mut self, name: &str) -> Result<SessionResponse, Fatal> {
+    /// A logged-in user's new password: the new one must follow the rules
+    /// (checked first, costing no hash), the old one is checked as a login
+    /// attempt (reserved and throttled), then every token is replaced by
+    /// one for this session.
+    async fn change_password(
+        &mut self,
+        name: &str,
+        old: String,
+        new: String,
+    ) -> Result<SessionResponse, Fatal> {
+        let refused = |reason, wait| SessionResponse::PasswordNotChanged {
+            reason,
+            retry_after_secs: wait,
+        };
+        if let Err(e) = check_password(&new) {
+            return Ok(refused(LoginFailure::Invalid(e.to_string()), 0));
+        }
+        if let Err(SessionResponse::LoginFailed {
+            reason,
+            retry_after_secs,
+        }) = self.check_password(name, true, old).await?
+        {
+            return Ok(refused(reason, retry_after_secs));
+        }
+        let phc = self.shared.auth.hash(new).await.map_err(internal)?;
+        if !self
+            .shared
+            .store
+            .set_password(name, phc)
+            .await
+            .map_err(internal)?
+        {
+            return Ok(refused(
+                LoginFailure::Invalid("the account no longer exists".into()),
+                0,
+            ));
+        }
+        let token = self.new_token(name).await?;
+        tracing::info!(user = name, "password changed");
+        Ok(SessionResponse::PasswordChanged {
+            token: token.into(),
+        })
+    }
+
+    /// A new single-use session token for `name`, stored hashed.
+    async fn new_token(&self, name: &str) -> Result<String, Fatal> {
         let token = hex::encode(rand::random::<[u8; 16]>());
         let ttl = self.shared.config.token_ttl;
         self.shared
@@ -509,6 +560,11 @@ impl Session {
             .add_token(name, &token, ttl.as_millis() as i64)
             .await
             .map_err(internal)?;
+        Ok(token)
+    }
+
+    async fn log_in(&mut self, name: &str) -> Result<SessionResponse, Fatal> {
+        let token = self.new_token(name).await?;
         let member = Member {
             session: self.id,
             conn: self.conn.clone(),
@@ -523,7 +579,7 @@ impl Session {
             online,
             observed: self.observed,
             token: token.into(),
-            token_valid_secs: ttl.as_secs(),
+            token_valid_secs: self.shared.config.token_ttl.as_secs(),
         }))
     }
 
@@ -644,6 +700,7 @@ fn request_name(req: &SessionRequest) -> &'static str {
         SessionRequest::Resume { .. } => "resume",
         SessionRequest::Lookup { .. } => "lookup",
         SessionRequest::ListOnline => "online list",
+        SessionRequest::ChangePassword { .. } => "password change",
     }
 }
 

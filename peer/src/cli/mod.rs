@@ -53,6 +53,12 @@ enum State {
     Chatting { with: String },
     /// Typing messages to keep for `to`.
     Composing { to: String },
+    /// `/password`: asking for the current password.
+    OldPassword,
+    /// Asking for the new one.
+    ChosenPassword { old: String },
+    /// Asking for it again.
+    RepeatChosen { old: String, new: String },
 }
 
 impl State {
@@ -87,6 +93,9 @@ impl State {
             State::Answering { from } => Some((format!("Chat with {from}? [y/n] "), false)),
             State::Chatting { with } => Some((format!("{me} → {with}> "), false)),
             State::Composing { to } => Some((format!("{me} → {to} (kept)> "), false)),
+            State::OldPassword => Some(("Current password: ".into(), true)),
+            State::ChosenPassword { .. } => Some(("New password: ".into(), true)),
+            State::RepeatChosen { .. } => Some(("Repeat the new password: ".into(), true)),
             State::CheckingName | State::LoggingIn { .. } | State::Asking { .. } => None,
         }
     }
@@ -409,7 +418,12 @@ impl Cli {
         let trimmed = line.trim();
         let secret = matches!(
             self.state,
-            State::Password { .. } | State::NewPassword { .. } | State::RepeatPassword { .. }
+            State::Password { .. }
+                | State::NewPassword { .. }
+                | State::RepeatPassword { .. }
+                | State::OldPassword
+                | State::ChosenPassword { .. }
+                | State::RepeatChosen { .. }
         );
         if trimmed.eq_ignore_ascii_case("exit") {
             self.exit = Some(Exit::Normal);
@@ -521,6 +535,31 @@ impl Cli {
                     .await;
                 }
             }
+            State::OldPassword if line.is_empty() => {
+                self.say(&self.style.info("Password not changed."));
+                self.set(State::Who);
+            }
+            State::OldPassword => self.set(State::ChosenPassword { old: line }),
+            State::ChosenPassword { old } => match check_password(&line) {
+                Ok(()) => self.set(State::RepeatChosen { old, new: line }),
+                Err(e) => self.say(
+                    &self
+                        .style
+                        .error(&format!("{} Choose another.", sentence(&e))),
+                ),
+            },
+            State::RepeatChosen { old, new } => {
+                if line == new {
+                    self.send(Command::ChangePassword { old, new }).await;
+                } else {
+                    self.say(
+                        &self
+                            .style
+                            .error("The passwords differ; password not changed."),
+                    );
+                }
+                self.set(State::Who);
+            }
             State::Composing { to } => {
                 if trimmed.eq_ignore_ascii_case("disconnect") {
                     self.say(&self.style.info(&format!("Done keeping messages for {to}.")));
@@ -542,6 +581,12 @@ impl Cli {
             (Some("/help"), _) => self.say_all(render::help()),
             (Some("/online"), _) => self.send(Command::Online).await,
             (Some("/status"), _) => self.send(Command::Status).await,
+            (Some("/password"), _) if self.state == State::Who => self.set(State::OldPassword),
+            (Some("/password"), _) => self.say(
+                &self
+                    .style
+                    .error("Change your password at the who-prompt (leave the chat first)."),
+            ),
             (Some("/history"), Some(name)) => self.send(Command::History(name.to_string())).await,
             (Some("/history"), None) => self.say(&self.style.error("Usage: /history NAME")),
             (Some("/whois"), Some(name)) => self.send(Command::Whois(name.to_string())).await,

@@ -224,6 +224,7 @@ pub fn refusal_text(command: CommandKind, reason: &Refusal) -> String {
         CommandKind::Online => "No list",
         CommandKind::Whois => "No key shown",
         CommandKind::Status => "No status",
+        CommandKind::ChangePassword => "The password was not changed",
     };
     let why = match reason {
         Refusal::NotConnected => "not connected to the coordinator right now".to_string(),
@@ -274,6 +275,20 @@ pub fn simple_event(style: &Style, ev: &Event) -> Option<Vec<String>> {
             )),
         ],
         Event::Status(st) => status_lines(style, st),
+        Event::PasswordChanged => vec![style.info(
+            "Password changed. Sessions elsewhere must log in with the new one.",
+        )],
+        Event::PasswordNotChanged { reason, retry_after } => {
+            let wait = if retry_after.is_zero() {
+                String::new()
+            } else {
+                format!(" Wait {} s before trying again.", retry_after.as_secs().max(1))
+            };
+            vec![style.error(&format!(
+                "Password not changed: {}.{wait}",
+                login_failure_text(reason)
+            ))]
+        }
         Event::Whois { name, key: Some(key), me: true } => {
             vec![style.info(&format!("Your key ({name}): {key}. Contacts can compare it with what /whois {name} shows them."))]
         }
@@ -329,6 +344,7 @@ pub fn help() -> Vec<String> {
         "  /history NAME    the stored conversation with NAME",
         "  /whois NAME      the key NAME had when the coordinator last vouched for it",
         "  /status          the coordinator, who you are, and each open connection",
+        "  /password        change your password (at the who-prompt)",
         "  /help            this list",
         "  disconnect       leave the chat (or stop keeping messages); /leave too",
         "  exit             sign out and quit (Ctrl+C and Ctrl+D too); /quit too",

@@ -120,6 +120,13 @@ pub enum Command {
     Whois(String),
     /// Describe the connections ([`Event::Status`]).
     Status,
+    /// Change the account's password.
+    ChangePassword {
+        /// The current password.
+        old: String,
+        /// The new one.
+        new: String,
+    },
     /// Sign out and stop.
     Shutdown,
 }
@@ -147,6 +154,8 @@ pub enum CommandKind {
     Whois,
     /// [`Command::Status`].
     Status,
+    /// [`Command::ChangePassword`].
+    ChangePassword,
 }
 
 /// Why a command could not be carried out.
@@ -323,6 +332,15 @@ pub enum Event {
         old: common::Fingerprint,
         /// The key vouched for now (remembered from now on).
         new: common::Fingerprint,
+    },
+    /// The password was changed.
+    PasswordChanged,
+    /// The password was not changed.
+    PasswordNotChanged {
+        /// Why.
+        reason: LoginFailure,
+        /// How long to wait before trying again.
+        retry_after: Duration,
     },
     /// The answer to [`Command::Status`].
     Status(Status),

@@ -627,6 +627,7 @@ impl Driver {
                     self.outbox.history(&name)
                 }
             }
+            Command::ChangePassword { old, new } => self.login.change_password(old, new),
             Command::Status => {
                 let links = self
                     .links

@@ -388,3 +388,40 @@ fn a_contact_whose_key_changed_is_warned_about_before_the_chat_starts() {
     // Told once: a third chat with the same key says nothing.
     assert_eq!(alice.count("WARNING"), 1);
 }
+
+#[test]
+fn a_password_is_changed_with_the_old_one_and_only_the_new_one_works_after() {
+    let coord = Coordinator::start();
+    let da = tempfile::tempdir().unwrap();
+    let mut alice = Peer::start(&coord, da.path());
+    alice.login_new("alice", PW);
+    alice.expect("Who do you want to chat with?");
+    // A wrong current password changes nothing.
+    alice.send("/password");
+    alice.expect("Current password:");
+    alice.send("not my password");
+    alice.expect("New password:");
+    alice.send("brand new secret");
+    alice.expect("Repeat the new password:");
+    alice.send("brand new secret");
+    alice.expect("Password not changed: wrong password");
+    // The right one does.
+    alice.send("/password");
+    alice.expect("Current password:");
+    alice.send(PW);
+    alice.expect("New password:");
+    alice.send("brand new secret");
+    alice.expect("Repeat the new password:");
+    alice.send("brand new secret");
+    alice.expect("Password changed.");
+    alice.exit();
+
+    let mut again = Peer::start(&coord, da.path());
+    again.expect("Username:");
+    again.send("alice");
+    again.expect("Password for alice:");
+    again.send(PW);
+    again.expect("Login failed: wrong password");
+    again.send("brand new secret");
+    again.expect("Logged in as alice.");
+}
