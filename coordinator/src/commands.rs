@@ -6,6 +6,8 @@
 //!
 //! - `coordinator accounts list | delete NAME | reset-password NAME`
 //! - `coordinator fingerprint`
+//! - `coordinator backup DEST` (the one that works while a coordinator
+//!   serves: SQLite's online backup, see [`coordinator::backup`])
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -21,6 +23,17 @@ pub enum Command {
     Accounts(AccountsCommand),
     /// Print the certificate fingerprint peers pin on first use (and the CA's).
     Fingerprint(FingerprintArgs),
+    /// Copy the accounts database to DEST, consistently, also while a
+    /// coordinator serves it (SQLite's online backup; it takes no lock).
+    Backup {
+        /// The file to write (made with mode 0600).
+        dest: PathBuf,
+        /// Replace DEST if it exists.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
 }
 
 /// The `accounts` subcommands.
@@ -109,6 +122,26 @@ pub fn run(
             println!(
                 "Set a new password for {name} and revoked its session tokens: its peers \
                  must log in with the new password."
+            );
+        }
+        Command::Backup { dest, force, data } => {
+            let data_dir = dir(data)?;
+            let report =
+                coordinator::backup::backup(&data_dir, &dest, force).with_context(|| {
+                    format!(
+                        "cannot back up {} to {}",
+                        data_dir.display(),
+                        dest.display()
+                    )
+                })?;
+            let accounts = match report.accounts {
+                1 => "1 account".to_string(),
+                n => format!("{n} accounts"),
+            };
+            println!(
+                "Backed up {accounts} ({} bytes) to {}.",
+                report.bytes,
+                dest.display()
             );
         }
         Command::Fingerprint(args) => {

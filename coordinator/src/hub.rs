@@ -8,12 +8,14 @@
 //! slow to keep up and is closed, so one slow client never blocks the others
 //! or makes memory grow.
 
+use crate::logs::{self, limited};
+use crate::metrics::Metrics;
 use common::close::{self, CloseCode};
 use common::protocol::{RequestKind, SessionResponse, SignalEvent};
 use common::Fingerprint;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -42,22 +44,37 @@ pub struct Member {
     pub fingerprint: Fingerprint,
     /// Its candidate addresses, observed one first.
     pub addrs: Vec<SocketAddr>,
+    /// The coordinator's counters.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Member {
     /// Queues `msg`; a full queue closes the session as too slow.
     pub fn send(&self, msg: Outbound) {
+        let presence = matches!(msg, Outbound::Session(SessionResponse::Presence { .. }));
         match self.tx.try_send(msg) {
+            Ok(()) if presence => self.metrics.presence_sent(),
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(
+                self.metrics.queue_full();
+                limited!(
+                    logs::QUEUE_FULL,
+                    warn,
                     session = self.session,
                     "outbound queue full; closing slow client"
                 );
-                close::close(&self.conn, CloseCode::TOO_SLOW);
+                self.close(CloseCode::TOO_SLOW);
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
+    }
+
+    /// Closes the session's connection with `code`, counting it.
+    pub fn close(&self, code: CloseCode) {
+        if self.conn.close_reason().is_none() {
+            self.metrics.closed_by_coordinator(code);
+        }
+        close::close(&self.conn, code);
     }
 }
 

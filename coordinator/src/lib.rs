@@ -9,14 +9,21 @@
 //! - [`lock`]: the data folder's lock, held by a serving coordinator.
 //! - [`operator`]: operator commands on the accounts database (list,
 //!   delete, reset a password), refused while a coordinator serves it.
+//! - [`backup`]: a consistent copy of that database while it serves.
+//! - [`metrics`], [`http`]: Prometheus metrics and the health endpoints.
+//! - [`logs`]: log lines that stay few when events come in floods.
 //! - `source`: what counts as one source address (an IPv6 /64 is one).
 //!
 //! The coordinator never sees chat text: peers talk directly once introduced.
 
 pub mod admission;
 pub mod auth;
+pub mod backup;
+pub mod http;
 pub mod hub;
 pub mod lock;
+pub mod logs;
+pub mod metrics;
 pub mod operator;
 pub mod presence;
 pub mod server;
@@ -25,7 +32,10 @@ pub mod signaling;
 pub(crate) mod source;
 pub mod store;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use server::{bind_socket, Coordinator, ServerError};
@@ -50,6 +60,9 @@ pub struct Config {
     pub limits: admission::Limits,
     /// Login throttling and hashing concurrency.
     pub auth: auth::AuthLimits,
+    /// TCP address of the HTTP listener for `/metrics`, `/healthz` and
+    /// `/readyz`; none by default.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -63,6 +76,7 @@ impl Config {
             login_step_timeout: Duration::from_secs(60),
             limits: admission::Limits::default(),
             auth: auth::AuthLimits::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -79,5 +93,9 @@ pub struct Shared {
     /// Presence and signaling.
     pub hub: hub::Hub,
     /// Connection counts and limits.
-    pub admission: std::sync::Arc<admission::Admission>,
+    pub admission: Arc<admission::Admission>,
+    /// Counters for the metrics endpoint.
+    pub metrics: Arc<metrics::Metrics>,
+    /// Whether the accept loop is running (for `/readyz`).
+    pub accepting: AtomicBool,
 }

@@ -44,17 +44,43 @@ struct Args {
         value_delimiter = ','
     )]
     names: Vec<certs::SubjectName>,
+    /// TCP address for the HTTP listener serving /metrics (Prometheus),
+    /// /healthz and /readyz, e.g. 127.0.0.1:9090 [default: none].
+    #[arg(long, env = "P2PCHAT_COORDINATOR_METRICS")]
+    metrics: Option<SocketAddr>,
+    /// Log format on standard error: text for people, json (one object per
+    /// line) for log shippers. RUST_LOG sets the level [default: info].
+    #[arg(
+        long,
+        env = "P2PCHAT_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        global = true
+    )]
+    log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    /// Text for people.
+    Text,
+    /// One JSON object per line, the event's fields at the top level.
+    Json,
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
+    let mut args = Args::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let mut args = Args::parse();
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -146,7 +172,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     let mut config = Config::new(data_dir);
     config.request_timeout = Duration::from_secs(args.request_timeout.max(1));
+    config.metrics_listen = args.metrics;
     let coordinator = Coordinator::from_parts(config, socket, lock, &identity)?;
+    if let Some(addr) = coordinator.metrics_addr() {
+        println!("metrics on http://{addr}/metrics");
+    }
     println!("listening on {}", coordinator.local_addr()?);
     coordinator.run(shutdown_signal()).await;
     println!("Coordinator stopped.");

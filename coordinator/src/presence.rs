@@ -1,7 +1,8 @@
 //! Presence: joining and leaving the online set, and telling everyone else.
 
 use crate::hub::{Hub, Member, Outbound};
-use common::close::{self, CloseCode};
+use crate::logs::{self, limited};
+use common::close::CloseCode;
 use common::protocol::SessionResponse;
 
 impl Hub {
@@ -13,12 +14,17 @@ impl Hub {
         let mut st = self.lock();
         match st.online.insert(name.to_string(), member) {
             Some(old) => {
-                tracing::info!(user = name, "second login replaces the first session");
-                close::close(&old.conn, CloseCode::REPLACED);
+                limited!(
+                    logs::REPLACED,
+                    info,
+                    user = name,
+                    "second login replaces the first session"
+                );
+                old.close(CloseCode::REPLACED);
                 st.drop_requests_of(old.session);
             }
             None => {
-                tracing::info!(user = name, "online");
+                limited!(logs::ONLINE, info, user = name, "online");
                 let msg = SessionResponse::Presence {
                     name: name.to_string(),
                     online: true,
@@ -40,7 +46,7 @@ impl Hub {
         }
         st.online.remove(name);
         st.drop_requests_of(session);
-        tracing::info!(user = name, "offline");
+        limited!(logs::OFFLINE, info, user = name, "offline");
         let msg = SessionResponse::Presence {
             name: name.to_string(),
             online: false,
@@ -63,7 +69,7 @@ impl Hub {
     /// Closes every session with `code` (shutdown).
     pub fn close_all(&self, code: CloseCode) {
         for m in self.lock().online.values() {
-            close::close(&m.conn, code);
+            m.close(code);
         }
     }
 }

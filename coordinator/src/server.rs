@@ -13,11 +13,13 @@
 
 use crate::admission::{Admission, Decision};
 use crate::lock::{DataLock, LockError};
-use crate::{auth::Auth, hub::Hub, session, store::Store, Config, Shared};
+use crate::metrics::Metrics;
+use crate::{auth::Auth, http, hub::Hub, logs, session, store::Store, Config, Shared};
 use common::close::CloseCode;
 use common::tls::{coordinator_server_config, Identity, TlsError};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
@@ -47,6 +49,14 @@ pub enum ServerError {
     /// Another process works on the data folder (see [`crate::lock`]).
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// The metrics listener's TCP socket could not be bound.
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    MetricsBind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
 }
 
 /// Binds the UDP socket a coordinator will serve on; nothing else is
@@ -62,6 +72,7 @@ pub fn bind_socket(listen: SocketAddr) -> Result<std::net::UdpSocket, ServerErro
 #[derive(Debug)]
 pub struct Coordinator {
     endpoint: quinn::Endpoint,
+    metrics_listener: Option<std::net::TcpListener>,
     shared: Arc<Shared>,
     lock: DataLock,
 }
@@ -81,7 +92,8 @@ impl Coordinator {
 
     /// A coordinator on an already bound `socket`, holding the lock of
     /// `config.data_dir` (taken by the caller, see [`DataLock::acquire`]).
-    /// Opens the database. Must be called inside a tokio runtime.
+    /// Opens the database and, when the configuration asks for one, binds
+    /// the metrics listener. Must be called inside a tokio runtime.
     pub fn from_parts(
         config: Config,
         socket: std::net::UdpSocket,
@@ -89,7 +101,18 @@ impl Coordinator {
         identity: &Identity,
     ) -> Result<Coordinator, ServerError> {
         let server_config = coordinator_server_config(identity)?;
-        let store = Store::open(&config.data_dir)?;
+        let auth = Auth::new(config.auth.clone());
+        let (hash_queue, hash_wait) = auth.hash_metrics();
+        let metrics = Arc::new(Metrics::new(hash_queue, hash_wait));
+        let observer = {
+            let metrics = metrics.clone();
+            Box::new(move |took, ok| metrics.db_commit(took, ok))
+        };
+        let store = Store::open_observed(&config.data_dir, Some(observer))?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(bind_tcp(addr)?),
+            None => None,
+        };
         let addr = socket
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -101,14 +124,17 @@ impl Coordinator {
         )
         .map_err(|source| ServerError::Bind { addr, source })?;
         let shared = Arc::new(Shared {
-            auth: Auth::new(config.auth.clone()),
+            auth,
             admission: Admission::new(config.limits.clone()),
             hub: Hub::new(config.request_timeout),
             store,
+            metrics,
+            accepting: AtomicBool::new(false),
             config,
         });
         Ok(Coordinator {
             endpoint,
+            metrics_listener,
             shared,
             lock,
         })
@@ -119,17 +145,34 @@ impl Coordinator {
         self.endpoint.local_addr()
     }
 
+    /// The address the metrics listener bound, if there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes, then closes every connection.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         // The lock is held until the last line of this function.
         let Coordinator {
             endpoint,
+            metrics_listener,
             shared,
             lock: _lock,
         } = self;
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         tasks.spawn(sweep(shared.clone(), cancel.clone()));
+        if let Some(listener) = metrics_listener {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => {
+                    tasks.spawn(http::serve(listener, shared.clone(), cancel.clone()));
+                }
+                Err(e) => tracing::error!(error = %e, "cannot serve metrics"),
+            }
+        }
+        shared.accepting.store(true, Ordering::Relaxed);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -169,6 +212,7 @@ impl Coordinator {
                 }
             }
         }
+        shared.accepting.store(false, Ordering::Relaxed);
         tracing::info!("shutting down: telling connected peers");
         cancel.cancel();
         shared.hub.close_all(CloseCode::SHUTDOWN);
@@ -187,7 +231,19 @@ async fn sweep(shared: Arc<Shared>, cancel: CancellationToken) {
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tick.tick() => shared.hub.expire(std::time::Instant::now()),
+            _ = tick.tick() => {
+                let now = std::time::Instant::now();
+                shared.metrics.signaling_timeouts(shared.hub.expire(now));
+                logs::flush(now);
+            }
         }
     }
+}
+
+/// Binds a non-blocking TCP listener (turned into a tokio one in `run`).
+fn bind_tcp(addr: SocketAddr) -> Result<std::net::TcpListener, ServerError> {
+    let err = |source| ServerError::MetricsBind { addr, source };
+    let listener = std::net::TcpListener::bind(addr).map_err(err)?;
+    listener.set_nonblocking(true).map_err(err)?;
+    Ok(listener)
 }

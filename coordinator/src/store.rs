@@ -1,9 +1,10 @@
 //! The coordinator's SQLite database: accounts (name, Argon2id PHC string,
 //! when it was created and last logged in) and session tokens (stored only
 //! as SHA-256 hashes, with an expiry). Every call runs on the database
-//! thread of [`common::db::Db`].
+//! thread of [`common::db::Db`]. A one-row `health` table takes the
+//! readiness probe's write ([`Store::probe`]).
 
-use common::db::{Db, DbError};
+use common::db::{CommitObserver, Db, DbError};
 use rusqlite::OptionalExtension;
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -24,6 +25,12 @@ const MIGRATIONS: &[&str] = &[
 ",
     "
     ALTER TABLE accounts ADD COLUMN last_login_at_ms INTEGER;
+",
+    "
+    CREATE TABLE health (
+        id INTEGER PRIMARY KEY NOT NULL CHECK (id = 1),
+        probed_at_ms INTEGER NOT NULL
+    );
 ",
 ];
 
@@ -54,9 +61,31 @@ fn token_hash(token: &str) -> Vec<u8> {
 impl Store {
     /// Opens (or creates) the database in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Store, DbError> {
+        Store::open_observed(data_dir, None)
+    }
+
+    /// [`Store::open`], with `observer` told about every committed batch.
+    pub fn open_observed(
+        data_dir: &Path,
+        observer: Option<CommitObserver>,
+    ) -> Result<Store, DbError> {
         Ok(Store {
-            db: Db::open(&data_dir.join(DB_FILE), MIGRATIONS)?,
+            db: Db::open_observed(&data_dir.join(DB_FILE), MIGRATIONS, observer)?,
         })
+    }
+
+    /// A real write, committed: `Ok` means the database takes writes now.
+    pub async fn probe(&self) -> Result<(), DbError> {
+        self.db
+            .call(|c| {
+                c.execute(
+                    "INSERT INTO health (id, probed_at_ms) VALUES (1, ?1)
+                     ON CONFLICT (id) DO UPDATE SET probed_at_ms = excluded.probed_at_ms",
+                    [common::ids::now_millis()],
+                )
+                .map(drop)
+            })
+            .await
     }
 
     /// The PHC string of `name`, if the account exists.
