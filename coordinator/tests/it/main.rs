@@ -10,6 +10,7 @@ mod lifecycle;
 mod limits;
 mod login;
 mod memory;
+mod operating;
 mod operator;
 mod permissions;
 mod presence;
