@@ -165,7 +165,7 @@ pub fn flush(now: Instant) {
 
 /// Writes a `tracing` event at `info` or `warn` if `repeats` admits it.
 ///
-/// ```ignore
+/// ```text
 /// limited!(logs::OFFLINE, info, user = name, "offline");
 /// ```
 macro_rules! limited {

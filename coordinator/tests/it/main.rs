@@ -8,6 +8,7 @@
 mod bad_input;
 mod lifecycle;
 mod limits;
+mod log_flood;
 mod login;
 mod memory;
 mod operating;
