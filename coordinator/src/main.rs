@@ -220,10 +220,12 @@ fn self_made_identity(
     }
     let ca_key = tls_dir.join(certs::CA_KEY_FILE);
     if ca_key.exists() {
-        eprintln!(
-            "WARNING: the CA key {} is on this server. Anyone who can read it can \
-             issue certificates your peers trust. The coordinator does not need it \
-             to run: move it to the operator's machine.",
+        // Through tracing (not eprintln), so --log-format json keeps
+        // standard error parseable.
+        tracing::warn!(
+            "the CA key {} is on this server. Anyone who can read it can issue \
+             certificates your peers trust. The coordinator does not need it to run: \
+             move it to the operator's machine",
             ca_key.display()
         );
     }
@@ -277,8 +279,8 @@ fn narrow(path: &Path, want: u32) -> anyhow::Result<()> {
     if mode & 0o077 != 0 {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(want))
             .with_context(|| format!("cannot restrict {}", path.display()))?;
-        eprintln!(
-            "Warning: {} was accessible to group or others (mode {mode:03o}); set it to {want:03o}.",
+        tracing::warn!(
+            "{} was accessible to group or others (mode {mode:03o}); set it to {want:03o}",
             path.display()
         );
     }
