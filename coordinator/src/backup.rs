@@ -182,3 +182,31 @@ fn sync_parent(path: &Path) -> Result<(), BackupError> {
         .and_then(|d| d.sync_all())
         .map_err(io(dir))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_without_a_database_is_a_clear_error_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("copy.sqlite3");
+        let err = backup(dir.path(), &dest, false).unwrap_err();
+        assert!(matches!(err, BackupError::NoDatabase(_)), "{err}");
+        assert!(err.to_string().contains(DB_FILE), "{err}");
+        assert!(!dest.exists());
+    }
+
+    #[test]
+    fn a_failed_copy_leaves_no_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(DB_FILE), b"not a database, just some text").unwrap();
+        let dest = dir.path().join("copy.sqlite3");
+        assert!(backup(dir.path(), &dest, false).is_err());
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from(DB_FILE)], "{left:?}");
+    }
+}

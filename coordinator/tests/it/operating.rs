@@ -317,3 +317,33 @@ async fn a_backup_taken_while_logins_run_restores_with_every_account_it_held() {
         "an account made after the backup is not in it"
     );
 }
+
+#[tokio::test]
+async fn the_backup_command_copies_a_serving_database_and_never_overwrites_unasked() {
+    let tc = TestCoordinator::start().await;
+    tc.user("alice").await.leave();
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("copy.sqlite3");
+    let run = |extra: &[&str]| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_coordinator"));
+        cmd.arg("--data-dir")
+            .arg(tc.data_dir())
+            .arg("backup")
+            .arg(&dest)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true);
+        async move { within("coordinator backup", cmd.output()).await.unwrap() }
+    };
+    let first = run(&[]).await;
+    assert!(first.status.success(), "{first:?}");
+    let said = String::from_utf8_lossy(&first.stdout);
+    assert!(said.starts_with("Backed up 1 account ("), "{said}");
+    assert_eq!(account_names(&dest), vec!["alice".to_string()]);
+
+    let again = run(&[]).await;
+    assert!(!again.status.success(), "an existing copy is kept");
+    let why = String::from_utf8_lossy(&again.stderr);
+    assert!(why.contains("--force"), "{why}");
+    assert!(run(&["--force"]).await.status.success());
+}
