@@ -476,7 +476,10 @@ impl Session {
             }
         };
         self.stage = next;
-        if let SessionResponse::LoginFailed { reason, .. } = &reply {
+        // A wrong current password in a password change is a guess too.
+        if let SessionResponse::LoginFailed { reason, .. }
+        | SessionResponse::PasswordNotChanged { reason, .. } = &reply
+        {
             self.shared.metrics.login_failure(FailureReason::of(reason));
         }
         self.write_session(&reply).await
