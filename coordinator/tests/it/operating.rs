@@ -347,3 +347,32 @@ async fn the_backup_command_copies_a_serving_database_and_never_overwrites_unask
     assert!(why.contains("--force"), "{why}");
     assert!(run(&["--force"]).await.status.success());
 }
+
+#[tokio::test]
+async fn a_wrong_current_password_in_a_password_change_counts_as_a_failed_login_step() {
+    let tc = with_metrics().await;
+    let http = tc.metrics.expect("a metrics listener");
+    let mut alice = tc.user("alice").await;
+    let before = scrape(http).await;
+    let reply = alice
+        .ask(common::protocol::SessionRequest::ChangePassword {
+            old: "not the password".into(),
+            new: "a brand new password".into(),
+        })
+        .await;
+    assert_eq!(
+        reply,
+        SessionResponse::PasswordNotChanged {
+            reason: LoginFailure::WrongPassword,
+            retry_after_secs: 0
+        }
+    );
+    let after = scrape(http).await;
+    let want: BTreeMap<String, f64> = [(
+        "p2pchat_login_failures_total{reason=\"wrong_password\"}".to_string(),
+        1.0,
+    )]
+    .into_iter()
+    .collect();
+    assert_eq!(moved(&before, &after), want);
+}
