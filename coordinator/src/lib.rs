@@ -19,6 +19,7 @@ pub mod hub;
 pub mod lock;
 pub mod operator;
 pub mod presence;
+pub mod relay;
 pub mod server;
 pub mod session;
 pub mod signaling;
