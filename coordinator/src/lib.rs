@@ -26,6 +26,7 @@ pub mod logs;
 pub mod metrics;
 pub mod operator;
 pub mod presence;
+pub mod relay;
 pub mod server;
 pub mod session;
 pub mod signaling;

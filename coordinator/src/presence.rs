@@ -46,6 +46,9 @@ impl Hub {
         }
         st.online.remove(name);
         st.drop_requests_of(session);
+        st.relays.remove(&session);
+        st.relay_pairs
+            .retain(|(a, b), _| a.as_str() != name && b.as_str() != name);
         limited!(logs::OFFLINE, info, user = name, "offline");
         let msg = SessionResponse::Presence {
             name: name.to_string(),

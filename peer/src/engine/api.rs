@@ -201,8 +201,11 @@ pub struct LinkStatus {
     pub peer: String,
     /// The chat (else a delivery of kept messages).
     pub chat: bool,
-    /// The other side's address (a direct path).
+    /// The other side's address (a direct path), or its stand-in on the
+    /// relay.
     pub remote: std::net::SocketAddr,
+    /// Through the coordinator relay.
+    pub relayed: bool,
     /// The round-trip time now.
     pub rtt: std::time::Duration,
 }
@@ -429,6 +432,8 @@ pub enum Event {
     ChatStarted {
         /// The other user.
         with: String,
+        /// Through the coordinator relay (no direct path worked).
+        relayed: bool,
     },
     /// The chat ended.
     ChatEnded {

@@ -175,10 +175,6 @@ impl Net {
         format!("10.{}.{}.{host}", self.a, self.b)
     }
 
-    fn lan_ip(&self, host: u8) -> String {
-        format!("192.168.{}.{host}", self.b)
-    }
-
     fn coord_addr(&self) -> String {
         format!("{}:{COORD_PORT}", self.wan_ip(1))
     }
@@ -218,21 +214,8 @@ impl Net {
     /// host and bob's public host on it, and alice either on the wan too
     /// (`nat == false`) or on a private LAN behind a masquerading router.
     fn build(&mut self, nat: bool) -> Hosts {
-        let wan = self.add("wan");
-        run(&["ip", "-n", &wan, "link", "add", "br0", "type", "bridge"]);
-        run(&["ip", "-n", &wan, "link", "set", "br0", "up"]);
+        let wan = self.wan();
         let gateway = self.wan_ip(254);
-        run(&[
-            "ip",
-            "-n",
-            &wan,
-            "addr",
-            "add",
-            &format!("{gateway}/24"),
-            "dev",
-            "br0",
-        ]);
-        ns_run(&wan, &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
 
         let coord = self.add("coord");
         self.attach_to_wan(&wan, &coord, "p1", &self.wan_ip(1));
@@ -241,57 +224,17 @@ impl Net {
         for ns in [&coord, &bob] {
             run(&["ip", "-n", ns, "route", "add", "default", "via", &gateway]);
         }
-        let alice = self.add("alice");
-        let router = if nat {
-            let router = self.add("router");
-            self.attach_to_wan(&wan, &router, "p3", &self.wan_ip(3));
-            run(&[
-                "ip", "-n", &router, "route", "add", "default", "via", &gateway,
-            ]);
-            run(&[
-                "ip", "-n", &alice, "link", "add", "eth0", "type", "veth", "peer", "name", "lan0",
-                "netns", &router,
-            ]);
-            let lan_gw = self.lan_ip(1);
-            run(&[
-                "ip",
-                "-n",
-                &router,
-                "addr",
-                "add",
-                &format!("{lan_gw}/24"),
-                "dev",
-                "lan0",
-            ]);
-            run(&["ip", "-n", &router, "link", "set", "lan0", "up"]);
-            let alice_ip = format!("{}/24", self.lan_ip(2));
-            run(&["ip", "-n", &alice, "addr", "add", &alice_ip, "dev", "eth0"]);
-            run(&["ip", "-n", &alice, "link", "set", "eth0", "up"]);
-            run(&[
-                "ip", "-n", &alice, "route", "add", "default", "via", &lan_gw,
-            ]);
-            ns_run(&router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-            ns_run(
-                &router,
-                &[
-                    "iptables",
-                    "-t",
-                    "nat",
-                    "-A",
-                    "POSTROUTING",
-                    "-o",
-                    "eth0",
-                    "-j",
-                    "MASQUERADE",
-                ],
-            );
-            Some(router)
+        let (alice, router) = if nat {
+            let lan = format!("192.168.{}", self.b);
+            let (alice, router) = self.behind_router(&wan, "alice", "p3", 3, &lan, false);
+            (alice, Some(router))
         } else {
+            let alice = self.add("alice");
             self.attach_to_wan(&wan, &alice, "p3", &self.wan_ip(3));
             run(&[
                 "ip", "-n", &alice, "route", "add", "default", "via", &gateway,
             ]);
-            None
+            (alice, None)
         };
         Hosts {
             coord,
@@ -299,6 +242,105 @@ impl Net {
             router,
             alice,
         }
+    }
+
+    /// The wan with the coordinator, and alice and bob each behind a
+    /// masquerading router of their own (bob's maps every flow to a random
+    /// port when `bob_symmetric`: no punch can get through it).
+    fn build_two_nats(&mut self, bob_symmetric: bool) -> Hosts {
+        let wan = self.wan();
+        let coord = self.add("coord");
+        self.attach_to_wan(&wan, &coord, "p1", &self.wan_ip(1));
+        run(&[
+            "ip",
+            "-n",
+            &coord,
+            "route",
+            "add",
+            "default",
+            "via",
+            &self.wan_ip(254),
+        ]);
+        let lan_a = format!("192.168.{}", self.b);
+        let (alice, router) = self.behind_router(&wan, "alice", "p3", 3, &lan_a, false);
+        let lan_b = format!("172.16.{}", self.b);
+        let (bob, _) = self.behind_router(&wan, "bob", "p4", 4, &lan_b, bob_symmetric);
+        Hosts {
+            coord,
+            bob,
+            router: Some(router),
+            alice,
+        }
+    }
+
+    /// The wan: a bridge that does not route, at `wan_ip(254)`.
+    fn wan(&mut self) -> String {
+        let wan = self.add("wan");
+        run(&["ip", "-n", &wan, "link", "add", "br0", "type", "bridge"]);
+        run(&["ip", "-n", &wan, "link", "set", "br0", "up"]);
+        let gateway = format!("{}/24", self.wan_ip(254));
+        run(&["ip", "-n", &wan, "addr", "add", &gateway, "dev", "br0"]);
+        ns_run(&wan, &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+        wan
+    }
+
+    /// A host `role` on LAN `lan`.0/24 (at .2) behind a masquerading router
+    /// (at .1, and at `wan_ip(router_host)` on the wan through `port`);
+    /// `random_fully` maps each flow to a random port (a symmetric NAT).
+    /// Returns the host's and the router's namespaces.
+    fn behind_router(
+        &mut self,
+        wan: &str,
+        role: &str,
+        port: &str,
+        router_host: u8,
+        lan: &str,
+        random_fully: bool,
+    ) -> (String, String) {
+        let host = self.add(role);
+        let router = self.add(&format!("{role}-router"));
+        self.attach_to_wan(wan, &router, port, &self.wan_ip(router_host));
+        let gateway = self.wan_ip(254);
+        run(&[
+            "ip", "-n", &router, "route", "add", "default", "via", &gateway,
+        ]);
+        run(&[
+            "ip", "-n", &host, "link", "add", "eth0", "type", "veth", "peer", "name", "lan0",
+            "netns", &router,
+        ]);
+        let lan_gw = format!("{lan}.1");
+        run(&[
+            "ip",
+            "-n",
+            &router,
+            "addr",
+            "add",
+            &format!("{lan_gw}/24"),
+            "dev",
+            "lan0",
+        ]);
+        run(&["ip", "-n", &router, "link", "set", "lan0", "up"]);
+        let host_ip = format!("{lan}.2/24");
+        run(&["ip", "-n", &host, "addr", "add", &host_ip, "dev", "eth0"]);
+        run(&["ip", "-n", &host, "link", "set", "eth0", "up"]);
+        run(&["ip", "-n", &host, "route", "add", "default", "via", &lan_gw]);
+        ns_run(&router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        let mut rule = vec![
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-o",
+            "eth0",
+            "-j",
+            "MASQUERADE",
+        ];
+        if random_fully {
+            rule.push("--random-fully");
+        }
+        ns_run(&router, &rule);
+        (host, router)
     }
 }
 
@@ -785,6 +827,55 @@ fn kept_messages_survive_loss_and_repeated_kills_exactly_once() {
     assert_eq!(bodies.len(), N, "no duplicate bodies");
     crate::e2e::assert_shown_once_as_new(&screens, &expected);
     alice.exit();
+    bob.exit();
+    drop(coord);
+}
+
+/// Two people at home: each behind a NAT, bob's symmetric (a new port for
+/// every destination), so no punch gets through. The chat runs through the
+/// coordinator relay, says so, and carries messages both ways; /status
+/// shows the path.
+#[test]
+fn two_peers_behind_nats_chat_through_the_coordinator_relay() {
+    let mut net = Net::new();
+    let hosts = net.build_two_nats(true);
+    let coord = coordinator(&net, &hosts);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = peer(&net, &hosts.alice, da.path());
+    alice.login_new("alice", PW);
+    let mut bob = peer(&net, &hosts.bob, db.path());
+    bob.login_new("bob", PW);
+    alice.expect("bob is online.");
+
+    start_chat(&mut alice, "alice", &mut bob, "bob");
+    for p in [&alice, &bob] {
+        let t = p.transcript();
+        let started = t
+            .iter()
+            .find(|l| l.contains("You are now chatting with"))
+            .unwrap();
+        assert!(
+            started.contains("through the coordinator relay"),
+            "{started}"
+        );
+    }
+    alice.send("over the relay");
+    bob.expect("alice: over the relay");
+    bob.send("and back");
+    alice.expect("bob: and back");
+    alice.send("/status");
+    alice.expect("bob (chat): through the coordinator relay");
+    eventually(WAIT, "both stores hold both messages, delivered", || {
+        let a = stored_messages(da.path(), "alice");
+        let b = stored_messages(db.path(), "bob");
+        a.len() == 2
+            && b.len() == 2
+            && a.iter()
+                .chain(&b)
+                .all(|r| !r.outgoing || r.delivered_at_ms.is_some())
+    });
+    alice.exit();
+    bob.expect("alice signed out.");
     bob.exit();
     drop(coord);
 }
