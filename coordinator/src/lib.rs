@@ -64,6 +64,8 @@ pub struct Config {
     /// TCP address of the HTTP listener for `/metrics`, `/healthz` and
     /// `/readyz`; none by default.
     pub metrics_listen: Option<SocketAddr>,
+    /// What each session may relay.
+    pub relay: relay::RelayLimits,
 }
 
 impl Config {
@@ -78,6 +80,7 @@ impl Config {
             limits: admission::Limits::default(),
             auth: auth::AuthLimits::default(),
             metrics_listen: None,
+            relay: relay::RelayLimits::default(),
         }
     }
 }

@@ -23,10 +23,25 @@ use tokio::sync::mpsc;
 
 /// Packets queued for one session's relay stream.
 pub const RELAY_QUEUE: usize = 512;
-/// Bytes a session may relay per second, sustained.
-pub const RELAY_BYTES_PER_SEC: u64 = 4 * 1024 * 1024;
-/// Bytes a session may relay in a burst.
-pub const RELAY_BURST_BYTES: u64 = 16 * 1024 * 1024;
+/// What one session may relay.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayLimits {
+    /// Bytes per second, sustained.
+    pub bytes_per_sec: u64,
+    /// Bytes in a burst.
+    pub burst_bytes: u64,
+}
+
+impl Default for RelayLimits {
+    /// 4 MiB/s with 16 MiB bursts: far above a chat, below what would let
+    /// one pair take a coordinator's bandwidth.
+    fn default() -> RelayLimits {
+        RelayLimits {
+            bytes_per_sec: 4 * 1024 * 1024,
+            burst_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
 
 /// Why a relay stream was closed.
 #[derive(Debug, thiserror::Error)]
@@ -45,21 +60,24 @@ pub enum RelayError {
 /// A token bucket of bytes.
 #[derive(Debug)]
 struct Budget {
+    limits: RelayLimits,
     tokens: f64,
     at: Instant,
 }
 
 impl Budget {
-    fn new(now: Instant) -> Budget {
+    fn new(limits: RelayLimits, now: Instant) -> Budget {
         Budget {
-            tokens: RELAY_BURST_BYTES as f64,
+            limits,
+            tokens: limits.burst_bytes as f64,
             at: now,
         }
     }
 
     fn take(&mut self, bytes: usize, now: Instant) -> bool {
-        let refill = now.duration_since(self.at).as_secs_f64() * RELAY_BYTES_PER_SEC as f64;
-        self.tokens = (self.tokens + refill).min(RELAY_BURST_BYTES as f64);
+        let rate = self.limits.bytes_per_sec as f64;
+        let refill = now.duration_since(self.at).as_secs_f64() * rate;
+        self.tokens = (self.tokens + refill).min(self.limits.burst_bytes as f64);
         self.at = now;
         if self.tokens < bytes as f64 {
             return false;
@@ -85,6 +103,7 @@ pub struct Relayed {
 /// carried, or why it was closed.
 pub async fn serve(
     hub: &Hub,
+    limits: RelayLimits,
     name: &str,
     session: u64,
     mut send: SendStream,
@@ -101,7 +120,7 @@ pub async fn serve(
     };
     let mut stats = Relayed::default();
     let reader = async {
-        let mut budget = Budget::new(Instant::now());
+        let mut budget = Budget::new(limits, Instant::now());
         loop {
             let req: RelayRequest = match wire::read_frame(&mut recv).await? {
                 Some(r) => r,
@@ -190,11 +209,12 @@ mod tests {
     #[test]
     fn the_budget_allows_a_burst_then_the_sustained_rate() {
         let t0 = Instant::now();
-        let mut b = Budget::new(t0);
-        assert!(b.take(RELAY_BURST_BYTES as usize, t0));
+        let limits = RelayLimits::default();
+        let mut b = Budget::new(limits, t0);
+        assert!(b.take(limits.burst_bytes as usize, t0));
         assert!(!b.take(1, t0));
         let later = t0 + Duration::from_millis(500);
-        assert!(b.take(RELAY_BYTES_PER_SEC as usize / 2 - 10, later));
-        assert!(!b.take(RELAY_BYTES_PER_SEC as usize, later));
+        assert!(b.take(limits.bytes_per_sec as usize / 2 - 10, later));
+        assert!(!b.take(limits.bytes_per_sec as usize, later));
     }
 }
