@@ -448,6 +448,17 @@ fn start_chat(caller: &mut Peer, caller_name: &str, callee: &mut Peer, callee_na
     caller.expect(&format!("You are now chatting with {callee_name}"));
 }
 
+/// The chat `peer` is in started on a direct path, not through the relay.
+fn assert_direct(peer: &Peer) {
+    let t = peer.transcript();
+    let started = t
+        .iter()
+        .rev()
+        .find(|l| l.contains("You are now chatting with"))
+        .expect("a chat started");
+    assert!(started.contains(", directly."), "{started}");
+}
+
 /// Bodies of the chat lines from `from` in `peer`'s output, in order.
 fn shown_from(peer: &Peer, from: &str) -> Vec<String> {
     let tag = format!("] {from}: ");
@@ -588,6 +599,7 @@ fn a_requester_behind_nat_chats_with_a_public_callee_both_ways() {
     assert_eq!(counted(&hosts.coord, "INPUT", "from-private"), 0);
 
     start_chat(&mut alice, "alice", &mut bob, "bob");
+    assert_direct(&alice);
     alice.send("hello from behind the NAT");
     bob.expect("alice: hello from behind the NAT");
     bob.send("hello back through it");
@@ -643,6 +655,7 @@ fn a_requester_behind_nat_chats_with_a_public_callee_both_ways() {
     );
     bob.expect("Who do you want to chat with?");
     start_chat(&mut bob, "bob", &mut alice, "alice");
+    assert_direct(&bob);
     bob.send("caught you through the open mapping");
     alice.expect("bob: caught you through the open mapping");
     assert_eq!(bob.count("Could not connect"), 0);
@@ -834,11 +847,43 @@ fn kept_messages_survive_loss_and_repeated_kills_exactly_once() {
 /// Two people at home: each behind a NAT, bob's symmetric (a new port for
 /// every destination), so no punch gets through. The chat runs through the
 /// coordinator relay, says so, and carries messages both ways; /status
-/// shows the path.
+/// shows the path; kept messages then reach bob through the relay in the
+/// background.
 #[test]
 fn two_peers_behind_nats_chat_through_the_coordinator_relay() {
+    let (alice, _bob) = chat_behind_two_nats(true);
+    let started = alice
+        .transcript()
+        .into_iter()
+        .find(|l| l.contains("You are now chatting with"))
+        .unwrap();
+    assert!(
+        started.contains("through the coordinator relay"),
+        "{started}"
+    );
+}
+
+/// Both behind plain masquerading NATs (each keeps a flow's port): the
+/// pair chats either way, directly if the punch gets through, else through
+/// the relay; which one is reported.
+#[test]
+fn two_peers_behind_port_keeping_nats_chat_either_way() {
+    let (alice, _bob) = chat_behind_two_nats(false);
+    let started = alice
+        .transcript()
+        .into_iter()
+        .find(|l| l.contains("You are now chatting with"))
+        .unwrap();
+    eprintln!("two MASQUERADE NATs: {started}");
+}
+
+/// Alice and bob behind NATs (bob's symmetric when `bob_symmetric`): a
+/// chat both ways, then messages kept for bob while he is away, delivered
+/// in the background when he is back. Returns the peers' transcripts'
+/// owners for more checks.
+fn chat_behind_two_nats(bob_symmetric: bool) -> (Peer, Peer) {
     let mut net = Net::new();
-    let hosts = net.build_two_nats(true);
+    let hosts = net.build_two_nats(bob_symmetric);
     let coord = coordinator(&net, &hosts);
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut alice = peer(&net, &hosts.alice, da.path());
@@ -848,23 +893,20 @@ fn two_peers_behind_nats_chat_through_the_coordinator_relay() {
     alice.expect("bob is online.");
 
     start_chat(&mut alice, "alice", &mut bob, "bob");
-    for p in [&alice, &bob] {
-        let t = p.transcript();
-        let started = t
-            .iter()
-            .find(|l| l.contains("You are now chatting with"))
-            .unwrap();
-        assert!(
-            started.contains("through the coordinator relay"),
-            "{started}"
-        );
-    }
-    alice.send("over the relay");
-    bob.expect("alice: over the relay");
+    let relayed = alice
+        .transcript()
+        .iter()
+        .any(|l| l.contains("through the coordinator relay"));
+    alice.send("across two NATs");
+    bob.expect("alice: across two NATs");
     bob.send("and back");
     alice.expect("bob: and back");
     alice.send("/status");
-    alice.expect("bob (chat): through the coordinator relay");
+    if relayed {
+        alice.expect("bob (chat): through the coordinator relay");
+    } else {
+        alice.expect("bob (chat): direct to ");
+    }
     eventually(WAIT, "both stores hold both messages, delivered", || {
         let a = stored_messages(da.path(), "alice");
         let b = stored_messages(db.path(), "bob");
@@ -874,8 +916,19 @@ fn two_peers_behind_nats_chat_through_the_coordinator_relay() {
                 .chain(&b)
                 .all(|r| !r.outgoing || r.delivered_at_ms.is_some())
     });
-    alice.exit();
-    bob.expect("alice signed out.");
     bob.exit();
+    alice.expect("bob signed out.");
+
+    // Kept for bob while he is away, delivered when he is back.
+    alice.expect("Who do you want to chat with?");
+    alice.send("bob");
+    alice.expect("alice → bob (kept)>");
+    alice.send("while you were out");
+    alice.expect("(kept for bob)");
+    let mut bob = peer(&net, &hosts.bob, db.path());
+    bob.login("bob", PW);
+    bob.expect("alice: while you were out");
+    alice.expect("1 kept message delivered to bob.");
     drop(coord);
+    (alice, bob)
 }
