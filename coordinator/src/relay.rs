@@ -14,6 +14,7 @@
 //! up a sender.
 
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::signaling::relay_pair;
 use common::protocol::{RelayEvent, RelayRequest, MAX_RELAY_PACKET};
 use common::wire::{self, WireError};
@@ -103,6 +104,7 @@ pub struct Relayed {
 /// carried, or why it was closed.
 pub async fn serve(
     hub: &Hub,
+    metrics: &Metrics,
     limits: RelayLimits,
     name: &str,
     session: u64,
@@ -111,6 +113,7 @@ pub async fn serve(
 ) -> (Relayed, Result<(), RelayError>) {
     let (tx, mut rx) = mpsc::channel::<RelayEvent>(RELAY_QUEUE);
     hub.lock().relays.insert(session, tx.clone());
+    metrics.relay_stream(true);
     let writer = async {
         while let Some(ev) = rx.recv().await {
             if wire::write_frame(&mut send, &ev).await.is_err() {
@@ -130,18 +133,22 @@ pub async fn serve(
                 continue;
             };
             if packet.len() > MAX_RELAY_PACKET {
+                metrics.relay_closed(true);
                 return Err(RelayError::TooLarge(packet.len()));
             }
             if !budget.take(packet.len(), Instant::now()) {
+                metrics.relay_closed(false);
                 return Err(RelayError::OverBudget);
             }
             match forward(hub, name, session, &to, packet) {
                 Ok(n) => {
                     stats.packets += 1;
                     stats.bytes += n as u64;
+                    metrics.relayed(n);
                 }
                 Err(reason) => {
                     stats.dropped += 1;
+                    metrics.relay_not_forwarded(reason.is_some());
                     if let Some(reason) = reason {
                         let _ = tx.try_send(RelayEvent::Refused { to, reason });
                     }
@@ -154,6 +161,7 @@ pub async fn serve(
         () = writer => Ok(()),
     };
     hub.lock().relays.remove(&session);
+    metrics.relay_stream(false);
     if let Err(e) = &result {
         // Said before the stream goes: the peer logs why.
         let closed = RelayEvent::Closed {

@@ -655,7 +655,16 @@ impl Session {
         };
         let (shared, name, id) = (self.shared.clone(), name.clone(), self.id);
         readers.spawn(async move {
-            let (carried, result) = crate::relay::serve(&shared.hub, shared.config.relay, &name, id, send, recv).await;
+            let (carried, result) = crate::relay::serve(
+                &shared.hub,
+                &shared.metrics,
+                shared.config.relay,
+                &name,
+                id,
+                send,
+                recv,
+            )
+            .await;
             match result {
                 Ok(()) => tracing::info!(user = name, packets = carried.packets, bytes = carried.bytes, dropped = carried.dropped, "relay stream ended"),
                 Err(e) => tracing::warn!(user = name, packets = carried.packets, bytes = carried.bytes, dropped = carried.dropped, error = %e, "relay stream closed"),

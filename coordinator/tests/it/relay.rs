@@ -58,7 +58,7 @@ async fn arrange(a: &mut Client, b: &mut Client) {
 
 #[tokio::test]
 async fn only_an_arranged_pair_relays_and_packets_arrive_as_sent() {
-    let tc = TestCoordinator::start().await;
+    let tc = crate::operating::with_metrics().await;
     let (mut a, mut a_send, mut a_recv) = with_relay(&tc, "alice").await;
     let (mut b, mut b_send, mut b_recv) = with_relay(&tc, "bob").await;
 
