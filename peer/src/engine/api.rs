@@ -70,6 +70,9 @@ pub struct Timings {
     /// Messages sent on one link and not yet acknowledged; past it, input
     /// waits (backpressure).
     pub window: usize,
+    /// How long a dialer tries the direct path before it relays through
+    /// the coordinator (zero: relay at once, for measurements).
+    pub relay_after: Duration,
 }
 
 impl Default for Timings {
@@ -83,6 +86,7 @@ impl Default for Timings {
             tick: Duration::from_secs(1),
             delivery_idle: Duration::from_secs(30),
             window: 4096,
+            relay_after: Duration::from_millis(2500),
         }
     }
 }

@@ -48,9 +48,6 @@ use tokio_util::sync::CancellationToken;
 pub(crate) const CHANNEL: usize = 1024;
 /// Most commands taken in one turn (their sends are stored together).
 const COMMAND_BATCH: usize = 512;
-/// How long a dialer tries the direct path before it relays.
-const RELAY_AFTER: Duration = Duration::from_millis(2500);
-
 /// Events waiting for the front end past which commands wait; received
 /// messages waiting for it past which link frames wait.
 const EVENT_BACKLOG: usize = 4096;
@@ -560,6 +557,7 @@ impl Driver {
         let me = self.login.me().unwrap_or_default().to_string();
         let tx = self.inputs.clone();
         let relay = self.relay.is_ready().then(|| self.relay.addr_for(&a.peer));
+        let relay_after = self.config.timings.relay_after;
         self.tasks.spawn(async move {
             let dial = |addrs: Vec<SocketAddr>| {
                 let (endpoint, identity, me) = (&endpoint, &identity, &me);
@@ -567,13 +565,14 @@ impl Driver {
                     direct::connect(endpoint, identity, a.fingerprint, &addrs, me, a.kind).await
                 }
             };
-            // Directly if that works within RELAY_AFTER, else through the
+            // Directly if that works within `relay_after`, else through the
             // coordinator (the direct attempts are dropped, so only one
             // link comes up).
             let result = match relay {
                 None => dial(a.addrs.clone()).await,
                 Some(stand_in) => {
-                    match tokio::time::timeout(RELAY_AFTER, dial(a.addrs.clone())).await {
+                    let direct = tokio::time::timeout(relay_after, dial(a.addrs.clone()));
+                    match direct.await {
                         Ok(Ok(link)) => Ok(link),
                         Ok(Err(_)) | Err(_) => {
                             tracing::info!(peer = %a.peer, "no direct path; relaying through the coordinator");
