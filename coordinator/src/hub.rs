@@ -13,7 +13,7 @@ use crate::metrics::Metrics;
 use common::close::{self, CloseCode};
 use common::protocol::{RelayEvent, RequestKind, SessionResponse, SignalEvent};
 use common::Fingerprint;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -112,6 +112,10 @@ pub struct State {
     pub relay_pairs: HashMap<(String, String), (u64, u64)>,
     /// The relay queue of each session that opened its relay stream.
     pub relays: HashMap<u64, mpsc::Sender<RelayEvent>>,
+    /// Pairs (names in order) that accepted a chat with each other since
+    /// the coordinator started: only they learn each other's addresses for
+    /// a delivery.
+    pub contacts: HashSet<(String, String)>,
 }
 
 /// Presence and signaling state.

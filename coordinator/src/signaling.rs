@@ -178,7 +178,16 @@ fn withdrawn(id: u64, reason: Withdrawal) -> Outbound {
 
 impl State {
     /// Sends both sides of an accepted request what they need to connect.
-    fn connect(&self, p: &Pending, id: u64) -> Result<(), SignalRefusal> {
+    /// Addresses go only to the two sides of an accepted chat, or of a
+    /// delivery between people who have chatted (since this coordinator
+    /// started): anyone else's delivery runs through the relay, so sending
+    /// one does not reveal where a user is.
+    fn connect(&mut self, p: &Pending, id: u64) -> Result<(), SignalRefusal> {
+        let pair = relay_pair(&p.from, &p.to);
+        if p.kind == RequestKind::Chat {
+            self.contacts.insert(pair.clone());
+        }
+        let share = self.contacts.contains(&pair);
         let (Some(caller), Some(callee)) = (self.online.get(&p.from), self.online.get(&p.to))
         else {
             return Ok(());
@@ -186,13 +195,14 @@ impl State {
         if caller.session != p.from_session || callee.session != p.to_session {
             return Ok(());
         }
+        let addrs = |m: &crate::hub::Member| if share { m.addrs.clone() } else { Vec::new() };
         caller.send(Outbound::Signal(SignalEvent::Connect {
             id: p.from_id,
             peer: p.to.clone(),
             kind: p.kind,
             role: Role::Dialer,
             fingerprint: callee.fingerprint,
-            addrs: callee.addrs.clone(),
+            addrs: addrs(callee),
         }));
         callee.send(Outbound::Signal(SignalEvent::Connect {
             id,
@@ -200,7 +210,7 @@ impl State {
             kind: p.kind,
             role: Role::Acceptor,
             fingerprint: caller.fingerprint,
-            addrs: caller.addrs.clone(),
+            addrs: addrs(caller),
         }));
         Ok(())
     }

@@ -148,3 +148,56 @@ async fn an_oversized_packet_or_a_spent_budget_closes_the_relay_and_says_why() {
     .await;
     assert!(reason.contains("byte limit"), "{reason}");
 }
+
+/// Accepts a request of `kind` from alice to bob; the two `Connect`s'
+/// address lists (alice's view of bob, bob's view of alice).
+async fn connect_addrs(
+    a: &mut Client,
+    b: &mut Client,
+    id: u64,
+    kind: RequestKind,
+) -> (Vec<std::net::SocketAddr>, Vec<std::net::SocketAddr>) {
+    a.signal(SignalRequest::Request {
+        id,
+        to: "bob".into(),
+        kind,
+    })
+    .await;
+    let SignalEvent::Incoming { id: incoming, .. } = b.recv_signal().await else {
+        panic!("bob should be asked");
+    };
+    b.signal(SignalRequest::Answer {
+        id: incoming,
+        answer: Answer::Accept,
+    })
+    .await;
+    let (SignalEvent::Connect { addrs: of_b, .. }, SignalEvent::Connect { addrs: of_a, .. }) =
+        (a.recv_signal().await, b.recv_signal().await)
+    else {
+        panic!("both sides should be told to connect");
+    };
+    (of_b, of_a)
+}
+
+/// A delivery request is answered by the callee's engine by itself, so it
+/// must not hand out where a user is: until the two have accepted a chat,
+/// neither learns the other's addresses (the delivery runs through the
+/// relay); after one, they do.
+#[tokio::test]
+async fn a_delivery_from_a_stranger_learns_no_address() {
+    let tc = TestCoordinator::start().await;
+    let mut a = tc.user("alice").await;
+    a.open_signal().await;
+    let mut b = tc.user("bob").await;
+    b.open_signal().await;
+
+    let (of_b, of_a) = connect_addrs(&mut a, &mut b, 1, RequestKind::Deliver).await;
+    assert!(of_b.is_empty(), "the prober learned {of_b:?}");
+    assert!(of_a.is_empty(), "{of_a:?}");
+
+    let (of_b, of_a) = connect_addrs(&mut a, &mut b, 2, RequestKind::Chat).await;
+    assert_eq!(of_b, vec![b.local_addr()]);
+    assert_eq!(of_a, vec![a.local_addr()]);
+    let (of_b, _) = connect_addrs(&mut a, &mut b, 3, RequestKind::Deliver).await;
+    assert_eq!(of_b, vec![b.local_addr()], "contacts deliver directly");
+}

@@ -150,6 +150,11 @@ struct Cli {
     /// The chat partner who just signed out (their going offline is not
     /// told again).
     signed_out: Option<String>,
+    /// The chat partner went offline at the coordinator while the chat
+    /// was still up: told when the chat ends (unless it was a sign-out).
+    offline_in_chat: Option<String>,
+    /// ... and to be told right after the end of the chat.
+    offline_after_chat: Option<String>,
     exit: Option<Exit>,
 }
 
@@ -183,6 +188,8 @@ pub async fn run(
         unreachable: false,
         input_closed: false,
         signed_out: None,
+        offline_in_chat: None,
+        offline_after_chat: None,
         exit: None,
     };
     cli.say(&cli.style.info(
@@ -611,21 +618,34 @@ impl Cli {
                 }
             }
             Event::Connected => self.unreachable = false,
-            // One quit is told once: the end of the chat says it (the
-            // coordinator's word may come first or second).
+            // One quit is told once: a partner's sign-out is said by the end
+            // of the chat, whether the coordinator's word comes first (it
+            // is held until the chat ends) or second (it is dropped).
             Event::Presence {
                 name,
                 online: false,
-            } if self.signed_out.as_deref() == Some(name.as_str())
-                || self.state == (State::Chatting { with: name.clone() }) =>
-            {
+            } if self.signed_out.as_deref() == Some(name.as_str()) => {
                 self.signed_out = None;
                 return;
             }
-            Event::ChatEnded {
-                with,
-                reason: ChatEnd::PeerSignedOut,
-            } => self.signed_out = Some(with.clone()),
+            Event::Presence {
+                name,
+                online: false,
+            } if self.state == (State::Chatting { with: name.clone() }) => {
+                self.offline_in_chat = Some(name.clone());
+                return;
+            }
+            Event::ChatEnded { with, reason } => {
+                let held = self.offline_in_chat.take();
+                if *reason == ChatEnd::PeerSignedOut {
+                    if held.is_none() {
+                        self.signed_out = Some(with.clone());
+                    }
+                } else if let Some(name) = held {
+                    // Said after the end of the chat, below.
+                    self.offline_after_chat = Some(name);
+                }
+            }
             _ => {}
         }
         if let Some(lines) = render::simple_event(&self.style, &ev) {
@@ -759,6 +779,9 @@ impl Cli {
             }
             Event::ChatEnded { with, reason } => {
                 self.say(&info(&self.style, &render::chat_end_text(&with, &reason)));
+                if let Some(name) = self.offline_after_chat.take() {
+                    self.say(&info(&self.style, &render::offline_text(&name)));
+                }
                 if reason != ChatEnd::YouLeft || matches!(self.state, State::Chatting { .. }) {
                     self.set(State::Who);
                 }

@@ -215,6 +215,11 @@ pub fn withdrawn_text(reason: Withdrawn) -> &'static str {
     }
 }
 
+/// Someone went offline.
+pub fn offline_text(name: &str) -> String {
+    format!("{name} went offline.")
+}
+
 /// A refused command, as a sentence.
 pub fn refusal_text(command: CommandKind, reason: &Refusal) -> String {
     let what = match command {
@@ -303,7 +308,7 @@ pub fn simple_event(style: &Style, ev: &Event) -> Option<Vec<String>> {
             "No key known for {name} yet: it is learned at your first chat or delivery with them."
         ))],
         Event::Presence { name, online: true } => vec![style.info(&format!("{name} is online."))],
-        Event::Presence { name, online: false } => vec![style.info(&format!("{name} went offline."))],
+        Event::Presence { name, online: false } => vec![style.info(&offline_text(name))],
         Event::OnlineList(names) if names.is_empty() => vec![style.info("Nobody else is online.")],
         Event::OnlineList(names) => vec![style.info(&format!("Online: {}", sanitize_for_display(&names.join(", "))))],
         Event::Message { from, body, sent_at_ms, held, unshown, .. } => {
