@@ -68,6 +68,61 @@ pub struct Coordinator {
     pub dir: TempDir,
     /// What it printed on its standard output so far.
     printed: Arc<Mutex<Vec<String>>>,
+    /// Its network namespace, if any.
+    netns: Option<String>,
+    /// Its extra arguments.
+    extra: Vec<String>,
+}
+
+/// Starts a coordinator process; returns it, where it listens, and the
+/// lines it prints (collected by a thread). Its log goes to
+/// `dir/stderr.log` (appended across restarts).
+fn spawn_coordinator(
+    netns: Option<&str>,
+    listen: &str,
+    dir: &Path,
+    extra: &[String],
+) -> (Child, SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("stderr.log"))
+        .expect("stderr file");
+    let mut child = in_netns(netns, coordinator_bin())
+        .args(["--listen", listen, "--data-dir"])
+        .arg(dir)
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("starting the coordinator");
+    let stdout = child.stdout.take().expect("coordinator stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let printed = Arc::new(Mutex::new(Vec::new()));
+    let keep = printed.clone();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            keep.lock().unwrap().push(line.clone());
+            if !sent {
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    sent = tx.send(addr.trim().to_string()).is_ok();
+                }
+            }
+        }
+    });
+    let addr = match rx.recv_timeout(WAIT) {
+        Ok(a) => a.parse().expect("the coordinator's address"),
+        Err(_) => {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+            panic!("the coordinator did not say where it listens; stderr:\n{log}");
+        }
+    };
+    (child, addr, printed)
 }
 
 impl Coordinator {
@@ -85,48 +140,31 @@ impl Coordinator {
     /// namespace `netns` when one is given, with extra arguments.
     pub fn start_in(netns: Option<&str>, listen: &str, extra: &[&str]) -> Coordinator {
         let dir = tempfile::tempdir().expect("coordinator data folder");
-        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file");
-        let mut child = in_netns(netns, coordinator_bin())
-            .args(["--listen", listen, "--data-dir"])
-            .arg(dir.path())
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("starting the coordinator");
-        let stdout = child.stdout.take().expect("coordinator stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let printed = Arc::new(Mutex::new(Vec::new()));
-        let keep = printed.clone();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                keep.lock().unwrap().push(line.clone());
-                if !sent {
-                    if let Some(addr) = line.strip_prefix("listening on ") {
-                        sent = tx.send(addr.trim().to_string()).is_ok();
-                    }
-                }
-            }
-        });
-        let addr = match rx.recv_timeout(WAIT) {
-            Ok(a) => a.parse().expect("the coordinator's address"),
-            Err(_) => {
-                let _ = child.kill();
-                let log =
-                    std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
-                panic!("the coordinator did not say where it listens; stderr:\n{log}");
-            }
-        };
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let netns = netns.map(str::to_string);
+        let (child, addr, printed) =
+            spawn_coordinator(netns.as_deref(), listen, dir.path(), &extra);
         Coordinator {
             child,
             addr,
             dir,
             printed,
+            netns,
+            extra,
         }
+    }
+
+    /// Kills the coordinator (as a crash would) and starts it again on the
+    /// same address with the same data folder.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let listen = self.addr.to_string();
+        let (child, addr, printed) =
+            spawn_coordinator(self.netns.as_deref(), &listen, self.dir.path(), &self.extra);
+        self.child = child;
+        self.addr = addr;
+        self.printed = printed;
     }
 
     /// The lines it printed on its standard output so far.
