@@ -4,9 +4,13 @@
 //! halves of its behaviour.
 //!
 //! The state sits behind a std `Mutex` that is never held across an
-//! `.await`. Fan-out uses `try_send`: a session whose queue is full is too
-//! slow to keep up and is closed, so one slow client never blocks the others
-//! or makes memory grow.
+//! `.await`. Signaling events go to one session through its bounded queue
+//! with `try_send`: a session whose queue is full is too slow to keep up and
+//! is closed (once, with one log line), so one slow client never blocks the
+//! others or makes memory grow. Presence changes are not copied into every
+//! session's queue: they go once into a shared, bounded log
+//! ([`crate::presence::Change`] on a broadcast channel) that each session
+//! reads at its own pace and coalesces ([`crate::presence::Feed`]).
 
 use common::close::{self, CloseCode};
 use common::protocol::{RequestKind, SessionResponse, SignalEvent};
@@ -15,7 +19,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
 /// Messages queued for one session, per stream.
 #[derive(Debug)]
@@ -45,16 +49,22 @@ pub struct Member {
 }
 
 impl Member {
-    /// Queues `msg`; a full queue closes the session as too slow.
+    /// Queues `msg`; a full queue closes the session as too slow. The close
+    /// (and its log line) happens once: a session already closing drops
+    /// further messages silently, so a burst aimed at a stuck client costs
+    /// one warning, not one per message.
     pub fn send(&self, msg: Outbound) {
         match self.tx.try_send(msg) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(
-                    session = self.session,
-                    "outbound queue full; closing slow client"
-                );
-                close::close(&self.conn, CloseCode::TOO_SLOW);
+                if self.conn.close_reason().is_none() {
+                    tracing::warn!(
+                        session = self.session,
+                        queued = OUTBOUND_QUEUE,
+                        "outbound queue full; closing slow client"
+                    );
+                    close::close(&self.conn, CloseCode::TOO_SLOW);
+                }
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
@@ -95,15 +105,21 @@ pub struct State {
 #[derive(Debug)]
 pub struct Hub {
     state: Mutex<State>,
+    /// The shared presence log; sent to only with `state` locked, so a
+    /// subscription taken under the lock starts exactly after a snapshot.
+    pub(crate) presence: broadcast::Sender<crate::presence::Change>,
     /// How long a callee has to answer.
     pub request_timeout: Duration,
 }
 
 impl Hub {
-    /// An empty hub.
-    pub fn new(request_timeout: Duration) -> Hub {
+    /// An empty hub whose presence log keeps the last `presence_backlog`
+    /// changes (a session further behind than that is closed as too slow).
+    pub fn new(request_timeout: Duration, presence_backlog: usize) -> Hub {
+        let (presence, _) = broadcast::channel(presence_backlog.max(1));
         Hub {
             state: Mutex::new(State::default()),
+            presence,
             request_timeout,
         }
     }

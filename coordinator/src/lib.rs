@@ -7,6 +7,7 @@
 //! - [`hub`], [`presence`], [`signaling`]: who is online, pending requests.
 //! - [`store`]: the SQLite accounts database.
 //! - `source`: what counts as one source address (an IPv6 /64 is one).
+//! - [`udp`]: the UDP socket, its buffers sized for bursts.
 //!
 //! The coordinator never sees chat text: peers talk directly once introduced.
 
@@ -19,6 +20,7 @@ pub mod session;
 pub mod signaling;
 pub(crate) mod source;
 pub mod store;
+pub mod udp;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -41,6 +43,16 @@ pub struct Config {
     /// How long a connection not yet logged in may go without a login step
     /// (hello, name, password, resume) before it is closed.
     pub login_step_timeout: Duration,
+    /// How long a session waits after a presence change for more before it
+    /// sends them all in one write (coalescing a storm into few writes).
+    pub presence_window: Duration,
+    /// Presence changes the shared log keeps; a session further behind is
+    /// closed as too slow.
+    pub presence_backlog: usize,
+    /// Requested size of the UDP socket's receive and send buffers, so a
+    /// burst of handshakes is not lost to drops (the kernel may grant less;
+    /// the granted size is logged).
+    pub udp_buffer_bytes: usize,
     /// Connection limits.
     pub limits: admission::Limits,
     /// Login throttling and hashing concurrency.
@@ -56,6 +68,9 @@ impl Config {
             token_ttl: Duration::from_secs(7 * 24 * 3600),
             login_timeout: Duration::from_secs(300),
             login_step_timeout: Duration::from_secs(60),
+            presence_window: Duration::from_millis(20),
+            presence_backlog: 65_536,
+            udp_buffer_bytes: 8 << 20,
             limits: admission::Limits::default(),
             auth: auth::AuthLimits::default(),
         }

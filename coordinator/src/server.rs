@@ -55,15 +55,22 @@ impl Coordinator {
     ) -> Result<Coordinator, ServerError> {
         let server_config = coordinator_server_config(identity)?;
         let store = Store::open(&config.data_dir)?;
-        let endpoint =
-            quinn::Endpoint::server(server_config, listen).map_err(|source| ServerError::Bind {
-                addr: listen,
-                source,
-            })?;
+        let bind_err = |source| ServerError::Bind {
+            addr: listen,
+            source,
+        };
+        let (socket, _) = crate::udp::bind(listen, config.udp_buffer_bytes).map_err(bind_err)?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(bind_err)?;
         let shared = Arc::new(Shared {
             auth: Auth::new(config.auth.clone()),
             admission: Admission::new(config.limits.clone()),
-            hub: Hub::new(config.request_timeout),
+            hub: Hub::new(config.request_timeout, config.presence_backlog),
             store,
             config,
         });

@@ -9,6 +9,7 @@
 
 use crate::admission::{ConnectionSlot, HandshakeSlot};
 use crate::hub::{Member, Outbound, OUTBOUND_QUEUE};
+use crate::presence::{Feed, FeedError};
 use crate::Shared;
 use common::close::{self, CloseCode};
 use common::limits::TokenBucket;
@@ -92,6 +93,8 @@ struct Session {
     signal_send: Option<SendStream>,
     early_signals: VecDeque<SignalEvent>,
     out_tx: mpsc::Sender<Outbound>,
+    /// Presence changes for this session, once it is online.
+    feed: Option<Feed>,
     bucket: TokenBucket,
     slot: ConnectionSlot,
 }
@@ -155,6 +158,7 @@ pub async fn handle(
         signal_send: None,
         early_signals: VecDeque::new(),
         out_tx,
+        feed: None,
         bucket: TokenBucket::new(FRAME_BURST, FRAME_RATE, Instant::now()),
         slot,
     };
@@ -225,7 +229,10 @@ impl Session {
         let login_deadline = tokio::time::sleep(self.shared.config.login_timeout);
         let step = self.shared.config.login_step_timeout;
         let step_deadline = tokio::time::sleep(step);
-        tokio::pin!(hello_deadline, login_deadline, step_deadline);
+        let window = self.shared.config.presence_window;
+        let presence_due = tokio::time::sleep(window);
+        let mut presence_waiting = false;
+        tokio::pin!(hello_deadline, login_deadline, step_deadline, presence_due);
         loop {
             tokio::select! {
                 biased;
@@ -263,12 +270,40 @@ impl Session {
                         }
                     }
                 }
+                // The first presence change opens a short window; the rest
+                // of the window's changes go out with it in one write.
+                changed = wait_feed(&mut self.feed), if !presence_waiting => {
+                    changed.map_err(feed_fatal)?;
+                    presence_due.as_mut().reset(tokio::time::Instant::now() + window);
+                    presence_waiting = true;
+                }
+                _ = &mut presence_due, if presence_waiting => {
+                    presence_waiting = false;
+                    self.flush_presence().await?;
+                }
             }
         }
     }
 
     async fn write_session(&mut self, msg: &SessionResponse) -> Result<(), Fatal> {
         write_timed(&mut self.session_send, msg).await
+    }
+
+    /// Sends every presence change waiting, as consecutive frames in one write.
+    async fn flush_presence(&mut self) -> Result<(), Fatal> {
+        let Some(feed) = &mut self.feed else {
+            return Ok(());
+        };
+        let mut frames = Vec::new();
+        feed.drain(&mut frames).map_err(feed_fatal)?;
+        if frames.is_empty() {
+            return Ok(());
+        }
+        match tokio::time::timeout(WRITE_TIMEOUT, self.session_send.write_all(&frames)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(fatal(CloseCode::TOO_SLOW, e.to_string())),
+            Err(_) => Err(fatal(CloseCode::TOO_SLOW, "write timed out")),
+        }
     }
 
     async fn write_signal(&mut self, ev: SignalEvent) -> Result<(), Fatal> {
@@ -516,7 +551,8 @@ impl Session {
             fingerprint: self.fingerprint,
             addrs: self.addrs.clone(),
         };
-        let online = self.shared.hub.join(name, member);
+        let (online, feed) = self.shared.hub.join(name, member);
+        self.feed = Some(feed);
         self.slot.logged_in();
         Ok(SessionResponse::Welcome(Welcome {
             name: name.to_string(),
@@ -577,6 +613,21 @@ impl Session {
             }
         }
         Ok(())
+    }
+}
+
+/// Waits for the session's next presence change; forever before login.
+async fn wait_feed(feed: &mut Option<Feed>) -> Result<(), FeedError> {
+    match feed {
+        Some(f) => f.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn feed_fatal(e: FeedError) -> Fatal {
+    match e {
+        FeedError::Lagged(_) => fatal(CloseCode::TOO_SLOW, e.to_string()),
+        FeedError::Wire(w) => w.into(),
     }
 }
 
