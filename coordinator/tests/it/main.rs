@@ -12,5 +12,6 @@ mod memory;
 mod permissions;
 mod presence;
 mod signaling;
+mod storms;
 mod support;
 mod throttle;

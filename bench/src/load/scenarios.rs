@@ -1,0 +1,317 @@
+//! The scenarios. Each returns rows of the report: a figure, the measured
+//! value, the raw baseline measured in the same run, and the target ratio.
+
+use crate::baseline;
+use crate::client::{run_all, Pool, Watch};
+use crate::target::{udp_rcvbuf_errors, Account, Target};
+use anyhow::Context;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// The password every seeded account has.
+pub const PASSWORD: &str = "load-test-password";
+
+/// One line of the report.
+pub struct Row {
+    /// What was measured.
+    pub figure: String,
+    /// The measured value, with its unit.
+    pub measured: String,
+    /// The baseline, with its unit ("" when none).
+    pub baseline: String,
+    /// measured / baseline (or per-session figure against the target).
+    pub ratio: String,
+    /// The target.
+    pub target: String,
+}
+
+fn row(figure: String, measured: String, baseline: String, ratio: String, target: &str) -> Row {
+    Row {
+        figure,
+        measured,
+        baseline,
+        ratio,
+        target: target.into(),
+    }
+}
+
+fn errors<T>(results: &[anyhow::Result<T>]) -> (usize, Option<String>) {
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    (failed.len(), failed.first().map(|e| format!("{e:#}")))
+}
+
+fn report_failures(what: &str, failed: usize, first: Option<String>) {
+    if failed > 0 {
+        eprintln!(
+            "  {what}: {failed} failed (first: {})",
+            first.unwrap_or_default()
+        );
+    }
+}
+
+/// Scenario 1: `n` password logins, `parallel` at once, each connection
+/// closed after its welcome; baseline: raw Argon2id verifications on
+/// `threads` threads.
+pub async fn logins(
+    target: &Target,
+    pool: &Arc<Pool>,
+    accounts: &[Account],
+    phc: &str,
+    parallel: usize,
+    threads: usize,
+) -> anyhow::Result<Vec<Row>> {
+    let n = accounts.len();
+    let rss_before = target.rss_kib();
+    let raw = {
+        let phc = phc.to_string();
+        tokio::task::spawn_blocking(move || {
+            baseline::argon2_rate(&phc, PASSWORD, n.min(200), threads)
+        })
+        .await??
+    };
+    let (results, elapsed) = run_all(n, parallel, |i| {
+        let (pool, name) = (pool.clone(), accounts[i].name.clone());
+        async move {
+            let mut s = pool.connect(i).await?;
+            s.login(&name, PASSWORD).await?;
+            s.conn.close(0u32.into(), b"done");
+            anyhow::Ok(())
+        }
+    })
+    .await;
+    let (failed, first) = errors(&results);
+    report_failures("password logins", failed, first);
+    let rate = (n - failed) as f64 / elapsed.as_secs_f64();
+    let mut rows = vec![row(
+        format!("password logins, {parallel} in parallel ({n}, {failed} failed)"),
+        format!("{rate:.0}/s"),
+        format!("Argon2id verify, {threads} threads: {raw:.0}/s"),
+        format!("{:.2}", rate / raw),
+        ">= 0.85",
+    )];
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    if let (Some(a), Some(b)) = (rss_before, target.rss_kib()) {
+        rows.push(row(
+            format!("coordinator RSS before / after {n} logins"),
+            format!("{:.0} / {:.0} MiB", a as f64 / 1024.0, b as f64 / 1024.0),
+            String::new(),
+            String::new(),
+            "bounded (hash buffers pooled)",
+        ));
+    }
+    Ok(rows)
+}
+
+/// Sessions kept online, with their next tokens.
+pub struct Online {
+    /// Connections, whose session streams are read by watcher tasks.
+    pub conns: Vec<quinn::Connection>,
+    /// What every reader looks for.
+    pub watch: Arc<Watch>,
+    /// Where done readers report.
+    pub done: mpsc::Receiver<Instant>,
+}
+
+impl Online {
+    /// Nobody online yet; readers watch for names starting with `prefix`.
+    pub fn new(prefix: &str, capacity: usize) -> Online {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        Online {
+            conns: Vec::new(),
+            watch: Arc::new(Watch {
+                prefix: prefix.into(),
+                want: 0.into(),
+                done: tx,
+            }),
+            done: rx,
+        }
+    }
+}
+
+/// Resumes `accounts[range]` by token, `parallel` at once; the sessions stay
+/// online and their new tokens replace the old ones.
+async fn resume_range(
+    pool: &Arc<Pool>,
+    accounts: &mut [Account],
+    range: std::ops::Range<usize>,
+    parallel: usize,
+    online: &mut Online,
+) -> (usize, Duration) {
+    let base = range.start;
+    let slice: Vec<Account> = accounts[range.clone()].to_vec();
+    let (results, elapsed) = run_all(slice.len(), parallel, |i| {
+        let (pool, a, watch) = (pool.clone(), slice[i].clone(), online.watch.clone());
+        async move {
+            let mut s = pool.connect(base + i).await?;
+            let w = s.resume(&a.name, &a.token).await?;
+            let token = w.token.expose().to_string();
+            Ok((s.watch(watch), token))
+        }
+    })
+    .await;
+    let (failed, first) = errors(&results);
+    report_failures("token resumes", failed, first);
+    for (i, r) in results.into_iter().enumerate() {
+        if let Ok((conn, token)) = r {
+            accounts[base + i].token = token;
+            online.conns.push(conn);
+        }
+    }
+    (failed, elapsed)
+}
+
+/// Scenario 2: `n` sessions online, the coordinator restarted, all resume
+/// by token with `parallel` at once. Baseline: bare QUIC handshakes.
+pub async fn resume_storm(
+    target: &mut Target,
+    pool: &Arc<Pool>,
+    accounts: &mut [Account],
+    parallel: usize,
+    online: &mut Online,
+) -> anyhow::Result<(Vec<Row>, Option<u64>)> {
+    let n = accounts.len();
+    resume_range(pool, accounts, 0..n, parallel, online).await;
+    if target.is_local() {
+        target
+            .restart()
+            .await
+            .context("restarting the coordinator")?;
+    } else {
+        for c in &online.conns {
+            c.close(0u32.into(), b"reconnect");
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    online.conns.clear();
+    let rss0 = target.rss_kib();
+    let (raw, raw_failed) = baseline::handshake_rate(pool, n, parallel).await?;
+    let drops = udp_rcvbuf_errors();
+    let (failed, elapsed) = resume_range(pool, accounts, 0..n, parallel, online).await;
+    let drops = udp_rcvbuf_errors().zip(drops).map(|(a, b)| a - b);
+    let rate = (n - failed) as f64 / elapsed.as_secs_f64();
+    let rows = vec![row(
+        format!(
+            "token resumes after a restart, {parallel} in parallel ({n}, {failed} failed; UDP receive-buffer drops: {})",
+            drops.map_or("?".into(), |d| d.to_string())
+        ),
+        format!("{rate:.0}/s"),
+        format!("bare QUIC handshakes, same TLS: {raw:.0}/s ({raw_failed} failed)"),
+        format!("{:.2}", rate / raw),
+        ">= 0.8",
+    )];
+    Ok((rows, rss0))
+}
+
+/// Scenario 3: ramps to each of `steps` sessions online by token, then
+/// reads the coordinator's memory and idle CPU. Scenario 4 runs at the
+/// step equal to `fanout_at`, with `joiners`.
+#[allow(clippy::too_many_arguments)]
+pub async fn idle_and_fanout(
+    target: &Target,
+    pool: &Arc<Pool>,
+    accounts: &mut [Account],
+    joiners: &mut [Account],
+    steps: &[usize],
+    fanout_at: Option<usize>,
+    parallel: usize,
+    rss0: Option<u64>,
+    online: &mut Online,
+    quick: bool,
+) -> anyhow::Result<Vec<Row>> {
+    // Time for the ramp's presence traffic to drain, then the window over
+    // which idle CPU is measured.
+    let (settle, window) = if quick {
+        (Duration::from_millis(300), Duration::from_secs(1))
+    } else {
+        (Duration::from_secs(3), Duration::from_secs(5))
+    };
+    let mut rows = Vec::new();
+    let mut next = online.conns.len();
+    for &step in steps {
+        let upto = step.min(accounts.len());
+        let drops = udp_rcvbuf_errors();
+        let (failed, elapsed) = resume_range(pool, accounts, next..upto, parallel, online).await;
+        let ramp = (upto - next - failed) as f64 / elapsed.as_secs_f64();
+        let drops = udp_rcvbuf_errors().zip(drops).map(|(a, b)| a - b);
+        next = upto;
+        let live = online
+            .conns
+            .iter()
+            .filter(|c| c.close_reason().is_none())
+            .count();
+        if fanout_at == Some(step) && !joiners.is_empty() {
+            rows.extend(fanout(pool, joiners, live, online).await?);
+        }
+        tokio::time::sleep(settle).await;
+        let live = online
+            .conns
+            .iter()
+            .filter(|c| c.close_reason().is_none())
+            .count();
+        let cpu0 = target.cpu();
+        tokio::time::sleep(window).await;
+        let idle_cpu = target
+            .cpu()
+            .zip(cpu0)
+            .map(|(a, b)| (a - b).as_secs_f64() / window.as_secs_f64() * 100.0);
+        let per = target
+            .rss_kib()
+            .zip(rss0)
+            .map(|(rss, base)| rss.saturating_sub(base) as f64 / live.max(1) as f64);
+        rows.push(row(
+            format!(
+                "idle sessions: {live} online (ramp {ramp:.0}/s, {failed} failed, UDP drops {}); idle CPU {}",
+                drops.map_or("?".into(), |d| d.to_string()),
+                idle_cpu.map_or("?".into(), |c| format!("{c:.1} %"))
+            ),
+            per.map_or("?".into(), |p| format!("{p:.1} KiB/session")),
+            "raw quinn: ~37 KiB per side".into(),
+            per.map_or(String::new(), |p| format!("{:.2}", p / 37.0)),
+            "<= 55 KiB/session at 10k",
+        ));
+    }
+    Ok(rows)
+}
+
+/// Scenario 4: with `watchers` online, every joiner resumes at once; the
+/// time until every watcher has seen every arrival.
+async fn fanout(
+    pool: &Arc<Pool>,
+    joiners: &mut [Account],
+    watchers: usize,
+    online: &mut Online,
+) -> anyhow::Result<Vec<Row>> {
+    let m = joiners.len();
+    while online.done.try_recv().is_ok() {}
+    online.watch.want.store(m, Ordering::Relaxed);
+    let start = Instant::now();
+    let (failed, joined) = resume_range(pool, joiners, 0..m, m, online).await;
+    let mut done = 0;
+    let mut last = start;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while done < watchers {
+        match tokio::time::timeout_at(deadline, online.done.recv()).await {
+            Ok(Some(t)) => {
+                done += 1;
+                last = last.max(t);
+            }
+            _ => break,
+        }
+    }
+    online.watch.want.store(0, Ordering::Relaxed);
+    let took = last - start;
+    let notes = (done * m) as f64;
+    let rate = notes / took.as_secs_f64();
+    Ok(vec![row(
+        format!(
+            "presence fan-out: {m} join at once among {watchers} online ({failed} failed; joins done in {:.2} s; {done} watchers saw all)",
+            joined.as_secs_f64()
+        ),
+        format!("{rate:.0} notifications/s ({:.2} s)", took.as_secs_f64()),
+        String::new(),
+        String::new(),
+        ">= 150,000/s at N = 5,000",
+    )])
+}
