@@ -5,7 +5,10 @@
 //! in production, not to one giant source.
 
 use anyhow::{bail, Context};
-use common::protocol::{SessionRequest, SessionResponse, Welcome, PROTOCOL_VERSION};
+use common::protocol::{
+    Answer, RequestKind, SessionRequest, SessionResponse, SignalEvent, SignalRequest, Welcome,
+    PROTOCOL_VERSION,
+};
 use common::wire::{read_frame, write_frame};
 use quinn::{ClientConfig, Connection, Endpoint, RecvStream, SendStream};
 use std::future::Future;
@@ -84,6 +87,11 @@ impl Pool {
             SessionResponse::HelloOk => Ok(s),
             other => bail!("hello answered with {other:?}"),
         }
+    }
+
+    /// How many endpoints there are.
+    pub fn endpoint_count(&self) -> usize {
+        self.endpoints.len()
     }
 
     /// Closes every endpoint (and its connections).
@@ -167,6 +175,26 @@ impl Sess {
         }
     }
 
+    /// Opens the signaling stream (announced by its opening frame); the
+    /// session stream goes on being read by a task that discards pushes.
+    pub async fn into_signaling(self) -> anyhow::Result<Signaling> {
+        let Sess { conn, send, recv } = self;
+        let (mut sig_send, sig_recv) = conn.open_bi().await?;
+        write_frame(&mut sig_send, &SignalRequest::Open).await?;
+        let (tx, _rx) = mpsc::channel(1);
+        let watch = Arc::new(Watch {
+            prefix: String::new(),
+            want: 0.into(),
+            done: tx,
+        });
+        tokio::spawn(watch_presence(recv, watch, conn.clone(), send));
+        Ok(Signaling {
+            conn,
+            send: sig_send,
+            recv: sig_recv,
+        })
+    }
+
     /// Hands the session stream to a task that reads presence pushes until
     /// the stream ends; keeps the connection.
     pub fn watch(self, watch: Arc<Watch>) -> Connection {
@@ -242,4 +270,55 @@ where
         .map(|r| r.unwrap_or_else(|| Err(anyhow::anyhow!("task lost"))))
         .collect();
     (out, elapsed)
+}
+
+/// A logged-in session's signaling stream.
+pub struct Signaling {
+    /// The connection.
+    pub conn: Connection,
+    send: SendStream,
+    recv: RecvStream,
+}
+
+impl Signaling {
+    async fn next(&mut self) -> anyhow::Result<SignalEvent> {
+        tokio::time::timeout(STEP, read_frame::<SignalEvent, _>(&mut self.recv))
+            .await
+            .context("no signaling event in time")??
+            .context("the signaling stream ended")
+    }
+
+    /// One chat request from `self` to `callee` (named `to`), accepted by
+    /// the callee; the time from the request to the requester's connect info.
+    pub async fn arrange(
+        &mut self,
+        callee: &mut Signaling,
+        to: &str,
+        id: u64,
+    ) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        let req = SignalRequest::Request {
+            id,
+            to: to.into(),
+            kind: RequestKind::Chat,
+        };
+        write_frame(&mut self.send, &req).await?;
+        let incoming = match callee.next().await? {
+            SignalEvent::Incoming { id, .. } => id,
+            other => bail!("the callee got {other:?}"),
+        };
+        let answer = SignalRequest::Answer {
+            id: incoming,
+            answer: Answer::Accept,
+        };
+        write_frame(&mut callee.send, &answer).await?;
+        let took = match self.next().await? {
+            SignalEvent::Connect { .. } => start.elapsed(),
+            other => bail!("the requester got {other:?}"),
+        };
+        match callee.next().await? {
+            SignalEvent::Connect { .. } => Ok(took),
+            other => bail!("the callee got {other:?} instead of its connect info"),
+        }
+    }
 }

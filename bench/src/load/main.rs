@@ -73,6 +73,10 @@ struct Args {
     /// Sessions joining at once in the fan-out.
     #[arg(long, default_value_t = 500)]
     joiners: usize,
+    /// Signaling round trips measured idle and again during a login storm
+    /// (0 skips scenario 5).
+    #[arg(long, default_value_t = 100)]
+    signals: usize,
     /// Threads the coordinator hashes on (its `hash_concurrency`).
     #[arg(long, default_value_t = 2)]
     hash_threads: usize,
@@ -95,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
         args.idle = vec![60];
         args.fanout_at = 60;
         args.joiners = args.joiners.min(10);
+        args.signals = args.signals.min(5);
     }
     let most = args
         .idle
@@ -107,7 +112,9 @@ async fn main() -> anyhow::Result<()> {
         bail!("--resumes must be at least 1; at most 99,999 sessions and 999 joiners");
     }
     let names: Vec<String> = (0..most).map(|i| format!("u{i:05}")).collect();
-    let joiner_names: Vec<String> = (0..args.joiners).map(|i| format!("j{i:03}")).collect();
+    let mut joiner_names: Vec<String> = (0..args.joiners).map(|i| format!("j{i:03}")).collect();
+    // The quiet pair of scenario 5 rides along with the joiners.
+    joiner_names.extend(["pair-a".to_string(), "pair-b".to_string()]);
     let phc = coordinator::auth::Auth::new(Default::default())
         .hash(PASSWORD.into())
         .await
@@ -149,6 +156,7 @@ async fn main() -> anyhow::Result<()> {
             (t, accounts, joiners)
         }
     };
+    let mut pair = joiners.split_off(args.joiners);
     println!(
         "target: {} at {}; {} client endpoints; {} cores",
         target.describe(),
@@ -169,6 +177,21 @@ async fn main() -> anyhow::Result<()> {
                 &phc,
                 args.login_parallel,
                 args.hash_threads,
+            )
+            .await?,
+        );
+        print_rows(&rows);
+    }
+
+    if args.signals > 0 {
+        let n = args.logins.max(2 * args.login_parallel).min(accounts.len());
+        rows.extend(
+            scenarios::signaling(
+                &pool,
+                &mut pair,
+                &accounts[..n],
+                args.signals,
+                args.login_parallel,
             )
             .await?,
         );

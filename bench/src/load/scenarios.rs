@@ -315,3 +315,96 @@ async fn fanout(
         ">= 150,000/s at N = 5,000",
     )])
 }
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or_default()
+}
+
+async fn arrange_many(
+    a: &mut crate::client::Signaling,
+    b: &mut crate::client::Signaling,
+    to: &str,
+    n: usize,
+    first_id: u64,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        out.push(a.arrange(b, to, first_id + i as u64).await?);
+        // A request every 60 ms: a quiet pair, not a flood (the
+        // coordinator's frame rate limit is 20/s after a burst).
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Scenario 5: request -> accept -> connect info between two quiet users
+/// (`pair`), `n` times with nothing else going on, then `n` times while
+/// password logins of `storm` run `parallel` at once.
+pub async fn signaling(
+    pool: &Arc<Pool>,
+    pair: &mut [Account],
+    storm: &[Account],
+    n: usize,
+    parallel: usize,
+) -> anyhow::Result<Vec<Row>> {
+    let (ia, ib) = (pool.endpoint_count() - 1, pool.endpoint_count() - 2);
+    let mut a = pool.connect(ia).await?;
+    let w = a.resume(&pair[0].name, &pair[0].token).await?;
+    pair[0].token = w.token.expose().to_string();
+    let mut b = pool.connect(ib).await?;
+    let w = b.resume(&pair[1].name, &pair[1].token).await?;
+    pair[1].token = w.token.expose().to_string();
+    let (mut a, mut b) = (a.into_signaling().await?, b.into_signaling().await?);
+    let to = pair[1].name.clone();
+    let idle = arrange_many(&mut a, &mut b, &to, n, 1).await?;
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let logins = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut storm_tasks = tokio::task::JoinSet::new();
+    for w in 0..parallel.min(storm.len()) {
+        let (pool, stop, logins) = (pool.clone(), stop.clone(), logins.clone());
+        let mine: Vec<Account> = storm.iter().skip(w).step_by(parallel).cloned().collect();
+        storm_tasks.spawn(async move {
+            for (k, acc) in mine.iter().cycle().enumerate() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(mut s) = pool.connect(w + k * parallel).await else {
+                    continue;
+                };
+                if s.login(&acc.name, PASSWORD).await.is_ok() {
+                    logins.fetch_add(1, Ordering::Relaxed);
+                }
+                s.conn.close(0u32.into(), b"done");
+            }
+        });
+    }
+    // Let the storm reach its pace first.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let storm_start = Instant::now();
+    let start_count = logins.load(Ordering::Relaxed);
+    let busy = arrange_many(&mut a, &mut b, &to, n, 1 + n as u64).await;
+    let storm_rate =
+        (logins.load(Ordering::Relaxed) - start_count) as f64 / storm_start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let _ = tokio::time::timeout(Duration::from_secs(40), async {
+        while storm_tasks.join_next().await.is_some() {}
+    })
+    .await;
+    storm_tasks.abort_all();
+    let busy = busy?;
+    a.conn.close(0u32.into(), b"done");
+    b.conn.close(0u32.into(), b"done");
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let (i50, i99) = (percentile(&idle, 0.5), percentile(&idle, 0.99));
+    let (b50, b99) = (percentile(&busy, 0.5), percentile(&busy, 0.99));
+    Ok(vec![row(
+        format!("signaling request -> connect info, {n} each, during {storm_rate:.0} logins/s ({parallel} in parallel)"),
+        format!("p50 {:.2} ms, p99 {:.2} ms", ms(b50), ms(b99)),
+        format!("idle: p50 {:.2} ms, p99 {:.2} ms", ms(i50), ms(i99)),
+        format!("p99 x{:.2}", b99.as_secs_f64() / i99.as_secs_f64().max(1e-9)),
+        "p99 <= 2 x idle",
+    )])
+}
