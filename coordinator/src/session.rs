@@ -408,7 +408,8 @@ impl Session {
                 .await?
             {
                 Ok(()) => {
-                    let welcome = self.log_in(&name).await?;
+                    let token = self.new_token(&name).await?;
+                    let welcome = self.log_in(&name, token);
                     (Stage::Ready { name }, welcome)
                 }
                 Err(reply) => (Stage::Password { name, exists }, reply),
@@ -423,14 +424,8 @@ impl Session {
                         Stage::Username,
                         login_failed(LoginFailure::TooManyAttempts, secs(wait)),
                     )
-                } else if self
-                    .shared
-                    .store
-                    .take_token(&name, token.expose())
-                    .await
-                    .map_err(internal)?
-                {
-                    let welcome = self.log_in(&name).await?;
+                } else if let Some(new) = self.rotate_token(&name, token.expose()).await? {
+                    let welcome = self.log_in(&name, new);
                     (Stage::Ready { name }, welcome)
                 } else {
                     let wait = self.shared.auth.token_refused(ip);
@@ -535,8 +530,8 @@ impl Session {
         Ok(Ok(()))
     }
 
-    /// Issues a token and puts the session online.
-    async fn log_in(&mut self, name: &str) -> Result<SessionResponse, Fatal> {
+    /// Issues and stores a new session token for `name`.
+    async fn new_token(&mut self, name: &str) -> Result<String, Fatal> {
         let token = hex::encode(rand::random::<[u8; 16]>());
         let ttl = self.shared.config.token_ttl;
         self.shared
@@ -544,6 +539,26 @@ impl Session {
             .add_token(name, &token, ttl.as_millis() as i64)
             .await
             .map_err(internal)?;
+        Ok(token)
+    }
+
+    /// Takes the session token `old` of `name` and stores a new one in its
+    /// place; `None` when `old` is not valid.
+    async fn rotate_token(&mut self, name: &str, old: &str) -> Result<Option<String>, Fatal> {
+        let token = hex::encode(rand::random::<[u8; 16]>());
+        let ttl = self.shared.config.token_ttl;
+        let taken = self
+            .shared
+            .store
+            .rotate_token(name, old, &token, ttl.as_millis() as i64)
+            .await
+            .map_err(internal)?;
+        Ok(taken.then_some(token))
+    }
+
+    /// Puts the session online with its (stored) new `token`.
+    fn log_in(&mut self, name: &str, token: String) -> SessionResponse {
+        let ttl = self.shared.config.token_ttl;
         let member = Member {
             session: self.id,
             conn: self.conn.clone(),
@@ -554,13 +569,13 @@ impl Session {
         let (online, feed) = self.shared.hub.join(name, member);
         self.feed = Some(feed);
         self.slot.logged_in();
-        Ok(SessionResponse::Welcome(Welcome {
+        SessionResponse::Welcome(Welcome {
             name: name.to_string(),
             online,
             observed: self.observed,
             token: token.into(),
             token_valid_secs: ttl.as_secs(),
-        }))
+        })
     }
 
     async fn on_signal_opened(&mut self, send: SendStream) -> Result<(), Fatal> {
@@ -586,7 +601,12 @@ impl Session {
                     Err(_) => Some(Outcome::InvalidName),
                     Ok(to) if to == me => Some(Outcome::SelfRequest),
                     Ok(to) => {
-                        if !self.shared.store.exists(&to).await.map_err(internal)? {
+                        // An online callee exists: only an offline one costs
+                        // a database look-up, which may wait behind a storm
+                        // of login writes on the database thread.
+                        if !hub.is_online(&to)
+                            && !self.shared.store.exists(&to).await.map_err(internal)?
+                        {
                             Some(Outcome::NoSuchUser)
                         } else {
                             hub.request(&me, self.id, id, &to, kind).err()
