@@ -17,6 +17,7 @@ use common::protocol::{RequestKind, SessionResponse, SignalEvent};
 use common::Fingerprint;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
@@ -108,6 +109,8 @@ pub struct Hub {
     /// The shared presence log; sent to only with `state` locked, so a
     /// subscription taken under the lock starts exactly after a snapshot.
     pub(crate) presence: broadcast::Sender<crate::presence::Change>,
+    /// How many are online, readable without the lock.
+    pub(crate) online_count: AtomicUsize,
     /// How long a callee has to answer.
     pub request_timeout: Duration,
 }
@@ -120,8 +123,14 @@ impl Hub {
         Hub {
             state: Mutex::new(State::default()),
             presence,
+            online_count: AtomicUsize::new(0),
             request_timeout,
         }
+    }
+
+    /// How many sessions are online (without taking the lock).
+    pub fn online_count(&self) -> usize {
+        self.online_count.load(Ordering::Relaxed)
     }
 
     /// Locks the state (a poisoned lock is recovered: the state stays usable).

@@ -43,9 +43,15 @@ pub struct Config {
     /// How long a connection not yet logged in may go without a login step
     /// (hello, name, password, resume) before it is closed.
     pub login_step_timeout: Duration,
-    /// How long a session waits after a presence change for more before it
-    /// sends them all in one write (coalescing a storm into few writes).
+    /// How long a session waits, at least, after a presence change for more
+    /// before it sends them all in one write (coalescing a storm into few
+    /// writes).
     pub presence_window: Duration,
+    /// The window grows by this much per session online (up to a second),
+    /// so that the writes of all sessions together stay about
+    /// `1 / presence_window_per_session` per second however many are online:
+    /// 50 µs makes 20,000 writes/s, a 250 ms window at 5,000 sessions.
+    pub presence_window_per_session: Duration,
     /// Presence changes the shared log keeps; a session further behind is
     /// closed as too slow.
     pub presence_backlog: usize,
@@ -69,6 +75,7 @@ impl Config {
             login_timeout: Duration::from_secs(300),
             login_step_timeout: Duration::from_secs(60),
             presence_window: Duration::from_millis(20),
+            presence_window_per_session: Duration::from_micros(50),
             presence_backlog: 65_536,
             udp_buffer_bytes: 8 << 20,
             limits: admission::Limits::default(),

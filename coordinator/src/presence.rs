@@ -7,6 +7,9 @@
 //! arrived as one write. A storm of M arrivals among N online sessions
 //! therefore costs M log entries and about one write per session per window,
 //! not N × M queued messages and wake-ups. Order per name is the log's order.
+//! The window grows with the number online ([`crate::Config::presence_window_per_session`]),
+//! so that a long ramp of arrivals costs a bounded number of writes per
+//! second in total, not one per session every few milliseconds.
 //!
 //! The log keeps the last `presence_backlog` changes. A session that falls
 //! further behind than that (its client stopped reading and its writes
@@ -18,6 +21,7 @@ use crate::hub::{Hub, Member};
 use common::close::{self, CloseCode};
 use common::protocol::SessionResponse;
 use common::wire::{self, WireError};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use thiserror::Error;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
@@ -115,6 +119,7 @@ impl Hub {
             }
             None => {
                 tracing::info!(user = name, "online");
+                self.online_count.store(st.online.len(), Ordering::Relaxed);
                 // An error only means nobody is listening.
                 let _ = self.presence.send(Change {
                     name: feed.me.clone(),
@@ -133,6 +138,7 @@ impl Hub {
             return;
         }
         st.online.remove(name);
+        self.online_count.store(st.online.len(), Ordering::Relaxed);
         st.drop_requests_of(session);
         tracing::info!(user = name, "offline");
         let _ = self.presence.send(Change {

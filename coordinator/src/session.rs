@@ -35,6 +35,9 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frame rate limit per connection: burst, then per second.
 const FRAME_BURST: u32 = 100;
 const FRAME_RATE: u32 = 20;
+/// The longest a presence change waits to be batched with others (unless
+/// the configured minimum is longer).
+const MAX_PRESENCE_WINDOW: Duration = Duration::from_secs(1);
 /// Signaling events held until the client opens its signaling stream.
 const MAX_EARLY_SIGNALS: usize = 64;
 
@@ -92,6 +95,8 @@ struct Session {
     session_send: SendStream,
     signal_send: Option<SendStream>,
     early_signals: VecDeque<SignalEvent>,
+    /// Online names that did not fit in the welcome's frame, sent after it.
+    overflow: Vec<String>,
     out_tx: mpsc::Sender<Outbound>,
     /// Presence changes for this session, once it is online.
     feed: Option<Feed>,
@@ -157,6 +162,7 @@ pub async fn handle(
         session_send: send,
         signal_send: None,
         early_signals: VecDeque::new(),
+        overflow: Vec::new(),
         out_tx,
         feed: None,
         bucket: TokenBucket::new(FRAME_BURST, FRAME_RATE, Instant::now()),
@@ -229,8 +235,7 @@ impl Session {
         let login_deadline = tokio::time::sleep(self.shared.config.login_timeout);
         let step = self.shared.config.login_step_timeout;
         let step_deadline = tokio::time::sleep(step);
-        let window = self.shared.config.presence_window;
-        let presence_due = tokio::time::sleep(window);
+        let presence_due = tokio::time::sleep(Duration::ZERO);
         let mut presence_waiting = false;
         tokio::pin!(hello_deadline, login_deadline, step_deadline, presence_due);
         loop {
@@ -274,7 +279,7 @@ impl Session {
                 // of the window's changes go out with it in one write.
                 changed = wait_feed(&mut self.feed), if !presence_waiting => {
                     changed.map_err(feed_fatal)?;
-                    presence_due.as_mut().reset(tokio::time::Instant::now() + window);
+                    presence_due.as_mut().reset(tokio::time::Instant::now() + self.presence_window());
                     presence_waiting = true;
                 }
                 _ = &mut presence_due, if presence_waiting => {
@@ -287,6 +292,18 @@ impl Session {
 
     async fn write_session(&mut self, msg: &SessionResponse) -> Result<(), Fatal> {
         write_timed(&mut self.session_send, msg).await
+    }
+
+    /// How long to gather presence changes before sending them: longer the
+    /// more sessions are online, so that all of them together make a
+    /// bounded number of writes per second.
+    fn presence_window(&self) -> Duration {
+        let c = &self.shared.config;
+        let online = u32::try_from(self.shared.hub.online_count()).unwrap_or(u32::MAX);
+        c.presence_window_per_session
+            .saturating_mul(online)
+            .min(MAX_PRESENCE_WINDOW)
+            .max(c.presence_window)
     }
 
     /// Sends every presence change waiting, as consecutive frames in one write.
@@ -462,7 +479,26 @@ impl Session {
             }
         };
         self.stage = next;
-        self.write_session(&reply).await
+        self.write_session(&reply).await?;
+        self.write_overflow().await
+    }
+
+    /// Sends the names of the online list that did not fit in the welcome,
+    /// as arrivals, right after it (before any change that followed).
+    async fn write_overflow(&mut self) -> Result<(), Fatal> {
+        if self.overflow.is_empty() {
+            return Ok(());
+        }
+        let mut frames = Vec::new();
+        for name in std::mem::take(&mut self.overflow) {
+            let msg = SessionResponse::Presence { name, online: true };
+            frames.extend_from_slice(&common::wire::encode(&msg)?);
+        }
+        match tokio::time::timeout(WRITE_TIMEOUT, self.session_send.write_all(&frames)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(fatal(CloseCode::TOO_SLOW, e.to_string())),
+            Err(_) => Err(fatal(CloseCode::TOO_SLOW, "write timed out")),
+        }
     }
 
     /// Checks or sets the password. `Ok(Err(reply))` is a failure the user
@@ -566,8 +602,9 @@ impl Session {
             fingerprint: self.fingerprint,
             addrs: self.addrs.clone(),
         };
-        let (online, feed) = self.shared.hub.join(name, member);
+        let (mut online, feed) = self.shared.hub.join(name, member);
         self.feed = Some(feed);
+        self.overflow = online.split_off(welcome_fit(&online));
         self.slot.logged_in();
         SessionResponse::Welcome(Welcome {
             name: name.to_string(),
@@ -634,6 +671,23 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// How many of `online` fit in a welcome frame. Past about 9,000 users
+/// online the list alone would exceed the frame limit; the rest follow the
+/// welcome as arrivals, which every peer already understands.
+fn welcome_fit(online: &[String]) -> usize {
+    // Room for everything else in the welcome (name, address, token).
+    let mut left = common::wire::MAX_FRAME_LEN - 512;
+    for (i, name) in online.iter().enumerate() {
+        // A name is its bytes after a varint length (at most 2 bytes here).
+        let cost = name.len() + 2;
+        if cost > left {
+            return i;
+        }
+        left -= cost;
+    }
+    online.len()
 }
 
 /// Waits for the session's next presence change; forever before login.
@@ -720,7 +774,24 @@ fn request_name(req: &SessionRequest) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::candidates;
+    use super::{candidates, welcome_fit};
+    use common::protocol::{SessionResponse, Welcome};
+
+    #[test]
+    fn a_welcome_holds_as_many_online_names_as_fit_in_a_frame() {
+        let online: Vec<String> = (0..10_000).map(|i| format!("{i:0>32}")).collect();
+        let fit = welcome_fit(&online);
+        assert!(fit > 1_000 && fit < online.len());
+        let welcome = SessionResponse::Welcome(Welcome {
+            name: "x".repeat(32),
+            online: online[..fit].to_vec(),
+            observed: "[2001:db8::1]:65535".parse().unwrap(),
+            token: "f".repeat(32).into(),
+            token_valid_secs: u64::MAX,
+        });
+        assert!(common::wire::encode(&welcome).is_ok(), "the welcome fits");
+        assert_eq!(welcome_fit(&online[..10]), 10);
+    }
 
     #[test]
     fn candidates_start_with_the_observed_address_and_drop_unusable_ones() {

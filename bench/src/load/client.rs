@@ -14,9 +14,10 @@ use quinn::{ClientConfig, Connection, Endpoint, RecvStream, SendStream};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 
 /// The bound on any one protocol step.
 pub const STEP: Duration = Duration::from_secs(30);
@@ -181,13 +182,8 @@ impl Sess {
         let Sess { conn, send, recv } = self;
         let (mut sig_send, sig_recv) = conn.open_bi().await?;
         write_frame(&mut sig_send, &SignalRequest::Open).await?;
-        let (tx, _rx) = mpsc::channel(1);
-        let watch = Arc::new(Watch {
-            prefix: String::new(),
-            want: 0.into(),
-            done: tx,
-        });
-        tokio::spawn(watch_presence(recv, watch, conn.clone(), send));
+        let stat = Watch::new("").register();
+        tokio::spawn(watch_presence(recv, "".into(), stat, conn.clone(), send));
         Ok(Signaling {
             conn,
             send: sig_send,
@@ -199,36 +195,74 @@ impl Sess {
     /// the stream ends; keeps the connection.
     pub fn watch(self, watch: Arc<Watch>) -> Connection {
         let Sess { conn, send, recv } = self;
-        tokio::spawn(watch_presence(recv, watch, conn.clone(), send));
+        let stat = watch.register();
+        tokio::spawn(watch_presence(
+            recv,
+            watch.prefix.clone(),
+            stat,
+            conn.clone(),
+            send,
+        ));
         conn
     }
 }
 
 /// What every session's reader looks for: arrivals of names starting with
-/// `prefix`; a reader that has seen `want` of them reports the time.
+/// `prefix`. Each reader keeps its count and the time of its latest one.
 pub struct Watch {
     /// Names of interest start with this.
     pub prefix: String,
-    /// How many arrivals make a reader done (0: never).
-    pub want: std::sync::atomic::AtomicUsize,
-    /// Where done readers report.
-    pub done: mpsc::Sender<Instant>,
+    readers: Mutex<Vec<Arc<Seen>>>,
+}
+
+/// One reader's figures.
+#[derive(Default)]
+pub struct Seen {
+    /// Arrivals of interest seen.
+    pub count: AtomicUsize,
+    /// When the latest one was read.
+    pub last: Mutex<Option<Instant>>,
+}
+
+impl Watch {
+    /// A watch for names starting with `prefix`.
+    pub fn new(prefix: &str) -> Arc<Watch> {
+        Arc::new(Watch {
+            prefix: prefix.into(),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn register(&self) -> Arc<Seen> {
+        let seen = Arc::new(Seen::default());
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(seen.clone());
+        seen
+    }
+
+    /// Every reader so far, oldest first.
+    pub fn readers(&self) -> Vec<Arc<Seen>> {
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 async fn watch_presence(
     mut recv: RecvStream,
-    watch: Arc<Watch>,
+    prefix: String,
+    seen: Arc<Seen>,
     _conn: Connection,
     _send: SendStream,
 ) {
-    let mut seen = 0usize;
     while let Ok(Some(frame)) = read_frame::<SessionResponse, _>(&mut recv).await {
         if let SessionResponse::Presence { name, online: true } = frame {
-            if name.starts_with(&watch.prefix) {
-                seen += 1;
-                if seen == watch.want.load(std::sync::atomic::Ordering::Relaxed) {
-                    let _ = watch.done.try_send(Instant::now());
-                }
+            if !prefix.is_empty() && name.starts_with(&prefix) {
+                *seen.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                seen.count.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

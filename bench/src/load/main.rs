@@ -198,7 +198,7 @@ async fn main() -> anyhow::Result<()> {
         print_rows(&rows);
     }
 
-    let mut online = Online::new("j", most + args.joiners + 16);
+    let mut online = Online::new("j");
     let (resume_rows, rss0) = scenarios::resume_storm(
         &mut target,
         &pool,

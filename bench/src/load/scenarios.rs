@@ -8,7 +8,6 @@ use anyhow::Context;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 /// The password every seeded account has.
 pub const PASSWORD: &str = "load-test-password";
@@ -104,28 +103,20 @@ pub async fn logins(
     Ok(rows)
 }
 
-/// Sessions kept online, with their next tokens.
+/// Sessions kept online.
 pub struct Online {
     /// Connections, whose session streams are read by watcher tasks.
     pub conns: Vec<quinn::Connection>,
     /// What every reader looks for.
     pub watch: Arc<Watch>,
-    /// Where done readers report.
-    pub done: mpsc::Receiver<Instant>,
 }
 
 impl Online {
     /// Nobody online yet; readers watch for names starting with `prefix`.
-    pub fn new(prefix: &str, capacity: usize) -> Online {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+    pub fn new(prefix: &str) -> Online {
         Online {
             conns: Vec::new(),
-            watch: Arc::new(Watch {
-                prefix: prefix.into(),
-                want: 0.into(),
-                done: tx,
-            }),
-            done: rx,
+            watch: Watch::new(prefix),
         }
     }
 }
@@ -284,26 +275,33 @@ async fn fanout(
     online: &mut Online,
 ) -> anyhow::Result<Vec<Row>> {
     let m = joiners.len();
-    while online.done.try_recv().is_ok() {}
-    online.watch.want.store(m, Ordering::Relaxed);
+    let readers = online.watch.readers();
     let start = Instant::now();
     let (failed, joined) = resume_range(pool, joiners, 0..m, m, online).await;
-    let mut done = 0;
-    let mut last = start;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while done < watchers {
-        match tokio::time::timeout_at(deadline, online.done.recv()).await {
-            Ok(Some(t)) => {
-                done += 1;
-                last = last.max(t);
-            }
-            _ => break,
+    let want = m - failed;
+    // Until every watcher has seen every arrival that happened (bounded).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let done = readers
+            .iter()
+            .filter(|r| r.count.load(Ordering::Relaxed) >= want)
+            .count();
+        if done >= watchers.min(readers.len()) || Instant::now() > deadline {
+            break done;
         }
-    }
-    online.watch.want.store(0, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let last = readers
+        .iter()
+        .filter_map(|r| *r.last.lock().unwrap_or_else(|p| p.into_inner()))
+        .max()
+        .unwrap_or(start);
     let took = last - start;
-    let notes = (done * m) as f64;
-    let rate = notes / took.as_secs_f64();
+    let notes: usize = readers
+        .iter()
+        .map(|r| r.count.load(Ordering::Relaxed).min(want))
+        .sum();
+    let rate = notes as f64 / took.as_secs_f64();
     Ok(vec![row(
         format!(
             "presence fan-out: {m} join at once among {watchers} online ({failed} failed; joins done in {:.2} s; {done} watchers saw all)",
