@@ -15,7 +15,7 @@
 use common::close::{self, CloseCode};
 use common::protocol::{RequestKind, SessionResponse, SignalEvent};
 use common::Fingerprint;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -94,8 +94,9 @@ pub struct Pending {
 /// Everything behind the hub's lock.
 #[derive(Debug, Default)]
 pub struct State {
-    /// Online sessions by normalised name.
-    pub online: HashMap<String, Member>,
+    /// Online sessions by normalised name, in name order (each welcome
+    /// lists them sorted; keeping them sorted spares a sort per login).
+    pub online: BTreeMap<String, Member>,
     /// Pending requests by coordinator-given id.
     pub pending: HashMap<u64, Pending>,
     /// The next coordinator-given request id.

@@ -168,9 +168,7 @@ impl Hub {
 impl crate::hub::State {
     /// Everyone online except `name`, sorted.
     pub fn online_except(&self, name: &str) -> Vec<String> {
-        let mut names: Vec<String> = self.online.keys().filter(|n| *n != name).cloned().collect();
-        names.sort();
-        names
+        self.online.keys().filter(|n| *n != name).cloned().collect()
     }
 }
 
