@@ -221,7 +221,13 @@ pub async fn idle_and_fanout(
     let mut rows = Vec::new();
     let mut next = online.conns.len();
     for &step in steps {
-        let upto = step.min(accounts.len());
+        // The step counts everyone online, joiners of the fan-out included.
+        let live = online
+            .conns
+            .iter()
+            .filter(|c| c.close_reason().is_none())
+            .count();
+        let upto = (next + step.saturating_sub(live)).min(accounts.len());
         let drops = udp_rcvbuf_errors();
         let (failed, elapsed) = resume_range(pool, accounts, next..upto, parallel, online).await;
         let ramp = (upto - next - failed) as f64 / elapsed.as_secs_f64();
