@@ -33,6 +33,8 @@ fn the_quick_load_run_reports_every_scenario() {
         "token resumes",
         "presence fan-out",
         "idle sessions",
+        "signaling request",
+        "leave at once",
     ] {
         assert!(out.contains(figure), "no {figure} row in:\n{out}");
     }

@@ -12,7 +12,11 @@
 //! 3. idle sessions at each `--idle` step: coordinator memory per session
 //!    (RSS delta from just after the restart) and idle CPU;
 //! 4. presence fan-out at the `--fanout-at` step: `--joiners` log in at once,
-//!    time until every online session has seen every arrival.
+//!    time until every online session has seen every arrival;
+//! 5. signaling p50/p99 between a quiet pair, idle and during a login storm;
+//!
+//! and last, everyone leaves at once: the coordinator's busy time, the lines
+//! it logged and its memory after.
 //!
 //! Every loop is bounded: each protocol step by a time-out, each wait by a
 //! deadline. `--quick` is a smoke run of a few seconds.
@@ -229,14 +233,12 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?,
     );
+    rows.extend(scenarios::mass_departure(&target, &mut online).await);
     if let Some(bytes) = target.log_bytes() {
         println!(
             "coordinator log: {:.1} MiB",
             bytes as f64 / (1 << 20) as f64
         );
-    }
-    for c in &online.conns {
-        c.close(0u32.into(), b"done");
     }
     pool.close_all();
     target.stop().await?;

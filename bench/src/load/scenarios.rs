@@ -272,6 +272,54 @@ pub async fn idle_and_fanout(
     Ok(rows)
 }
 
+/// Everyone online leaves at once: how long until the coordinator's CPU
+/// is quiet again, the lines it logged meanwhile, and its memory after.
+pub async fn mass_departure(target: &Target, online: &mut Online) -> Vec<Row> {
+    let n = online
+        .conns
+        .iter()
+        .filter(|c| c.close_reason().is_none())
+        .count();
+    let (lines0, rss0) = (target.log_lines(), target.rss_kib());
+    let start = Instant::now();
+    for c in online.conns.drain(..) {
+        c.close(0u32.into(), b"done");
+    }
+    // Quiet: under 10 ms of CPU in 100 ms, or 60 s at most.
+    let mut quiet_at = start;
+    let mut cpu = target.cpu();
+    while start.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = target.cpu();
+        quiet_at = Instant::now();
+        match (cpu, now) {
+            (Some(a), Some(b)) if b - a < Duration::from_millis(10) => break,
+            (None, _) | (_, None) => break,
+            _ => cpu = now,
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lines = target.log_lines().zip(lines0).map(|(a, b)| a - b);
+    let mib = |k: u64| k as f64 / 1024.0;
+    vec![row(
+        format!(
+            "{n} sessions leave at once: {} log lines",
+            lines.map_or("?".into(), |l| l.to_string())
+        ),
+        format!(
+            "busy {:.2} s; RSS {} -> {} MiB",
+            (quiet_at - start).as_secs_f64(),
+            rss0.map_or("?".into(), |k| format!("{:.0}", mib(k))),
+            target
+                .rss_kib()
+                .map_or("?".into(), |k| format!("{:.0}", mib(k)))
+        ),
+        String::new(),
+        String::new(),
+        "a line per event, not per recipient",
+    )]
+}
+
 /// Scenario 4: with `watchers` online, every joiner resumes at once; the
 /// time until every watcher has seen every arrival.
 async fn fanout(

@@ -261,6 +261,18 @@ impl Target {
         Some(Duration::from_millis(ticks * 10))
     }
 
+    /// Lines the spawned coordinator has logged.
+    pub fn log_lines(&self) -> Option<usize> {
+        match self.kind {
+            Kind::Spawned { .. } => {
+                let dir = self.dir.as_ref()?;
+                let log = std::fs::read(dir.path().join("coordinator.log")).ok()?;
+                Some(log.iter().filter(|b| **b == b'\n').count())
+            }
+            _ => None,
+        }
+    }
+
     /// Bytes the spawned coordinator has logged.
     pub fn log_bytes(&self) -> Option<u64> {
         match self.kind {
