@@ -39,6 +39,10 @@ pub enum DbError {
     Closed,
 }
 
+/// Told on the database thread after every batch: how long the batch took
+/// to run and commit, and whether it committed (for metrics).
+pub type CommitObserver = Box<dyn Fn(std::time::Duration, bool) + Send>;
+
 type Finisher = Box<dyn FnOnce(Option<&rusqlite::Error>) + Send>;
 type Job = Box<dyn FnOnce(&mut Transaction<'_>) -> Finisher + Send>;
 
@@ -54,6 +58,15 @@ impl Db {
     /// `migrations` (migration `i` brings `user_version` from `i` to `i + 1`)
     /// and starts its thread.
     pub fn open(path: &Path, migrations: &'static [&'static str]) -> Result<Db, DbError> {
+        Db::open_observed(path, migrations, None)
+    }
+
+    /// [`Db::open`], with `observer` told about every batch.
+    pub fn open_observed(
+        path: &Path,
+        migrations: &'static [&'static str],
+        observer: Option<CommitObserver>,
+    ) -> Result<Db, DbError> {
         let open_err = |reason: String| DbError::Open {
             path: path.to_path_buf(),
             reason,
@@ -70,7 +83,7 @@ impl Db {
         );
         std::thread::Builder::new()
             .name(name)
-            .spawn(move || run(conn, rx))
+            .spawn(move || run(conn, rx, observer))
             .map_err(|e| open_err(e.to_string()))?;
         Ok(Db { tx })
     }
@@ -137,7 +150,7 @@ fn prepare(conn: &mut Connection, migrations: &[&str]) -> rusqlite::Result<()> {
     tx.commit()
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, observer: Option<CommitObserver>) {
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -147,6 +160,7 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
             }
         }
         let mut finishers = Vec::with_capacity(jobs.len());
+        let started = std::time::Instant::now();
         let commit = conn.transaction().and_then(|mut tx| {
             for job in jobs.drain(..) {
                 finishers.push(job(&mut tx));
@@ -154,6 +168,9 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
             tx.commit()
         });
         let err = commit.err();
+        if let Some(observe) = &observer {
+            observe(started.elapsed(), err.is_none());
+        }
         if let Some(e) = &err {
             tracing::error!(error = %e, "database transaction failed");
         }

@@ -5,8 +5,9 @@
 //! module that knows byte layouts ([`wire`]), name and size rules ([`names`]),
 //! QUIC transport settings ([`transport`]), TLS configuration with the
 //! fingerprint verifiers ([`tls`]), connection close codes ([`close`]), the
-//! frame rate limit ([`limits`]) and
-//! time-ordered message ids ([`ids`]) and, with the `db` feature, the SQLite
+//! frame rate limit ([`limits`]),
+//! time-ordered message ids ([`ids`]), how an error chain reads as one
+//! sentence ([`report`]) and, with the `db` feature, the SQLite
 //! thread both binaries store through ([`db`]).
 //!
 //! Architecture invariant: this crate opens no socket and spawns no task; the
@@ -19,6 +20,7 @@ pub mod ids;
 pub mod limits;
 pub mod names;
 pub mod protocol;
+pub mod report;
 pub mod tls;
 pub mod transport;
 pub mod wire;

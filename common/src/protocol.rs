@@ -99,6 +99,14 @@ pub enum SessionRequest {
     },
     /// Who is online now?
     ListOnline,
+    /// Change this account's password (logged in; the current one is
+    /// checked, and throttled, as a login attempt).
+    ChangePassword {
+        /// The current password. Never logged.
+        old: Secret,
+        /// The new password. Never logged.
+        new: Secret,
+    },
 }
 
 /// Session stream, coordinator → peer.
@@ -156,6 +164,19 @@ pub enum SessionResponse {
     Error {
         /// A sentence for the user.
         message: String,
+    },
+    /// The password was changed. Every earlier session token is void; this
+    /// session resumes with the new one.
+    PasswordChanged {
+        /// A session token for [`SessionRequest::Resume`].
+        token: Secret,
+    },
+    /// The password was not changed (the session goes on).
+    PasswordNotChanged {
+        /// Why.
+        reason: LoginFailure,
+        /// Seconds to wait before the next attempt (0: none).
+        retry_after_secs: u32,
     },
 }
 

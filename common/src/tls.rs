@@ -51,6 +51,20 @@ impl fmt::Display for Fingerprint {
     }
 }
 
+/// The label of the coordinator's certificate fingerprint, as
+/// [`certificate_fingerprint_line`] writes it.
+pub const CERTIFICATE_FINGERPRINT_LABEL: &str = "certificate fingerprint (peers pin this)";
+
+/// The line that shows the fingerprint a peer pins on first use (that of the
+/// coordinator's own, leaf, certificate), the same wherever it is shown: the
+/// coordinator prints it at start and on `coordinator fingerprint`, and a
+/// peer can print it when it pins or refuses a certificate, so a person can
+/// compare the two texts character for character:
+/// `certificate fingerprint (peers pin this): sha256:<64 hex digits>`.
+pub fn certificate_fingerprint_line(fp: &Fingerprint) -> String {
+    format!("{CERTIFICATE_FINGERPRINT_LABEL}: {fp}")
+}
+
 impl fmt::Debug for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
@@ -484,6 +498,18 @@ mod tests {
         assert!(text.starts_with("sha256:") && text.len() == 7 + 64);
         assert_eq!(text.parse::<Fingerprint>().unwrap(), fp);
         assert!("sha256:abcd".parse::<Fingerprint>().is_err());
+    }
+
+    #[test]
+    fn the_fingerprint_line_holds_the_display_text() {
+        let fp = Fingerprint::of(b"a leaf certificate");
+        let line = certificate_fingerprint_line(&fp);
+        assert_eq!(
+            line,
+            format!("certificate fingerprint (peers pin this): {fp}")
+        );
+        let shown = line.rsplit(' ').next().unwrap();
+        assert_eq!(shown.parse::<Fingerprint>().unwrap(), fp);
     }
 
     #[test]

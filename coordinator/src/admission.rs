@@ -163,6 +163,27 @@ impl Admission {
     pub fn handshakes(&self) -> usize {
         self.lock().handshakes
     }
+
+    /// The totals now, for metrics.
+    pub fn counts(&self) -> Snapshot {
+        let c = self.lock();
+        Snapshot {
+            handshakes: c.handshakes,
+            connections: c.connections,
+            not_logged_in: c.not_logged_in,
+        }
+    }
+}
+
+/// The admission totals at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Handshakes in flight.
+    pub handshakes: usize,
+    /// Connections admitted (logged in or not).
+    pub connections: usize,
+    /// Connections admitted that have not logged in yet.
+    pub not_logged_in: usize,
 }
 
 impl HandshakeSlot {

@@ -33,6 +33,7 @@
 use crate::source::source_of;
 use argon2::password_hash::{rand_core::OsRng, Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
+use prometheus_client::metrics::{gauge::Gauge, histogram::Histogram};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -156,6 +157,10 @@ struct HashPool {
     permits: Semaphore,
     buffers: Mutex<Vec<Vec<Block>>>,
     allocated: AtomicUsize,
+    /// Hashes waiting for a permit (a metric).
+    queue: Gauge,
+    /// How long each hash waited for its permit (a metric).
+    wait: Histogram,
 }
 
 /// Password hashing and throttling.
@@ -233,6 +238,8 @@ impl HashPool {
             permits: Semaphore::new(permits),
             buffers: Mutex::new(Vec::with_capacity(permits)),
             allocated: AtomicUsize::new(0),
+            queue: Gauge::default(),
+            wait: crate::metrics::wait_histogram(),
         }
     }
 
@@ -243,11 +250,12 @@ impl HashPool {
         self: &Arc<Self>,
         f: impl FnOnce(&mut [Block]) -> R + Send + 'static,
     ) -> Result<R, AuthError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| AuthError::Interrupted)?;
+        let asked = Instant::now();
+        let queued = Queued::new(&self.queue);
+        let permit = self.permits.acquire().await;
+        drop(queued);
+        let _permit = permit.map_err(|_| AuthError::Interrupted)?;
+        self.wait.observe(asked.elapsed().as_secs_f64());
         let taken = self.buffers.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut blocks = taken.unwrap_or_else(|| {
             self.allocated.fetch_add(1, Ordering::Relaxed);
@@ -266,6 +274,23 @@ impl HashPool {
             .unwrap_or_else(|p| p.into_inner())
             .push(blocks);
         Ok(result)
+    }
+}
+
+/// Counts one hash in the queue until dropped (also when the waiting
+/// future is dropped: the gauge never drifts).
+struct Queued<'a>(&'a Gauge);
+
+impl<'a> Queued<'a> {
+    fn new(gauge: &'a Gauge) -> Queued<'a> {
+        gauge.inc();
+        Queued(gauge)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -318,6 +343,11 @@ impl Auth {
         self.pool
             .run(move |blocks| verify_with(password.as_bytes(), &phc, blocks))
             .await?
+    }
+
+    /// The hashing queue's depth and wait metrics (shared handles).
+    pub fn hash_metrics(&self) -> (Gauge, Histogram) {
+        (self.pool.queue.clone(), self.pool.wait.clone())
     }
 
     /// How many hashing buffers were ever allocated (at most the permits).

@@ -12,13 +12,15 @@
 //! ([`crate::presence::Change`] on a broadcast channel) that each session
 //! reads at its own pace and coalesces ([`crate::presence::Feed`]).
 
+use crate::logs::{self, limited};
+use crate::metrics::Metrics;
 use common::close::{self, CloseCode};
 use common::protocol::{RequestKind, SessionResponse, SignalEvent};
 use common::Fingerprint;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 
@@ -47,6 +49,8 @@ pub struct Member {
     pub fingerprint: Fingerprint,
     /// Its candidate addresses, observed one first.
     pub addrs: Vec<SocketAddr>,
+    /// The coordinator's counters.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Member {
@@ -55,20 +59,33 @@ impl Member {
     /// further messages silently, so a burst aimed at a stuck client costs
     /// one warning, not one per message.
     pub fn send(&self, msg: Outbound) {
+        let presence = matches!(msg, Outbound::Session(SessionResponse::Presence { .. }));
         match self.tx.try_send(msg) {
+            Ok(()) if presence => self.metrics.presence_sent(),
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if self.conn.close_reason().is_none() {
-                    tracing::warn!(
+                    self.metrics.queue_full();
+                    limited!(
+                        logs::QUEUE_FULL,
+                        warn,
                         session = self.session,
                         queued = OUTBOUND_QUEUE,
                         "outbound queue full; closing slow client"
                     );
-                    close::close(&self.conn, CloseCode::TOO_SLOW);
+                    self.close(CloseCode::TOO_SLOW);
                 }
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
+    }
+
+    /// Closes the session's connection with `code`, counting it.
+    pub fn close(&self, code: CloseCode) {
+        if self.conn.close_reason().is_none() {
+            self.metrics.closed_by_coordinator(code);
+        }
+        close::close(&self.conn, code);
     }
 }
 

@@ -6,6 +6,12 @@
 //! - [`auth`]: Argon2id hashing off the executor, login throttling.
 //! - [`hub`], [`presence`], [`signaling`]: who is online, pending requests.
 //! - [`store`]: the SQLite accounts database.
+//! - [`lock`]: the data folder's lock, held by a serving coordinator.
+//! - [`operator`]: operator commands on the accounts database (list,
+//!   delete, reset a password), refused while a coordinator serves it.
+//! - [`backup`]: a consistent copy of that database while it serves.
+//! - [`metrics`], [`http`]: Prometheus metrics and the health endpoints.
+//! - [`logs`]: log lines that stay few when events come in floods.
 //! - `source`: what counts as one source address (an IPv6 /64 is one).
 //! - [`udp`]: the UDP socket, its buffers sized for bursts.
 //!
@@ -13,7 +19,13 @@
 
 pub mod admission;
 pub mod auth;
+pub mod backup;
+pub mod http;
 pub mod hub;
+pub mod lock;
+pub mod logs;
+pub mod metrics;
+pub mod operator;
 pub mod presence;
 pub mod server;
 pub mod session;
@@ -22,10 +34,13 @@ pub(crate) mod source;
 pub mod store;
 pub mod udp;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
-pub use server::{Coordinator, ServerError};
+pub use server::{bind_socket, Coordinator, ServerError};
 
 /// Coordinator settings.
 #[derive(Debug, Clone)]
@@ -63,6 +78,9 @@ pub struct Config {
     pub limits: admission::Limits,
     /// Login throttling and hashing concurrency.
     pub auth: auth::AuthLimits,
+    /// TCP address of the HTTP listener for `/metrics`, `/healthz` and
+    /// `/readyz`; none by default.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -80,6 +98,7 @@ impl Config {
             udp_buffer_bytes: 8 << 20,
             limits: admission::Limits::default(),
             auth: auth::AuthLimits::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -96,5 +115,9 @@ pub struct Shared {
     /// Presence and signaling.
     pub hub: hub::Hub,
     /// Connection counts and limits.
-    pub admission: std::sync::Arc<admission::Admission>,
+    pub admission: Arc<admission::Admission>,
+    /// Counters for the metrics endpoint.
+    pub metrics: Arc<metrics::Metrics>,
+    /// Whether the accept loop is running (for `/readyz`).
+    pub accepting: AtomicBool,
 }

@@ -18,7 +18,8 @@
 //! is shared and bounded.
 
 use crate::hub::{Hub, Member};
-use common::close::{self, CloseCode};
+use crate::logs::{self, limited};
+use common::close::CloseCode;
 use common::protocol::SessionResponse;
 use common::wire::{self, WireError};
 use std::sync::atomic::Ordering;
@@ -113,12 +114,17 @@ impl Hub {
         };
         match st.online.insert(name.to_string(), member) {
             Some(old) => {
-                tracing::info!(user = name, "second login replaces the first session");
-                close::close(&old.conn, CloseCode::REPLACED);
+                limited!(
+                    logs::REPLACED,
+                    info,
+                    user = name,
+                    "second login replaces the first session"
+                );
+                old.close(CloseCode::REPLACED);
                 st.drop_requests_of(old.session);
             }
             None => {
-                tracing::info!(user = name, "online");
+                limited!(logs::ONLINE, info, user = name, "online");
                 self.online_count.store(st.online.len(), Ordering::Relaxed);
                 // An error only means nobody is listening.
                 let _ = self.presence.send(Change {
@@ -140,7 +146,7 @@ impl Hub {
         st.online.remove(name);
         self.online_count.store(st.online.len(), Ordering::Relaxed);
         st.drop_requests_of(session);
-        tracing::info!(user = name, "offline");
+        limited!(logs::OFFLINE, info, user = name, "offline");
         let _ = self.presence.send(Change {
             name: Arc::from(name),
             online: false,
@@ -160,7 +166,7 @@ impl Hub {
     /// Closes every session with `code` (shutdown).
     pub fn close_all(&self, code: CloseCode) {
         for m in self.lock().online.values() {
-            close::close(&m.conn, code);
+            m.close(code);
         }
     }
 }

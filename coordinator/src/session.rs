@@ -9,6 +9,8 @@
 
 use crate::admission::{ConnectionSlot, HandshakeSlot};
 use crate::hub::{Member, Outbound, OUTBOUND_QUEUE};
+use crate::logs::{self, limited};
+use crate::metrics::{FailureReason, LoginMethod, Lost, Metrics, ThrottleKind};
 use crate::presence::{Feed, FeedError};
 use crate::Shared;
 use common::close::{self, CloseCode};
@@ -115,37 +117,37 @@ pub async fn handle(
     let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
-            tracing::info!(%remote, error = %e, "handshake failed");
+            limited!(logs::HANDSHAKE, info, %remote, error = %e, "handshake failed");
             return;
         }
         Err(_) => {
-            tracing::info!(%remote, "handshake timed out");
+            limited!(logs::HANDSHAKE, info, %remote, "handshake failed (timed out)");
             return;
         }
     };
     let slot = match handshake.established() {
         Ok(slot) => slot,
         Err(code) => {
-            tracing::info!(%remote, code = code.0, "closing: connection limit");
-            close::close(&conn, code);
+            limited!(logs::CLOSING, info, %remote, code = code.0, "closing connection: connection limit");
+            close_counted(&shared, &conn, code);
             return;
         }
     };
     if negotiated_alpn(&conn).as_deref() != Some(ALPN_COORDINATOR) {
-        tracing::info!(%remote, "closing: wrong or missing ALPN");
-        close::close(&conn, CloseCode::BAD_ALPN);
+        limited!(logs::CLOSING, info, %remote, "closing connection: wrong or missing ALPN");
+        close_counted(&shared, &conn, CloseCode::BAD_ALPN);
         return;
     }
     let Some(fingerprint) = Fingerprint::of_connection(&conn) else {
-        close::close(&conn, CloseCode::PROTOCOL_ERROR);
+        close_counted(&shared, &conn, CloseCode::PROTOCOL_ERROR);
         return;
     };
     let (send, recv) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.accept_bi()).await {
         Ok(Ok(pair)) => pair,
         Ok(Err(_)) => return,
         Err(_) => {
-            tracing::info!(%remote, "closing: no session stream in time");
-            close::close(&conn, CloseCode::TIMEOUT);
+            limited!(logs::CLOSING, info, %remote, "closing connection: no session stream in time");
+            close_counted(&shared, &conn, CloseCode::TIMEOUT);
             return;
         }
     };
@@ -173,16 +175,45 @@ pub async fn handle(
     if let Stage::Ready { name } = &session.stage {
         session.shared.hub.leave(name, session.id);
     }
+    let metrics = &session.shared.metrics;
     match result {
-        Ok(()) => tracing::debug!(%remote, "connection ended"),
+        Ok(()) => {
+            count_end(metrics, &conn);
+            tracing::debug!(%remote, "connection ended");
+        }
         // A stream read that failed because the client went away.
-        Err(_) if conn.close_reason().is_some() => tracing::debug!(%remote, "connection ended"),
+        Err(_) if conn.close_reason().is_some() => {
+            count_end(metrics, &conn);
+            tracing::debug!(%remote, "connection ended");
+        }
         Err(f) => {
-            tracing::info!(%remote, code = f.code.0, reason = %f.why, "closing connection");
-            close::close(&conn, f.code);
+            limited!(logs::CLOSING, info, %remote, code = f.code.0, reason = %f.why, "closing connection");
+            close_counted(&session.shared, &conn, f.code);
         }
     }
     readers.abort_all();
+}
+
+/// Closes `conn` with `code`, counting it.
+fn close_counted(shared: &Shared, conn: &quinn::Connection, code: CloseCode) {
+    if conn.close_reason().is_none() {
+        shared.metrics.closed_by_coordinator(code);
+    }
+    close::close(conn, code);
+}
+
+/// Counts how a connection that the coordinator did not close ended.
+fn count_end(metrics: &Metrics, conn: &quinn::Connection) {
+    use quinn::ConnectionError as E;
+    match conn.close_reason() {
+        Some(E::ApplicationClosed(c)) => {
+            metrics.closed_by_peer(CloseCode::from_varint(c.error_code))
+        }
+        Some(E::TimedOut) => metrics.connection_lost(Lost::TimedOut),
+        // Closed here: counted where it was closed.
+        Some(E::LocallyClosed) | None => {}
+        Some(_) => metrics.connection_lost(Lost::Transport),
+    }
 }
 
 /// What the session stream's reader hands the loop.
@@ -312,9 +343,12 @@ impl Session {
             return Ok(());
         };
         let mut frames = Vec::new();
-        feed.drain(&mut frames).map_err(feed_fatal)?;
+        let count = feed.drain(&mut frames).map_err(feed_fatal)?;
         if frames.is_empty() {
             return Ok(());
+        }
+        for _ in 0..count {
+            self.shared.metrics.presence_sent();
         }
         match tokio::time::timeout(WRITE_TIMEOUT, self.session_send.write_all(&frames)).await {
             Ok(Ok(())) => Ok(()),
@@ -427,6 +461,11 @@ impl Session {
                 Ok(()) => {
                     let token = self.new_token(&name).await?;
                     let welcome = self.log_in(&name, token);
+                    self.shared.metrics.login(if exists {
+                        LoginMethod::Password
+                    } else {
+                        LoginMethod::NewAccount
+                    });
                     (Stage::Ready { name }, welcome)
                 }
                 Err(reply) => (Stage::Password { name, exists }, reply),
@@ -437,12 +476,14 @@ impl Session {
                 let name = normalize_username(&name).unwrap_or_default();
                 let ip = self.observed.ip();
                 if let Some(wait) = self.shared.auth.token_wait(ip) {
+                    self.shared.metrics.throttled(ThrottleKind::Token);
                     (
                         Stage::Username,
                         login_failed(LoginFailure::TooManyAttempts, secs(wait)),
                     )
                 } else if let Some(new) = self.rotate_token(&name, token.expose()).await? {
                     let welcome = self.log_in(&name, new);
+                    self.shared.metrics.login(LoginMethod::Token);
                     (Stage::Ready { name }, welcome)
                 } else {
                     let wait = self.shared.auth.token_refused(ip);
@@ -465,6 +506,12 @@ impl Session {
                 };
                 (Stage::Ready { name }, reply)
             }
+            (Stage::Ready { name }, SessionRequest::ChangePassword { old, new }) => {
+                let reply = self
+                    .change_password(&name, old.into_inner(), new.into_inner())
+                    .await?;
+                (Stage::Ready { name }, reply)
+            }
             (Stage::Ready { name }, SessionRequest::ListOnline) => {
                 let names = self.shared.hub.online_except(&name);
                 (Stage::Ready { name }, SessionResponse::OnlineList { names })
@@ -479,6 +526,12 @@ impl Session {
             }
         };
         self.stage = next;
+        // A wrong current password in a password change is a guess too.
+        if let SessionResponse::LoginFailed { reason, .. }
+        | SessionResponse::PasswordNotChanged { reason, .. } = &reply
+        {
+            self.shared.metrics.login_failure(FailureReason::of(reason));
+        }
         self.write_session(&reply).await?;
         self.write_overflow().await
     }
@@ -514,6 +567,11 @@ impl Session {
         let auth = &shared.auth;
         let ip = self.observed.ip();
         let too_many = |r: crate::auth::Refused| {
+            shared.metrics.throttled(if exists {
+                ThrottleKind::Password
+            } else {
+                ThrottleKind::Creation
+            });
             Ok(Err(login_failed(
                 LoginFailure::TooManyAttempts,
                 secs(r.wait),
@@ -534,7 +592,7 @@ impl Session {
                 tokio::time::sleep(attempt.delay).await;
             }
             if !auth.verify(password, phc).await.map_err(internal)? {
-                tracing::info!(user = name, %ip, "wrong password");
+                limited!(logs::WRONG_PASSWORD, info, user = name, %ip, "wrong password");
                 let wait = attempt.failed();
                 return Ok(Err(login_failed(LoginFailure::WrongPassword, secs(wait))));
             }
@@ -558,7 +616,8 @@ impl Session {
                     LoginFailure::Invalid("that name was just taken; choose another".into());
                 return Ok(Err(login_failed(taken, 0)));
             }
-            tracing::info!(user = name, "account created");
+            shared.metrics.account_created();
+            limited!(logs::CREATED, info, user = name, "account created");
             creation.succeeded();
             // The creator's source is known for the new account from now on.
             auth.known_from(name, ip);
@@ -566,8 +625,53 @@ impl Session {
         Ok(Ok(()))
     }
 
-    /// Issues and stores a new session token for `name`.
-    async fn new_token(&mut self, name: &str) -> Result<String, Fatal> {
+    /// Issues a token and puts the session online.
+    /// A logged-in user's new password: the new one must follow the rules
+    /// (checked first, costing no hash), the old one is checked as a login
+    /// attempt (reserved and throttled), then every token is replaced by
+    /// one for this session.
+    async fn change_password(
+        &mut self,
+        name: &str,
+        old: String,
+        new: String,
+    ) -> Result<SessionResponse, Fatal> {
+        let refused = |reason, wait| SessionResponse::PasswordNotChanged {
+            reason,
+            retry_after_secs: wait,
+        };
+        if let Err(e) = check_password(&new) {
+            return Ok(refused(LoginFailure::Invalid(e.to_string()), 0));
+        }
+        if let Err(SessionResponse::LoginFailed {
+            reason,
+            retry_after_secs,
+        }) = self.check_password(name, true, old).await?
+        {
+            return Ok(refused(reason, retry_after_secs));
+        }
+        let phc = self.shared.auth.hash(new).await.map_err(internal)?;
+        if !self
+            .shared
+            .store
+            .set_password(name, phc)
+            .await
+            .map_err(internal)?
+        {
+            return Ok(refused(
+                LoginFailure::Invalid("the account no longer exists".into()),
+                0,
+            ));
+        }
+        let token = self.new_token(name).await?;
+        tracing::info!(user = name, "password changed");
+        Ok(SessionResponse::PasswordChanged {
+            token: token.into(),
+        })
+    }
+
+    /// A new single-use session token for `name`, stored hashed.
+    async fn new_token(&self, name: &str) -> Result<String, Fatal> {
         let token = hex::encode(rand::random::<[u8; 16]>());
         let ttl = self.shared.config.token_ttl;
         self.shared
@@ -601,6 +705,7 @@ impl Session {
             tx: self.out_tx.clone(),
             fingerprint: self.fingerprint,
             addrs: self.addrs.clone(),
+            metrics: self.shared.metrics.clone(),
         };
         let (mut online, feed) = self.shared.hub.join(name, member);
         self.feed = Some(feed);
@@ -650,13 +755,18 @@ impl Session {
                         }
                     }
                 };
+                self.shared.metrics.signaling_request(outcome);
                 if let Some(outcome) = outcome {
                     self.write_signal(SignalEvent::Outcome { id, outcome })
                         .await?;
                 }
             }
             SignalRequest::Answer { id, answer } => {
-                if hub.answer(self.id, id, answer).is_err() {
+                let known = hub.answer(self.id, id, answer).is_ok();
+                self.shared
+                    .metrics
+                    .signaling_answer(known.then_some(answer));
+                if !known {
                     let message = format!("request {id} is not waiting for your answer");
                     self.write_signal(SignalEvent::Error { message }).await?;
                 }
@@ -769,6 +879,7 @@ fn request_name(req: &SessionRequest) -> &'static str {
         SessionRequest::Resume { .. } => "resume",
         SessionRequest::Lookup { .. } => "lookup",
         SessionRequest::ListOnline => "online list",
+        SessionRequest::ChangePassword { .. } => "password change",
     }
 }
 

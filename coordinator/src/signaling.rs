@@ -125,8 +125,8 @@ impl Hub {
         Ok(())
     }
 
-    /// Ends every request whose deadline has passed.
-    pub fn expire(&self, now: Instant) {
+    /// Ends every request whose deadline has passed; how many.
+    pub fn expire(&self, now: Instant) -> usize {
         let mut st = self.lock();
         let due: Vec<u64> = st
             .pending
@@ -134,6 +134,7 @@ impl Hub {
             .filter(|(_, p)| p.deadline <= now)
             .map(|(id, _)| *id)
             .collect();
+        let n = due.len();
         for id in due {
             if let Some(p) = st.pending.remove(&id) {
                 tracing::debug!(from = p.from, to = p.to, id, "request timed out");
@@ -145,6 +146,7 @@ impl Hub {
                 st.send_to(&p.to, p.to_session, withdrawn(id, Withdrawal::TimedOut));
             }
         }
+        n
     }
 }
 

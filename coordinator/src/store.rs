@@ -1,13 +1,16 @@
-//! The coordinator's SQLite database: accounts (name and Argon2id PHC string)
-//! and session tokens (stored only as SHA-256 hashes, with an expiry).
-//! Every call runs on the database thread of [`common::db::Db`].
+//! The coordinator's SQLite database: accounts (name, Argon2id PHC string,
+//! when it was created and last logged in) and session tokens (stored only
+//! as SHA-256 hashes, with an expiry). Every call runs on the database
+//! thread of [`common::db::Db`]. A one-row `health` table takes the
+//! readiness probe's write ([`Store::probe`]).
 
-use common::db::{Db, DbError};
+use common::db::{CommitObserver, Db, DbError};
 use rusqlite::OptionalExtension;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE accounts (
         name TEXT PRIMARY KEY NOT NULL,
         phc TEXT NOT NULL,
@@ -19,10 +22,31 @@ const MIGRATIONS: &[&str] = &["
         expires_at_ms INTEGER NOT NULL
     );
     CREATE INDEX tokens_expiry ON tokens(expires_at_ms);
-"];
+",
+    "
+    ALTER TABLE accounts ADD COLUMN last_login_at_ms INTEGER;
+",
+    "
+    CREATE TABLE health (
+        id INTEGER PRIMARY KEY NOT NULL CHECK (id = 1),
+        probed_at_ms INTEGER NOT NULL
+    );
+",
+];
 
 /// File name of the database inside the data folder.
 pub const DB_FILE: &str = "coordinator.sqlite3";
+
+/// One account as the operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountInfo {
+    /// The (normalised) name.
+    pub name: String,
+    /// When it was created, in milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// When it last logged in or resumed, if ever since the column exists.
+    pub last_login_at_ms: Option<i64>,
+}
 
 /// The accounts store.
 #[derive(Clone, Debug)]
@@ -37,9 +61,31 @@ fn token_hash(token: &str) -> Vec<u8> {
 impl Store {
     /// Opens (or creates) the database in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Store, DbError> {
+        Store::open_observed(data_dir, None)
+    }
+
+    /// [`Store::open`], with `observer` told about every committed batch.
+    pub fn open_observed(
+        data_dir: &Path,
+        observer: Option<CommitObserver>,
+    ) -> Result<Store, DbError> {
         Ok(Store {
-            db: Db::open(&data_dir.join(DB_FILE), MIGRATIONS)?,
+            db: Db::open_observed(&data_dir.join(DB_FILE), MIGRATIONS, observer)?,
         })
+    }
+
+    /// A real write, committed: `Ok` means the database takes writes now.
+    pub async fn probe(&self) -> Result<(), DbError> {
+        self.db
+            .call(|c| {
+                c.execute(
+                    "INSERT INTO health (id, probed_at_ms) VALUES (1, ?1)
+                     ON CONFLICT (id) DO UPDATE SET probed_at_ms = excluded.probed_at_ms",
+                    [common::ids::now_millis()],
+                )
+                .map(drop)
+            })
+            .await
     }
 
     /// The PHC string of `name`, if the account exists.
@@ -74,13 +120,19 @@ impl Store {
             .await
     }
 
-    /// Stores the hash of a new session token for `name`, and drops expired ones.
+    /// Records a successful login or resume of `name`: stores the hash of
+    /// its new session token, sets its last login to now, and drops expired
+    /// tokens, in one transaction.
     pub async fn add_token(&self, name: &str, token: &str, valid_ms: i64) -> Result<(), DbError> {
         let (name, hash) = (name.to_string(), token_hash(token));
         self.db
             .call(move |c| {
                 let now = common::ids::now_millis();
                 c.execute("DELETE FROM tokens WHERE expires_at_ms < ?1", [now])?;
+                c.execute(
+                    "UPDATE accounts SET last_login_at_ms = ?2 WHERE name = ?1",
+                    rusqlite::params![name, now],
+                )?;
                 c.execute(
                     "INSERT OR REPLACE INTO tokens (hash, name, expires_at_ms) VALUES (?1, ?2, ?3)",
                     rusqlite::params![hash, name, now + valid_ms],
@@ -90,9 +142,11 @@ impl Store {
             .await
     }
 
-    /// Takes the token `old` of `name` and stores `new` in its place, in one
-    /// job on the database thread (one round trip per resume instead of
-    /// two); false, with nothing stored, when `old` is unknown or expired.
+    /// Records a resume of `name`: takes its token `old` and, when it was
+    /// valid, stores `new` in its place and sets its last login to now, as
+    /// [`Store::add_token`] does, all in one job on the database thread (one
+    /// round trip per resume instead of two); false, with nothing changed,
+    /// when `old` is unknown or expired.
     pub async fn rotate_token(
         &self,
         name: &str,
@@ -109,12 +163,65 @@ impl Store {
                     rusqlite::params![old, name, now],
                 )? == 1;
                 if taken {
+                    c.execute("DELETE FROM tokens WHERE expires_at_ms < ?1", [now])?;
+                    c.execute(
+                        "UPDATE accounts SET last_login_at_ms = ?2 WHERE name = ?1",
+                        rusqlite::params![name, now],
+                    )?;
                     c.execute(
                         "INSERT OR REPLACE INTO tokens (hash, name, expires_at_ms) VALUES (?1, ?2, ?3)",
                         rusqlite::params![new, name, now + valid_ms],
                     )?;
                 }
                 Ok(taken)
+            })
+            .await
+    }
+
+    /// Every account, by name.
+    pub async fn list_accounts(&self) -> Result<Vec<AccountInfo>, DbError> {
+        self.db
+            .call(|c| {
+                let mut stmt = c.prepare(
+                    "SELECT name, created_at_ms, last_login_at_ms FROM accounts ORDER BY name",
+                )?;
+                let rows = stmt.query_map([], |r| {
+                    Ok(AccountInfo {
+                        name: r.get(0)?,
+                        created_at_ms: r.get(1)?,
+                        last_login_at_ms: r.get(2)?,
+                    })
+                })?;
+                rows.collect()
+            })
+            .await
+    }
+
+    /// Deletes `name` and its session tokens; false when there was no such
+    /// account.
+    pub async fn delete_account(&self, name: &str) -> Result<bool, DbError> {
+        let name = name.to_string();
+        self.db
+            .call(move |c| {
+                c.execute("DELETE FROM tokens WHERE name = ?1", [&name])?;
+                Ok(c.execute("DELETE FROM accounts WHERE name = ?1", [&name])? == 1)
+            })
+            .await
+    }
+
+    /// Replaces the password hash of `name` and revokes its session tokens,
+    /// so nobody resumes with a token issued under the old password; false
+    /// when there is no such account.
+    pub async fn set_password(&self, name: &str, phc: String) -> Result<bool, DbError> {
+        let name = name.to_string();
+        self.db
+            .call(move |c| {
+                let n = c.execute(
+                    "UPDATE accounts SET phc = ?2 WHERE name = ?1",
+                    rusqlite::params![name, phc],
+                )?;
+                c.execute("DELETE FROM tokens WHERE name = ?1", [&name])?;
+                Ok(n == 1)
             })
             .await
     }

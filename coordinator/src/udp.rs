@@ -9,8 +9,8 @@
 //! reports twice what it granted, its bookkeeping overhead included), so the
 //! figure it reports is logged, with a hint when it is below the request.
 
-use socket2::{Domain, Protocol, Socket, Type};
-use std::net::SocketAddr;
+use socket2::SockRef;
+use std::net::UdpSocket;
 
 /// Buffer sizes the kernel reports for a socket, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,22 +21,21 @@ pub struct Buffers {
     pub send: usize,
 }
 
-/// Binds a UDP socket on `addr` after asking for `bytes` of buffer each way.
-/// A refused size is not an error: the socket keeps what it has.
-pub fn bind(addr: SocketAddr, bytes: usize) -> std::io::Result<(std::net::UdpSocket, Buffers)> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+/// Asks for `bytes` of buffer each way on `socket` and logs what the kernel
+/// granted. A refused size is not an error: the socket keeps what it has.
+pub fn size_buffers(socket: &UdpSocket, bytes: usize) -> Buffers {
+    let sock = SockRef::from(socket);
     if bytes > 0 {
-        if let Err(e) = socket.set_recv_buffer_size(bytes) {
+        if let Err(e) = sock.set_recv_buffer_size(bytes) {
             tracing::warn!(error = %e, bytes, "cannot set the UDP receive buffer");
         }
-        if let Err(e) = socket.set_send_buffer_size(bytes) {
+        if let Err(e) = sock.set_send_buffer_size(bytes) {
             tracing::warn!(error = %e, bytes, "cannot set the UDP send buffer");
         }
     }
-    socket.bind(&addr.into())?;
     let granted = Buffers {
-        receive: socket.recv_buffer_size()?,
-        send: socket.send_buffer_size()?,
+        receive: sock.recv_buffer_size().unwrap_or(0),
+        send: sock.send_buffer_size().unwrap_or(0),
     };
     if granted.receive < bytes || granted.send < bytes {
         tracing::warn!(
@@ -54,15 +53,15 @@ pub fn bind(addr: SocketAddr, bytes: usize) -> std::io::Result<(std::net::UdpSoc
             "UDP socket buffers"
         );
     }
-    Ok((socket.into(), granted))
+    granted
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn the_granted_buffers_are_read_back() {
-        let (socket, granted) = super::bind("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
-        assert!(socket.local_addr().unwrap().port() != 0);
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let granted = super::size_buffers(&socket, 1 << 20);
         // Linux reports at least the default (about 208 KiB), whatever the cap.
         assert!(granted.receive > 0 && granted.send > 0);
     }

@@ -73,6 +73,21 @@ pub enum Rule {
     /// `.terraform.lock.hcl` is committed (not ignored) and pins every
     /// required provider to a version inside its constraint.
     ProviderLockCommitted,
+    /// The coordinator's metrics reach CloudWatch: it serves them on
+    /// loopback only (the endpoint has no authentication), the CloudWatch
+    /// agent's scrape configuration targets that same address, the user
+    /// data names the log group they go to, and that group's retention is
+    /// finite.
+    MetricsShipped,
+    /// An alarm fires when the coordinator is down or unready: it watches
+    /// the readiness metric the instance reports from `/readyz`, fires below
+    /// 1, treats missing data as breaching (a dead instance reports nothing)
+    /// and notifies the actions a variable names.
+    ReadinessAlarm,
+    /// The coordinator's data volume is snapshotted at least daily by a Data
+    /// Lifecycle Manager policy that targets tags the volume has and keeps
+    /// as many snapshots as a variable says.
+    DataVolumeSnapshots,
 }
 
 /// One place where the configuration breaks a [`Rule`].
@@ -888,7 +903,10 @@ pub fn check_variables_documented(body: &Body) -> Vec<Violation> {
 
 /// Resource types of the AWS provider that take `tags`.
 pub const TAGGABLE: &[&str] = &[
+    "aws_cloudwatch_log_group",
+    "aws_cloudwatch_metric_alarm",
     "aws_default_security_group",
+    "aws_dlm_lifecycle_policy",
     "aws_ebs_volume",
     "aws_eip",
     "aws_iam_instance_profile",
@@ -1013,12 +1031,21 @@ pub struct TemplateCall {
     pub vars: Vec<String>,
 }
 
-/// Every `templatefile` call used directly as an instance's user data.
+/// Every `templatefile` call used as an instance's user data, directly or
+/// through one encoding function (`base64gzip`, `base64encode`).
 pub fn user_data_template_calls(body: &Body) -> Vec<TemplateCall> {
     let mut calls = Vec::new();
     for (ty, name, res) in instances(body) {
         for key in ["user_data", "user_data_base64"] {
-            if let Some(Expression::FuncCall(call)) = attr(res, key) {
+            let expr = match attr(res, key) {
+                Some(Expression::FuncCall(outer))
+                    if matches!(outer.name.name.as_str(), "base64gzip" | "base64encode") =>
+                {
+                    outer.args.first()
+                }
+                other => other,
+            };
+            if let Some(Expression::FuncCall(call)) = expr {
                 if call.name.name.as_str() != "templatefile" {
                     continue;
                 }
@@ -1652,6 +1679,12 @@ pub fn check_all(body: &Body) -> Vec<Violation> {
     out.extend(check_boot_config_applied(body));
     out.extend(check_no_ephemeral_ip_rules(body));
     out.extend(check_extra_tags_bounded(body));
+    out.extend(check_metrics_shipped(body, "aws_instance.coordinator"));
+    out.extend(check_readiness_alarm(body));
+    out.extend(check_data_volume_snapshots(
+        body,
+        "aws_ebs_volume.coordinator_data",
+    ));
     out
 }
 
@@ -1664,3 +1697,309 @@ pub const SSH_ACCESS: &[(&str, &[&str])] = &[
         &["user_ssh_cidrs", "operator_ssh_cidrs"],
     ),
 ];
+
+// ------------------------------------------------------------------ operating
+
+/// The readiness metric the instance reports and the alarm watches.
+pub const READINESS_METRIC: &str = "CoordinatorReady";
+
+/// `local.NAME` resolved through the `locals` blocks (one level), else the
+/// expression itself.
+fn resolve_local<'a>(body: &'a Body, expr: &'a Expression) -> &'a Expression {
+    let text = expr_text(expr);
+    let Some(name) = text.trim().strip_prefix("local.") else {
+        return expr;
+    };
+    sub_blocks(body, "locals")
+        .find_map(|b| attr(b.body(), name))
+        .unwrap_or(expr)
+}
+
+/// The (key, value text) pairs of a tag map: an object, a `merge(…)` of
+/// them, or a `local.NAME` holding one.
+fn tag_pairs(body: &Body, expr: &Expression) -> Vec<(String, String)> {
+    match resolve_local(body, expr) {
+        Expression::Object(o) => o.iter().map(|(k, v)| (expr_key(k), expr_text(v))).collect(),
+        Expression::FuncCall(call) if call.name.name.as_str() == "merge" => {
+            call.args.iter().flat_map(|a| tag_pairs(body, a)).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn resource_body<'a>(body: &'a Body, address: &str) -> Option<&'a Body> {
+    let (ty, name) = address.split_once('.')?;
+    resources(body)
+        .find(|(t, n, _)| *t == ty && *n == name)
+        .map(|(_, _, b)| b)
+}
+
+fn string_is(expr: Option<&Expression>, want: &str) -> bool {
+    expr.map(expr_text)
+        .is_some_and(|t| t.trim().trim_matches('"') == want)
+}
+
+/// Rule [`Rule::MetricsShipped`] over the configuration: some
+/// `aws_cloudwatch_log_group` is named in the user data of `instance` (e.g.
+/// `aws_instance.coordinator`, where the CloudWatch agent's configuration
+/// is rendered), and that group sets a non-zero `retention_in_days` (the
+/// default keeps logs forever, and pays for them).
+pub fn check_metrics_shipped(body: &Body, instance: &str) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let Some(res) = resource_body(body, instance) else {
+        return vec![violation(
+            Rule::MetricsShipped,
+            instance,
+            "no such instance",
+        )];
+    };
+    let user_data: String = ["user_data", "user_data_base64"]
+        .iter()
+        .filter_map(|k| attr(res, k))
+        .map(expr_text)
+        .collect();
+    let groups: Vec<(&str, &Body)> = resources(body)
+        .filter(|(ty, _, _)| *ty == "aws_cloudwatch_log_group")
+        .map(|(_, name, b)| (name, b))
+        .collect();
+    let named: Vec<&(&str, &Body)> = groups
+        .iter()
+        .filter(|(name, _)| references(&user_data, "aws_cloudwatch_log_group", name))
+        .collect();
+    if named.is_empty() {
+        out.push(violation(
+            Rule::MetricsShipped,
+            instance,
+            "its user data names no aws_cloudwatch_log_group for the CloudWatch agent's metrics",
+        ));
+    }
+    for (name, group) in named {
+        let retention = attr(group, "retention_in_days").map(expr_text);
+        if retention.as_deref().is_none_or(|r| r.trim() == "0") {
+            out.push(violation(
+                Rule::MetricsShipped,
+                format!("aws_cloudwatch_log_group.{name}"),
+                "no retention_in_days: the metrics would be kept (and paid for) forever",
+            ));
+        }
+    }
+    out
+}
+
+/// Rule [`Rule::MetricsShipped`] over the boot files: the user data
+/// `(name, text)` sets `P2PCHAT_COORDINATOR_METRICS` to a loopback address
+/// and enables `agent_unit`, and the scrape configuration `(name, text)`
+/// targets that same address.
+pub fn check_metrics_files(
+    user_data: (&str, &str),
+    scrape: (&str, &str),
+    agent_unit: &str,
+) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let listen = user_data
+        .1
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("P2PCHAT_COORDINATOR_METRICS="))
+        .map(str::trim);
+    match listen {
+        None => out.push(violation(
+            Rule::MetricsShipped,
+            user_data.0,
+            "the coordinator serves no metrics (no P2PCHAT_COORDINATOR_METRICS=)",
+        )),
+        Some(addr) => {
+            if !(addr.starts_with("127.0.0.1:") || addr.starts_with("[::1]:")) {
+                out.push(violation(
+                    Rule::MetricsShipped,
+                    user_data.0,
+                    format!("metrics on {addr}: only loopback, the endpoint has no authentication"),
+                ));
+            }
+            if !scrape.1.contains(addr) {
+                out.push(violation(
+                    Rule::MetricsShipped,
+                    scrape.0,
+                    format!("does not scrape {addr}, where the coordinator serves its metrics"),
+                ));
+            }
+        }
+    }
+    let enabled = shell_commands(user_data.1)
+        .iter()
+        .any(|c| c.contains("systemctl enable") && c.contains(agent_unit));
+    if !enabled {
+        out.push(violation(
+            Rule::MetricsShipped,
+            user_data.0,
+            format!("does not enable {agent_unit} (the CloudWatch agent)"),
+        ));
+    }
+    out
+}
+
+/// Rule [`Rule::ReadinessAlarm`]: some `aws_cloudwatch_metric_alarm` watches
+/// [`READINESS_METRIC`] (literally or through a local), fires when it is
+/// less than the threshold, treats missing data as `breaching`, and sends
+/// `alarm_actions` taken from a variable.
+pub fn check_readiness_alarm(body: &Body) -> Vec<Violation> {
+    let alarms: Vec<(&str, &Body)> = resources(body)
+        .filter(|(ty, _, res)| {
+            *ty == "aws_cloudwatch_metric_alarm"
+                && attr(res, "metric_name")
+                    .is_some_and(|m| string_is(Some(resolve_local(body, m)), READINESS_METRIC))
+        })
+        .map(|(_, name, res)| (name, res))
+        .collect();
+    if alarms.is_empty() {
+        return vec![violation(
+            Rule::ReadinessAlarm,
+            "aws_cloudwatch_metric_alarm",
+            format!(
+                "no alarm watches {READINESS_METRIC}: nobody hears that the coordinator is down"
+            ),
+        )];
+    }
+    let mut out = Vec::new();
+    for (name, alarm) in alarms {
+        let location = format!("aws_cloudwatch_metric_alarm.{name}");
+        if !string_is(attr(alarm, "treat_missing_data"), "breaching") {
+            out.push(violation(
+                Rule::ReadinessAlarm,
+                &location,
+                "treat_missing_data is not \"breaching\": a dead instance reports nothing and would never alarm",
+            ));
+        }
+        let comparison = attr(alarm, "comparison_operator").map(expr_text);
+        if comparison.is_none_or(|c| !c.contains("LessThan")) {
+            out.push(violation(
+                Rule::ReadinessAlarm,
+                &location,
+                "does not fire when readiness drops (comparison_operator LessThanThreshold)",
+            ));
+        }
+        let actions = attr(alarm, "alarm_actions").map(expr_text);
+        if actions.is_none_or(|a| variable_refs(&a).is_empty()) {
+            out.push(violation(
+                Rule::ReadinessAlarm,
+                &location,
+                "alarm_actions do not come from a variable: nobody is told",
+            ));
+        }
+    }
+    out
+}
+
+/// Rule [`Rule::ReadinessAlarm`] over the reporter script `(name, text)`: it
+/// asks `/readyz` and puts [`READINESS_METRIC`] with `put-metric-data`.
+pub fn check_readiness_reporter(name: &str, text: &str) -> Vec<Violation> {
+    let code = shell_code(text);
+    let mut out = Vec::new();
+    for (needle, why) in [
+        ("/readyz", "does not ask /readyz"),
+        ("put-metric-data", "does not put a metric (put-metric-data)"),
+        (
+            READINESS_METRIC,
+            "does not report the metric the alarm watches",
+        ),
+    ] {
+        if !code.contains(needle) {
+            out.push(violation(Rule::ReadinessAlarm, name, why));
+        }
+    }
+    out
+}
+
+/// Rule [`Rule::DataVolumeSnapshots`]: an `aws_dlm_lifecycle_policy` that is
+/// not disabled snapshots `VOLUME`s whose `target_tags` are all tags of
+/// `volume` (e.g. `aws_ebs_volume.coordinator_data`), at least once a day
+/// (`interval` of at most 24 `HOURS`, or a cron expression), and keeps a
+/// `retain_rule` count taken from a variable.
+pub fn check_data_volume_snapshots(body: &Body, volume: &str) -> Vec<Violation> {
+    let Some(vol) = resource_body(body, volume) else {
+        return vec![violation(
+            Rule::DataVolumeSnapshots,
+            volume,
+            "no such volume",
+        )];
+    };
+    let volume_tags = attr(vol, "tags")
+        .map(|t| tag_pairs(body, t))
+        .unwrap_or_default();
+    let mut problems = Vec::new();
+    let mut any = false;
+    for (ty, name, res) in resources(body) {
+        if ty != "aws_dlm_lifecycle_policy" {
+            continue;
+        }
+        any = true;
+        let location = format!("{ty}.{name}");
+        let before = problems.len();
+        let mut problem = |why: String| {
+            problems.push(violation(Rule::DataVolumeSnapshots, &location, why));
+        };
+        if string_is(attr(res, "state"), "DISABLED") {
+            problem("the policy is disabled".into());
+        }
+        let Some(details) = sub_blocks(res, "policy_details").next().map(|b| b.body()) else {
+            problem("no policy_details".into());
+            continue;
+        };
+        let types = attr(details, "resource_types")
+            .map(expr_text)
+            .unwrap_or_default();
+        if !types.contains("\"VOLUME\"") {
+            problem("resource_types does not include VOLUME".into());
+        }
+        let targets = attr(details, "target_tags")
+            .map(|t| tag_pairs(body, t))
+            .unwrap_or_default();
+        if targets.is_empty() {
+            problem("no target_tags".into());
+        }
+        for (k, v) in &targets {
+            if !volume_tags.iter().any(|(vk, vv)| vk == k && vv == v) {
+                problem(format!(
+                    "targets tag {k} = {v}, which {volume} does not have"
+                ));
+            }
+        }
+        let schedules: Vec<&Body> = sub_blocks(details, "schedule").map(|b| b.body()).collect();
+        let daily = schedules.iter().any(|s| {
+            sub_blocks(s, "create_rule").any(|c| {
+                let c = c.body();
+                let hours = attr(c, "interval")
+                    .and_then(|i| match i {
+                        Expression::Number(n) => n.as_i64(),
+                        _ => None,
+                    })
+                    .is_some_and(|h| (1..=24).contains(&h));
+                (hours && string_is(attr(c, "interval_unit"), "HOURS"))
+                    || attr(c, "cron_expression").is_some()
+            })
+        });
+        if !daily {
+            problem("no schedule creates a snapshot at least every 24 hours".into());
+        }
+        let retained = schedules.iter().any(|s| {
+            sub_blocks(s, "retain_rule").any(|r| {
+                ["count", "interval"].iter().any(|k| {
+                    attr(r.body(), k).is_some_and(|e| !variable_refs(&expr_text(e)).is_empty())
+                })
+            })
+        });
+        if !retained {
+            problem("no retain_rule whose count comes from a variable".into());
+        }
+        if problems.len() == before {
+            return Vec::new();
+        }
+    }
+    if !any {
+        problems.push(violation(
+            Rule::DataVolumeSnapshots,
+            volume,
+            "no aws_dlm_lifecycle_policy snapshots it",
+        ));
+    }
+    problems
+}

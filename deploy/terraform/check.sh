@@ -4,9 +4,12 @@
 #   2. bash -n and shellcheck on every script under files/; *.tftpl templates
 #      are rendered first (placeholders ${name} -> dummy values), and a
 #      template may hold no other "${" (Terraform would try to interpolate it)
-#   3. systemd-analyze verify on every unit under files/, on a copy whose
-#      Exec*= commands point at /bin/true (the real binaries exist only on
-#      the instances); the User= account is not checked.
+#   3. systemd-analyze verify on every unit (.service, .timer) under files/,
+#      on a copy whose Exec*= commands point at /bin/true (the real binaries
+#      exist only on the instances); the User= account is not checked.
+#   4. the coordinator's user data, gzipped as Terraform sends it, fits EC2's
+#      16 KiB limit (bounded above by the template and every file under
+#      files/ together).
 # Exits non-zero if any check fails. Run from anywhere; CI runs it as root and
 # it installs shellcheck with apt-get when missing.
 set -euo pipefail
@@ -92,7 +95,7 @@ for f in "$files"/*.sh.tftpl; do
 done
 
 # --- 3. systemd units
-units=("$files"/*.service)
+units=("$files"/*.service "$files"/*.timer)
 if [ "${#units[@]}" = 0 ]; then
   fail "no systemd units found under $files"
 elif command -v systemd-analyze >/dev/null 2>&1; then
@@ -111,6 +114,15 @@ elif command -v systemd-analyze >/dev/null 2>&1; then
   done
 else
   skip "systemd-analyze is not installed: units not verified"
+fi
+
+# --- 4. user data size
+limit=16384
+size=$(cat "$files"/* | gzip -9 | wc -c)
+if [ "$size" -lt "$limit" ]; then
+  pass "coordinator user data, gzipped, at most $size of $limit bytes"
+else
+  fail "coordinator user data may exceed EC2's $limit bytes even gzipped ($size)"
 fi
 
 echo

@@ -54,7 +54,8 @@ resource "aws_ebs_volume" "coordinator_data" {
   type              = "gp3"
   encrypted         = true
 
-  tags = { Name = "${var.name}-coordinator-data" }
+  # local.snapshot_tag puts it under the daily snapshot policy (monitoring.tf).
+  tags = merge({ Name = "${var.name}-coordinator-data" }, local.snapshot_tag)
 }
 
 resource "aws_instance" "coordinator" {
@@ -69,7 +70,9 @@ resource "aws_instance" "coordinator" {
 
   # Only public values here: bucket and object names, the parameter's name,
   # ports and the volume id. The key is fetched from SSM at (re)start.
-  user_data = templatefile("${path.module}/files/coordinator-user-data.sh.tftpl", {
+  # Compressed (cloud-init unpacks gzip): with its embedded scripts, units and
+  # monitoring configuration the script is over EC2's 16 KiB user-data limit.
+  user_data_base64 = base64gzip(templatefile("${path.module}/files/coordinator-user-data.sh.tftpl", {
     region                    = var.region
     bucket                    = aws_s3_bucket.artifacts.id
     coordinator_binary_object = aws_s3_object.coordinator_binary.key
@@ -78,11 +81,26 @@ resource "aws_instance" "coordinator" {
     coordinator_port          = var.coordinator_port
     data_volume_id            = aws_ebs_volume.coordinator_data.id
     log_level                 = var.coordinator_log_level
-    unit_file                 = file("${path.module}/files/p2pchat-coordinator.service")
-    fetch_script              = file("${path.module}/files/p2pchat-coordinator-fetch.sh")
-    volume_script             = file("${path.module}/files/p2pchat-data-volume.sh")
-    volume_unit               = file("${path.module}/files/p2pchat-data-volume.service")
-  })
+    metrics_port              = var.metrics_port
+    metrics_namespace         = var.metrics_namespace
+    deployment                = var.name
+    cloudwatch_agent_config = templatefile("${path.module}/files/cloudwatch-agent.json.tftpl", {
+      log_group = aws_cloudwatch_log_group.coordinator_metrics.name
+      namespace = var.metrics_namespace
+    })
+    prometheus_config = templatefile("${path.module}/files/prometheus.yaml.tftpl", {
+      metrics_port = var.metrics_port
+    })
+    monitoring_script = file("${path.module}/files/p2pchat-monitoring.sh")
+    monitoring_unit   = file("${path.module}/files/p2pchat-monitoring.service")
+    readiness_script  = file("${path.module}/files/p2pchat-readiness.sh")
+    readiness_unit    = file("${path.module}/files/p2pchat-readiness.service")
+    readiness_timer   = file("${path.module}/files/p2pchat-readiness.timer")
+    unit_file         = file("${path.module}/files/p2pchat-coordinator.service")
+    fetch_script      = file("${path.module}/files/p2pchat-coordinator-fetch.sh")
+    volume_script     = file("${path.module}/files/p2pchat-data-volume.sh")
+    volume_unit       = file("${path.module}/files/p2pchat-data-volume.service")
+  }))
   # The database lives on its own volume, so replacing the instance when the
   # boot script changes loses nothing.
   user_data_replace_on_change = true
@@ -104,8 +122,8 @@ resource "aws_instance" "coordinator" {
 
   tags = { Name = "${var.name}-coordinator" }
 
-  # The role's policy must exist before the first boot fetches anything.
-  depends_on = [aws_iam_role_policy.coordinator]
+  # The role's policies must exist before the first boot fetches anything.
+  depends_on = [aws_iam_role_policy.coordinator, aws_iam_role_policy.coordinator_monitoring]
 
   lifecycle {
     ignore_changes = [ami]

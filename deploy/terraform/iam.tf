@@ -1,6 +1,8 @@
 # Instance roles, least privilege:
 #   coordinator: s3:GetObject on its binary and its certificate, ssm:GetParameter
-#                on its key parameter, kms:Decrypt only through SSM for that parameter.
+#                on its key parameter, kms:Decrypt only through SSM for that parameter;
+#                writing its metrics log group (CloudWatch agent) and putting
+#                metrics in its own namespace only (readiness reporter).
 #   clients:     s3:GetObject on the peer binary, the CA certificate and the
 #                chat users' list.
 #   both, with enable_ssm_session_manager: registering with SSM Session
@@ -81,6 +83,48 @@ data "aws_iam_policy_document" "coordinator" {
       values   = [aws_ssm_parameter.coordinator_key.arn]
     }
   }
+}
+
+# The CloudWatch agent writes the scraped metrics to their log group; the
+# readiness reporter puts CoordinatorReady. PutMetricData takes no resource,
+# so the namespace condition is what narrows it.
+data "aws_iam_policy_document" "coordinator_monitoring" {
+  statement {
+    sid = "WriteMetricsLogGroup"
+    actions = [
+      "logs:CreateLogStream",
+      "logs:PutLogEvents",
+      "logs:DescribeLogStreams",
+    ]
+    resources = [
+      aws_cloudwatch_log_group.coordinator_metrics.arn,
+      "${aws_cloudwatch_log_group.coordinator_metrics.arn}:*",
+    ]
+  }
+
+  statement {
+    sid       = "DescribeLogGroups"
+    actions   = ["logs:DescribeLogGroups"]
+    resources = ["*"]
+  }
+
+  statement {
+    sid       = "PutOwnMetrics"
+    actions   = ["cloudwatch:PutMetricData"]
+    resources = ["*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "cloudwatch:namespace"
+      values   = [var.metrics_namespace]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "coordinator_monitoring" {
+  name   = "${var.name}-coordinator-monitoring"
+  role   = aws_iam_role.coordinator.id
+  policy = data.aws_iam_policy_document.coordinator_monitoring.json
 }
 
 resource "aws_iam_role_policy" "coordinator" {

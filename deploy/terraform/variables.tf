@@ -354,3 +354,66 @@ variable "artifact_bucket_force_destroy" {
   type        = bool
   default     = true
 }
+
+# ---------------------------------------------------------------- operating
+
+variable "metrics_port" {
+  description = "TCP port of the coordinator's metrics and health listener (/metrics, /healthz, /readyz). It listens on 127.0.0.1 only: the CloudWatch agent and the readiness reporter on the instance use it; no security group rule opens it."
+  type        = number
+  default     = 9090
+
+  validation {
+    condition     = var.metrics_port >= 1024 && var.metrics_port <= 65535
+    error_message = "metrics_port must be between 1024 and 65535."
+  }
+}
+
+variable "metrics_namespace" {
+  description = "CloudWatch namespace of the coordinator's metrics and of the CoordinatorReady metric the alarm watches."
+  type        = string
+  default     = "p2pchat"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_./#:-]{1,255}$", var.metrics_namespace)) && !startswith(var.metrics_namespace, "AWS/")
+    error_message = "metrics_namespace must be 1-255 of A-Z a-z 0-9 _ . / # : - and not start with AWS/."
+  }
+}
+
+variable "metrics_log_retention_days" {
+  description = "Days CloudWatch Logs keeps the scraped metrics (the log group the CloudWatch agent writes; the metrics extracted from it keep CloudWatch's own retention)."
+  type        = number
+  default     = 14
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.metrics_log_retention_days)
+    error_message = "metrics_log_retention_days must be a retention CloudWatch Logs accepts (1, 3, 5, 7, 14, 30, 60, 90, ...)."
+  }
+}
+
+variable "alarm_actions" {
+  description = "ARNs notified when the coordinator-down-or-unready alarm changes state (an SNS topic, say). Empty: the alarm is visible in the console only."
+  type        = list(string)
+  default     = []
+}
+
+variable "snapshot_time" {
+  description = "Time of day (UTC, HH:MM) of the daily snapshot of the coordinator's data volume."
+  type        = string
+  default     = "03:00"
+
+  validation {
+    condition     = can(regex("^([01][0-9]|2[0-3]):[0-5][0-9]$", var.snapshot_time))
+    error_message = "snapshot_time must be HH:MM (UTC)."
+  }
+}
+
+variable "snapshot_retention_count" {
+  description = "How many daily snapshots of the coordinator's data volume are kept (7: one week); older ones are deleted by Data Lifecycle Manager."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.snapshot_retention_count >= 1 && var.snapshot_retention_count <= 1000
+    error_message = "snapshot_retention_count must be between 1 and 1000."
+  }
+}

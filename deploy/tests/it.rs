@@ -188,6 +188,69 @@ mod config {
     }
 
     #[test]
+    fn coordinator_metrics_go_from_loopback_to_cloudwatch() {
+        assert_clean(
+            "metrics",
+            check_metrics_shipped(&body(), "aws_instance.coordinator"),
+        );
+        assert_clean(
+            "metrics files",
+            check_metrics_files(
+                (
+                    "coordinator-user-data.sh.tftpl",
+                    &read("coordinator-user-data.sh.tftpl"),
+                ),
+                ("prometheus.yaml.tftpl", &read("prometheus.yaml.tftpl")),
+                "p2pchat-monitoring.service",
+            ),
+        );
+        let unit = "p2pchat-monitoring.service";
+        assert_clean(unit, check_unit_retries(unit, &read(unit)));
+        // The agent's configuration is JSON once Terraform has filled it in.
+        let agent = read("cloudwatch-agent.json.tftpl");
+        let mut rendered = agent.clone();
+        for name in template_placeholders(&agent) {
+            rendered = rendered.replace(&format!("${{{name}}}"), "dummy");
+        }
+        let json: serde_json::Value =
+            serde_json::from_str(&rendered).expect("cloudwatch-agent.json.tftpl is JSON");
+        let prometheus = &json["logs"]["metrics_collected"]["prometheus"];
+        assert_eq!(
+            prometheus["prometheus_config_path"], "/etc/p2pchat/prometheus.yaml",
+            "the agent reads the scrape configuration the user data writes"
+        );
+        assert!(read("coordinator-user-data.sh.tftpl").contains("/etc/p2pchat/prometheus.yaml"));
+    }
+
+    #[test]
+    fn an_alarm_fires_when_the_coordinator_is_down_or_unready() {
+        assert_clean("alarm", check_readiness_alarm(&body()));
+        let script = "p2pchat-readiness.sh";
+        assert_clean(script, check_readiness_reporter(script, &read(script)));
+        let timer = read("p2pchat-readiness.timer");
+        assert_eq!(unit_setting(&timer, "OnUnitActiveSec"), Some("1min"));
+        let user_data = read("coordinator-user-data.sh.tftpl");
+        assert!(
+            shell_code(&user_data).contains("p2pchat-readiness.timer"),
+            "the user data enables the readiness timer"
+        );
+    }
+
+    #[test]
+    fn the_data_volume_is_snapshotted_daily_with_a_retention_variable() {
+        let body = body();
+        assert_clean(
+            "snapshots",
+            check_data_volume_snapshots(&body, "aws_ebs_volume.coordinator_data"),
+        );
+        assert!(
+            body.blocks().any(|b| b.identifier() == "variable"
+                && b.labels().first().map(|l| l.as_str()) == Some("snapshot_retention_count")),
+            "no snapshot_retention_count variable"
+        );
+    }
+
+    #[test]
     fn the_provider_lock_file_is_committed() {
         let lock = std::fs::read_to_string(tf_dir().join(".terraform.lock.hcl")).ok();
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -329,12 +392,17 @@ mod config {
                     && b.labels().first().map(|l| l.as_str()) == Some("aws_iam_policy_document")
                     && !matches!(
                         b.labels().get(1).map(|l| l.as_str()),
-                        Some("ec2_assume" | "ssm_session")
+                        Some("ec2_assume" | "ssm_session" | "dlm_assume")
                     )
             })
             .map(|b| hcl::format::to_string(b).expect("formatting a policy document"))
             .collect();
-        assert_eq!(docs.len(), 2, "expected one policy document per role");
+        assert_eq!(
+            docs.len(),
+            4,
+            "expected each instance role's artifact policy, the coordinator's \
+             monitoring policy and the snapshot role's policy"
+        );
         for doc in docs {
             assert!(
                 !doc.contains("arn}/*") && !doc.contains("\"s3:*\"") && !doc.contains("\"ssm:*\""),
@@ -392,6 +460,125 @@ mod snippets {
           cidr_ipv4         = "10.0.0.0/8"
         }
     "#;
+
+    const MONITORING: &str = r#"
+        locals {
+          snapshot_tag     = { Snapshots = "p2pchat-daily" }
+          readiness_metric = "CoordinatorReady"
+        }
+        resource "aws_cloudwatch_log_group" "metrics" {
+          name              = "/p2pchat/metrics"
+          retention_in_days = var.metrics_log_retention_days
+        }
+        resource "aws_instance" "coordinator" {
+          user_data_base64 = base64gzip(templatefile("ud.sh.tftpl", {
+            agent = templatefile("agent.json.tftpl", { log_group = aws_cloudwatch_log_group.metrics.name })
+          }))
+        }
+        resource "aws_cloudwatch_metric_alarm" "unready" {
+          metric_name         = local.readiness_metric
+          comparison_operator = "LessThanThreshold"
+          threshold           = 1
+          treat_missing_data  = "breaching"
+          alarm_actions       = var.alarm_actions
+        }
+        resource "aws_ebs_volume" "data" {
+          tags = merge({ Name = "data" }, local.snapshot_tag)
+        }
+        resource "aws_dlm_lifecycle_policy" "data" {
+          state = "ENABLED"
+          policy_details {
+            resource_types = ["VOLUME"]
+            target_tags    = local.snapshot_tag
+            schedule {
+              name = "daily"
+              create_rule {
+                interval      = 24
+                interval_unit = "HOURS"
+              }
+              retain_rule {
+                count = var.snapshot_retention_count
+              }
+            }
+          }
+        }
+    "#;
+
+    #[test]
+    fn monitoring_snippet_passes_and_each_rule_reports_its_breach() {
+        let ok = parse(MONITORING);
+        assert_clean(
+            "metrics",
+            check_metrics_shipped(&ok, "aws_instance.coordinator"),
+        );
+        assert_clean("alarm", check_readiness_alarm(&ok));
+        assert_clean(
+            "snapshots",
+            check_data_volume_snapshots(&ok, "aws_ebs_volume.data"),
+        );
+
+        let forever =
+            parse(&MONITORING.replace("retention_in_days = var.metrics_log_retention_days", ""));
+        let v = check_metrics_shipped(&forever, "aws_instance.coordinator");
+        assert_eq!(rules(&v), vec![Rule::MetricsShipped], "{v:?}");
+        let unnamed = parse(&MONITORING.replace("aws_cloudwatch_log_group.metrics.name", "\"x\""));
+        let v = check_metrics_shipped(&unnamed, "aws_instance.coordinator");
+        assert_eq!(rules(&v), vec![Rule::MetricsShipped], "{v:?}");
+
+        let waits = parse(&MONITORING.replace("\"breaching\"", "\"notBreaching\""));
+        let v = check_readiness_alarm(&waits);
+        assert_eq!(rules(&v), vec![Rule::ReadinessAlarm], "{v:?}");
+        let silent = parse(&MONITORING.replace("alarm_actions       = var.alarm_actions", ""));
+        let v = check_readiness_alarm(&silent);
+        assert_eq!(rules(&v), vec![Rule::ReadinessAlarm], "{v:?}");
+        let other = parse(&MONITORING.replace("\"CoordinatorReady\"", "\"CPUUtilization\""));
+        let v = check_readiness_alarm(&other);
+        assert_eq!(rules(&v), vec![Rule::ReadinessAlarm], "{v:?}");
+
+        let untagged = parse(&MONITORING.replace(
+            "merge({ Name = \"data\" }, local.snapshot_tag)",
+            "{ Name = \"data\" }",
+        ));
+        let v = check_data_volume_snapshots(&untagged, "aws_ebs_volume.data");
+        assert_eq!(rules(&v), vec![Rule::DataVolumeSnapshots], "{v:?}");
+        let weekly = parse(&MONITORING.replace("interval      = 24", "interval      = 168"));
+        let v = check_data_volume_snapshots(&weekly, "aws_ebs_volume.data");
+        assert_eq!(rules(&v), vec![Rule::DataVolumeSnapshots], "{v:?}");
+        let fixed = parse(&MONITORING.replace("var.snapshot_retention_count", "3"));
+        let v = check_data_volume_snapshots(&fixed, "aws_ebs_volume.data");
+        assert_eq!(rules(&v), vec![Rule::DataVolumeSnapshots], "{v:?}");
+        let off = parse(&MONITORING.replace("\"ENABLED\"", "\"DISABLED\""));
+        let v = check_data_volume_snapshots(&off, "aws_ebs_volume.data");
+        assert_eq!(rules(&v), vec![Rule::DataVolumeSnapshots], "{v:?}");
+    }
+
+    #[test]
+    fn metrics_files_and_the_readiness_reporter_are_checked() {
+        let ud = "cat >/etc/p2pchat/coordinator.env <<'EOF'\nP2PCHAT_COORDINATOR_METRICS=127.0.0.1:${metrics_port}\nEOF\nsystemctl enable p2pchat-monitoring.service\n";
+        let scrape = "      - targets: [\"127.0.0.1:${metrics_port}\"]\n";
+        assert_clean(
+            "metrics files",
+            check_metrics_files(("ud", ud), ("scrape", scrape), "p2pchat-monitoring.service"),
+        );
+        let open = ud.replace("127.0.0.1:", "0.0.0.0:");
+        let v = check_metrics_files(
+            ("ud", &open),
+            ("scrape", scrape),
+            "p2pchat-monitoring.service",
+        );
+        assert_eq!(
+            rules(&v),
+            vec![Rule::MetricsShipped; 2],
+            "open and not scraped: {v:?}"
+        );
+        let v = check_metrics_files(("ud", ""), ("scrape", scrape), "p2pchat-monitoring.service");
+        assert_eq!(rules(&v), vec![Rule::MetricsShipped; 2], "{v:?}");
+
+        let reporter = "curl -fsS http://127.0.0.1:9090/readyz && ready=1\naws cloudwatch put-metric-data --metric-name CoordinatorReady --value \"$ready\"\n";
+        assert_clean("reporter", check_readiness_reporter("r", reporter));
+        let v = check_readiness_reporter("r", &reporter.replace("/readyz", "/healthz"));
+        assert_eq!(rules(&v), vec![Rule::ReadinessAlarm], "{v:?}");
+    }
 
     #[test]
     fn coordinator_udp_rule_passes_and_its_absence_or_tcp_is_reported() {
@@ -1055,5 +1242,46 @@ mod before_issue_10 {
 
     fn rules(v: &[Violation]) -> Vec<Rule> {
         v.iter().map(|v| v.rule).collect()
+    }
+}
+
+/// The coordinator's deployment as it was before issue 13
+/// (tests/fixtures/before-issue-13): it shipped no metrics, had no alarm and
+/// took no snapshots, and each issue-13 rule says so.
+mod before_issue_13 {
+    use super::*;
+
+    fn dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/before-issue-13")
+    }
+
+    fn body() -> hcl::Body {
+        load_dir(&dir()).expect("the fixture parses")
+    }
+
+    fn rules(v: &[Violation]) -> Vec<Rule> {
+        v.iter().map(|v| v.rule).collect()
+    }
+
+    #[test]
+    fn no_metrics_left_the_instance() {
+        let v = check_metrics_shipped(&body(), "aws_instance.coordinator");
+        assert_eq!(rules(&v), vec![Rule::MetricsShipped], "{v:?}");
+        let ud = std::fs::read_to_string(dir().join("files/coordinator-user-data.sh.tftpl"))
+            .expect("fixture file");
+        let v = check_metrics_files(("ud", &ud), ("scrape", ""), "p2pchat-monitoring.service");
+        assert_eq!(rules(&v), vec![Rule::MetricsShipped; 2], "{v:?}");
+    }
+
+    #[test]
+    fn nobody_heard_that_the_coordinator_was_down() {
+        let v = check_readiness_alarm(&body());
+        assert_eq!(rules(&v), vec![Rule::ReadinessAlarm], "{v:?}");
+    }
+
+    #[test]
+    fn the_data_volume_had_no_snapshots() {
+        let v = check_data_volume_snapshots(&body(), "aws_ebs_volume.coordinator_data");
+        assert_eq!(rules(&v), vec![Rule::DataVolumeSnapshots], "{v:?}");
     }
 }

@@ -46,6 +46,10 @@ fn session_requests() -> Vec<SessionRequest> {
         },
         SessionRequest::Lookup { name: "bob".into() },
         SessionRequest::ListOnline,
+        SessionRequest::ChangePassword {
+            old: "correct horse".into(),
+            new: "battery staple".into(),
+        },
     ]
 }
 
@@ -89,6 +93,13 @@ fn session_responses() -> Vec<SessionResponse> {
         },
         SessionResponse::Error {
             message: "slow down".into(),
+        },
+        SessionResponse::PasswordChanged {
+            token: "t0ken".into(),
+        },
+        SessionResponse::PasswordNotChanged {
+            reason: LoginFailure::TooManyAttempts,
+            retry_after_secs: 8,
         },
     ]
 }

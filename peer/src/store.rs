@@ -12,7 +12,9 @@
 use common::db::{Db, DbError};
 use common::ids::{now_millis, MessageId};
 use common::protocol::ChatMessage;
+use common::Fingerprint;
 use rusqlite::params;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 const MIGRATIONS: &[&str] = &[
@@ -37,6 +39,14 @@ const MIGRATIONS: &[&str] = &[
     -- column count as shown).
     ALTER TABLE messages ADD COLUMN shown INTEGER NOT NULL DEFAULT 1;
     CREATE INDEX messages_unshown ON messages(peer, id) WHERE outgoing = 0 AND shown = 0;
+",
+    "
+    -- The key each contact had when the coordinator last vouched for it.
+    CREATE TABLE contacts (
+        name TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        seen_at_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
 ",
 ];
 
@@ -78,6 +88,41 @@ impl Store {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The key each contact had when last vouched for (unreadable rows are
+    /// skipped: a key is learned again at the next connection).
+    pub async fn contact_keys(&self) -> Result<HashMap<String, Fingerprint>, DbError> {
+        self.db
+            .call(|c| {
+                let mut stmt = c.prepare_cached("SELECT name, fingerprint FROM contacts")?;
+                let rows =
+                    stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+                let mut keys = HashMap::new();
+                for row in rows {
+                    let (name, fp) = row?;
+                    if let Ok(fp) = fp.parse() {
+                        keys.insert(name, fp);
+                    }
+                }
+                Ok(keys)
+            })
+            .await
+    }
+
+    /// Remembers the key the coordinator vouched for as `name`'s.
+    pub async fn remember_key(&self, name: &str, key: Fingerprint) -> Result<(), DbError> {
+        let name = name.to_string();
+        self.db
+            .call(move |c| {
+                c.prepare_cached(
+                    "INSERT INTO contacts (name, fingerprint, seen_at_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (name) DO UPDATE SET fingerprint = excluded.fingerprint, seen_at_ms = excluded.seen_at_ms",
+                )?
+                .execute(params![name, key.to_string(), now_millis()])?;
+                Ok(())
+            })
+            .await
     }
 
     /// Stores messages this user wrote (recipient, message), not yet
@@ -401,5 +446,24 @@ mod tests {
         store.mark_held("bob", vec![msgs[0].id]).await.unwrap();
         let again = store.undelivered_page("bob", None, 1).await.unwrap();
         assert!(again[0].held);
+    }
+
+    #[tokio::test]
+    async fn contact_keys_are_remembered_replaced_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let a: Fingerprint = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
+        let b: Fingerprint = format!("sha256:{}", "b".repeat(64)).parse().unwrap();
+        {
+            let store = Store::open(dir.path(), "alice").unwrap();
+            assert!(store.contact_keys().await.unwrap().is_empty());
+            store.remember_key("bob", a).await.unwrap();
+            store.remember_key("bob", b).await.unwrap();
+            store.remember_key("carol", a).await.unwrap();
+        }
+        let store = Store::open(dir.path(), "alice").unwrap();
+        let keys = store.contact_keys().await.unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys["bob"], b);
+        assert_eq!(keys["carol"], a);
     }
 }

@@ -53,7 +53,8 @@ pub async fn handshake_rate(
     let cas = certs::load_ca_certs(&ca)?;
     let client_id = certs::generate_peer_identity()?.identity()?;
     let client_config = common::tls::coordinator_client_config_ca(&client_id, cas)?;
-    let (socket, _) = coordinator::udp::bind(SocketAddr::from(([127, 0, 0, 1], 0)), 8 << 20)?;
+    let socket = std::net::UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    coordinator::udp::size_buffers(&socket, 8 << 20);
     let server = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         Some(server_config),

@@ -84,7 +84,7 @@ async fn stop_binary(mut running: Running, client: &Client) {
         rest.push(line);
     }
     assert!(
-        rest.iter().any(|l| l == "coordinator stopped"),
+        rest.iter().any(|l| l == "Coordinator stopped."),
         "stdout after SIGTERM: {rest:?}"
     );
 }

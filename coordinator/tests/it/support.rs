@@ -49,6 +49,9 @@ pub async fn within_for<F: Future>(limit: Duration, what: &str, fut: F) -> F::Ou
 pub struct TestCoordinator {
     /// The address it listens on (changes on restart).
     pub addr: SocketAddr,
+    /// The address of its HTTP listener (metrics, health), when
+    /// `Config::metrics_listen` asked for one (changes on restart).
+    pub metrics: Option<SocketAddr>,
     config: Config,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -64,11 +67,22 @@ impl TestCoordinator {
 
     /// A coordinator with settings changed by `tune`.
     pub async fn start_with(tune: impl FnOnce(&mut Config)) -> TestCoordinator {
+        TestCoordinator::start_prepared(|_| {}, tune).await
+    }
+
+    /// A coordinator whose fresh data folder is first filled by `prepare`
+    /// (with a restored database, say), with settings changed by `tune`.
+    pub async fn start_prepared(
+        prepare: impl FnOnce(&Path),
+        tune: impl FnOnce(&mut Config),
+    ) -> TestCoordinator {
         let dir = tempfile::tempdir().expect("temporary folder");
+        prepare(dir.path());
         let mut config = Config::new(dir.path().to_path_buf());
         tune(&mut config);
         let mut tc = TestCoordinator {
             addr: "127.0.0.1:0".parse().unwrap(),
+            metrics: None,
             config,
             stop: None,
             task: None,
@@ -89,6 +103,7 @@ impl TestCoordinator {
         )
         .expect("bind the coordinator");
         self.addr = coordinator.local_addr().unwrap();
+        self.metrics = coordinator.metrics_addr();
         let (tx, rx) = oneshot::channel::<()>();
         self.stop = Some(tx);
         self.task = Some(tokio::spawn(coordinator.run(async {

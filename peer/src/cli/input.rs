@@ -1,33 +1,32 @@
-//! Reading lines: from a terminal with rustyline (line editing, history,
-//! masked passwords, and an external printer that keeps the prompt intact
-//! while messages arrive), from a terminal rustyline cannot drive (plain
-//! lines, passwords without echo), or plain lines from a pipe.
+//! Reading lines and showing prompts: on a terminal with a live line editor
+//! (rustyline-async), whose prompt changes in place the moment the question
+//! does and which prints arriving lines above it; on a terminal that cannot
+//! be driven (`TERM=dumb`): plain reads on request, passwords without echo;
+//! from a pipe: plain lines read ahead, each prompt printed on its own line.
 //!
-//! Both run on a dedicated thread, since reading blocks; lines come back
-//! through a bounded channel.
+//! Every line comes back tagged with the prompt it was typed at, so the front
+//! end never takes a line typed for one question as the answer to another.
 
-use rustyline::completion::Completer;
-use rustyline::config::Configurer;
-use rustyline::highlight::{CmdKind, Highlighter};
-use rustyline::hint::Hinter;
-use rustyline::history::DefaultHistory;
-use rustyline::validate::Validator;
-use rustyline::{ColorMode, Editor, ExternalPrinter, Helper};
-use std::borrow::Cow;
-use std::io::{BufRead, Read};
-
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc as std_mpsc, Arc};
-use tokio::sync::mpsc;
+use crossterm::event::{Event as TermEvent, EventStream, KeyCode, KeyEventKind, KeyModifiers};
+use futures_util::StreamExt;
+use rustyline_async::{Readline, ReadlineEvent, SharedWriter};
+use std::collections::VecDeque;
+use std::io::{BufRead, Read, Write};
+use std::sync::mpsc as std_mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// Longest line read, in bytes; longer lines are refused whole.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
 
+/// Lines to print that the live terminal holds before the front end waits.
+const PRINT_QUEUE: usize = 256;
+
 /// What the reader hands the front end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
-    /// A line, without its line ending.
-    Line(String),
+    /// A line, without its line ending, and the prompt number it was typed
+    /// at (see [`Reader::show`]; 0 where lines are read ahead).
+    Line(String, u64),
     /// A line over [`MAX_LINE_BYTES`], dropped.
     TooLong(usize),
     /// Ctrl+C at the prompt.
@@ -36,59 +35,57 @@ pub enum Input {
     Eof,
 }
 
-/// A request to read one line.
+/// A request to read one line (the plain terminal).
 pub struct ReadRequest {
     prompt: String,
     secret: bool,
 }
 
-/// Hides what is typed while a password is read.
-struct Masking {
-    on: Arc<AtomicBool>,
-}
-
-impl Helper for Masking {}
-impl Completer for Masking {
-    type Candidate = String;
-}
-impl Hinter for Masking {
-    type Hint = String;
-}
-impl Validator for Masking {}
-impl Highlighter for Masking {
-    fn highlight<'l>(&self, line: &'l str, _pos: usize) -> Cow<'l, str> {
-        if self.on.load(Ordering::Relaxed) {
-            Cow::Owned("*".repeat(line.chars().count()))
-        } else {
-            Cow::Borrowed(line)
-        }
-    }
-    fn highlight_char(&self, _line: &str, _pos: usize, kind: CmdKind) -> bool {
-        kind != CmdKind::MoveCursor && self.on.load(Ordering::Relaxed)
-    }
+/// What the front end tells the live terminal.
+pub enum ToTerminal {
+    /// Show this prompt now, in place of the current one.
+    Prompt {
+        /// The prompt.
+        text: String,
+        /// Typing is hidden.
+        secret: bool,
+        /// Its number.
+        gen: u64,
+    },
+    /// Print a line above the prompt.
+    Print(String),
+    /// Print what is left, take the prompt away and give the terminal back.
+    Close(oneshot::Sender<()>),
 }
 
 /// The line source.
 pub enum Reader {
-    /// A terminal with line editing: lines are read on request.
-    Editor {
-        /// Read requests to the editor thread.
-        requests: std_mpsc::Sender<ReadRequest>,
-        /// Prints above the prompt while a line is being read.
-        printer: Box<dyn ExternalPrinter + Send>,
+    /// A terminal with a live line editor, driven by its own task.
+    Live {
+        /// Prompts and lines to print, to the terminal task.
+        tx: mpsc::Sender<ToTerminal>,
+        /// Lines to print while `tx` is full, oldest first.
+        held: VecDeque<String>,
+        /// The number of the prompt showing.
+        gen: u64,
     },
     /// A terminal line editing cannot drive (`TERM=dumb`, say): lines are
     /// read on request, passwords without echo.
     Basic {
         /// Read requests to the reading thread.
         requests: std_mpsc::Sender<ReadRequest>,
+        /// A read is in progress, with this prompt.
+        reading: Option<String>,
+        /// The prompt that is wanted.
+        want: Option<(String, bool)>,
     },
     /// A pipe or file: lines are read ahead continuously.
     Plain,
 }
 
 impl Reader {
-    /// Starts the reader for a terminal (`terminal`) or a pipe.
+    /// Starts the reader for a terminal (`terminal`) or a pipe. Must run
+    /// inside the tokio runtime.
     pub fn start(terminal: bool) -> Result<(Reader, mpsc::Receiver<Input>), String> {
         let (tx, rx) = mpsc::channel(256);
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
@@ -102,76 +99,438 @@ impl Reader {
             spawn("stdin", Box::new(move || read_plain(tx)))?;
             return Ok((Reader::Plain, rx));
         }
-        let (req_tx, req_rx) = std_mpsc::channel::<ReadRequest>();
-        match editor() {
-            Ok((editor, masking, printer)) => {
-                spawn(
-                    "terminal",
-                    Box::new(move || read_terminal(editor, masking, req_rx, tx)),
-                )?;
+        let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb" || t.is_empty());
+        match (!dumb).then(|| Readline::new(String::new())) {
+            Some(Ok((editor, writer))) => {
+                let (ctl_tx, ctl_rx) = mpsc::channel(PRINT_QUEUE);
+                tokio::spawn(run_live(editor, writer, ctl_rx, tx));
                 Ok((
-                    Reader::Editor {
-                        requests: req_tx,
-                        printer,
+                    Reader::Live {
+                        tx: ctl_tx,
+                        held: VecDeque::new(),
+                        gen: 0,
                     },
                     rx,
                 ))
             }
-            Err(e) => {
-                tracing::info!(error = %e, "no line editing on this terminal");
+            other => {
+                if let Some(Err(e)) = other {
+                    tracing::info!(error = %e, "no line editing on this terminal");
+                }
+                let (req_tx, req_rx) = std_mpsc::channel::<ReadRequest>();
                 spawn("terminal", Box::new(move || read_basic(req_rx, tx)))?;
-                Ok((Reader::Basic { requests: req_tx }, rx))
+                Ok((
+                    Reader::Basic {
+                        requests: req_tx,
+                        reading: None,
+                        want: None,
+                    },
+                    rx,
+                ))
             }
         }
     }
 
-    /// True when lines are read on request (a terminal), false when read
-    /// ahead (a pipe).
-    pub fn on_request(&self) -> bool {
-        !matches!(self, Reader::Plain)
-    }
-
-    /// Asks the terminal for a line (no effect for a pipe, which reads ahead).
-    pub fn request(&self, prompt: &str, secret: bool) {
-        if let Reader::Editor { requests, .. } | Reader::Basic { requests } = self {
-            let _ = requests.send(ReadRequest {
-                prompt: prompt.to_string(),
-                secret,
-            });
-        }
-    }
-
-    /// Prints a line: above the prompt while the editor reads, else plainly.
-    pub fn print(&mut self, line: &str, reading: bool) {
+    /// Shows the prompt of a new question (`None`: no question, a wait).
+    /// On the live terminal it replaces the prompt in place; a plain
+    /// terminal asks for a line, or prints the question above a read in
+    /// progress; a pipe prints it on a line of its own. Returns the
+    /// prompt's number, which lines typed at it carry.
+    pub fn show(&mut self, prompt: Option<(String, bool)>) -> u64 {
         match self {
-            Reader::Editor { printer, .. } if reading => {
-                let _ = printer.print(format!("{line}\n"));
+            Reader::Live { tx, gen, .. } => {
+                *gen += 1;
+                let (text, secret) = prompt.unwrap_or_default();
+                // The prompt is never held behind printed lines for long:
+                // the queue is short, and the front end waits on it.
+                let _ = tx.try_send(ToTerminal::Prompt {
+                    text,
+                    secret,
+                    gen: *gen,
+                });
+                *gen
             }
-            _ => println!("{line}"),
+            Reader::Basic {
+                requests,
+                reading,
+                want,
+            } => {
+                *want = prompt.clone();
+                match (reading.as_deref(), prompt) {
+                    (None, Some((text, secret))) => {
+                        let _ = requests.send(ReadRequest {
+                            prompt: text.clone(),
+                            secret,
+                        });
+                        *reading = Some(text);
+                    }
+                    (Some(current), Some((text, _))) if current != text && !text.is_empty() => {
+                        println!("{}", text.trim_end());
+                    }
+                    _ => {}
+                }
+                0
+            }
+            Reader::Plain => {
+                if let Some((text, _)) = prompt.filter(|(t, _)| !t.is_empty()) {
+                    println!("{}", text.trim_end());
+                }
+                0
+            }
+        }
+    }
+
+    /// A line came back: the plain terminal's read is over.
+    pub fn taken(&mut self) {
+        if let Reader::Basic { reading, .. } = self {
+            *reading = None;
+        }
+    }
+
+    /// After a line was handled: the plain terminal asks for the next one,
+    /// with the prompt of the question now wanted.
+    pub fn resume(&mut self) {
+        if let Reader::Basic {
+            requests,
+            reading: reading @ None,
+            want: Some((text, secret)),
+        } = self
+        {
+            let _ = requests.send(ReadRequest {
+                prompt: text.clone(),
+                secret: *secret,
+            });
+            *reading = Some(text.clone());
+        }
+    }
+
+    /// The number of the prompt showing (0 where lines are read ahead).
+    pub fn current(&self) -> u64 {
+        match self {
+            Reader::Live { gen, .. } => *gen,
+            _ => 0,
+        }
+    }
+
+    /// Prints a line: above the prompt on the live terminal, else plainly.
+    /// False when the output is gone (a closed pipe).
+    pub fn print(&mut self, line: &str) -> bool {
+        match self {
+            Reader::Live { tx, held, .. } => {
+                if held.is_empty() {
+                    match tx.try_send(ToTerminal::Print(line.to_string())) {
+                        Ok(()) => return true,
+                        Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                        Err(mpsc::error::TrySendError::Full(ToTerminal::Print(l))) => {
+                            held.push_back(l)
+                        }
+                        Err(mpsc::error::TrySendError::Full(_)) => {}
+                    }
+                } else {
+                    held.push_back(line.to_string());
+                }
+                true
+            }
+            _ => {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
+            }
+        }
+    }
+
+    /// Lines waiting to be printed on the live terminal.
+    pub fn held(&self) -> usize {
+        match self {
+            Reader::Live { held, .. } => held.len(),
+            _ => 0,
+        }
+    }
+
+    /// Waits until held lines can go on to the terminal, and hands them
+    /// over (call when [`Reader::held`] is not zero).
+    pub async fn drain(&mut self) {
+        if let Reader::Live { tx, held, .. } = self {
+            if let Some(line) = held.pop_front() {
+                if tx.send(ToTerminal::Print(line)).await.is_err() {
+                    held.clear();
+                }
+            }
+        }
+    }
+
+    /// Prints what is left and gives the terminal back (a live terminal's
+    /// raw mode ends here).
+    pub async fn close(&mut self) {
+        if let Reader::Live { tx, held, .. } = self {
+            while let Some(line) = held.pop_front() {
+                if tx.send(ToTerminal::Print(line)).await.is_err() {
+                    return;
+                }
+            }
+            let (done_tx, done_rx) = oneshot::channel();
+            if tx.send(ToTerminal::Close(done_tx)).await.is_ok() {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), done_rx).await;
+            }
         }
     }
 }
 
-type Ready = (
-    Editor<Masking, DefaultHistory>,
-    Arc<AtomicBool>,
-    Box<dyn ExternalPrinter + Send>,
-);
+/// The live terminal: one task owns the line editor; prompts change in
+/// place and lines print above the line being typed. Passwords are read
+/// here key by key and shown as stars; the terminal stays in that mode
+/// until the front end shows another prompt, so nothing typed after a
+/// password (a second try, say) is ever echoed.
+async fn run_live(
+    editor: Readline,
+    writer: SharedWriter,
+    mut ctl: mpsc::Receiver<ToTerminal>,
+    tx: mpsc::Sender<Input>,
+) {
+    let mut live = Live {
+        editor,
+        writer,
+        unprinted: VecDeque::new(),
+        stuck: false,
+        secret: None,
+    };
+    let mut gen = 0;
+    let mut keys: Option<EventStream> = None;
+    let mut ended = false;
+    loop {
+        live.pump();
+        let cmd = if ended {
+            // The input is over; prints still go out until the front end
+            // closes.
+            ctl.recv().await
+        } else if let Some(pw) = live.secret.as_mut() {
+            let keys = keys.get_or_insert_with(EventStream::new);
+            tokio::select! {
+                cmd = ctl.recv() => cmd,
+                key = keys.next() => {
+                    let item = match key {
+                        Some(Ok(ev)) => pw.key(ev),
+                        _ => Some(Input::Eof),
+                    };
+                    if let Some(item) = item {
+                        if let Input::Line(..) = item {
+                            // The same question, on the next line, until
+                            // the front end asks another.
+                            let again = Secret::start(pw.prompt.clone());
+                            again.render();
+                            live.secret = Some(again);
+                        }
+                        ended = send_input(&tx, item, gen).await;
+                    }
+                    continue;
+                }
+            }
+        } else {
+            tokio::select! {
+                biased;
+                // The editor passes printed lines on while it reads; this
+                // comes back for those it had no room for.
+                _ = tokio::time::sleep(std::time::Duration::from_millis(10)), if live.stuck => continue,
+                cmd = ctl.recv(), if live.unprinted.len() < PRINT_QUEUE => cmd,
+                read = live.editor.readline() => {
+                    let item = match read {
+                        Ok(ReadlineEvent::Line(line)) if line.len() > MAX_LINE_BYTES => Input::TooLong(line.len()),
+                        Ok(ReadlineEvent::Line(line)) => {
+                            if !line.trim().is_empty() {
+                                live.editor.add_history_entry(line.clone());
+                            }
+                            Input::Line(line, 0)
+                        }
+                        Ok(ReadlineEvent::Interrupted) => Input::Interrupted,
+                        Ok(ReadlineEvent::Eof) | Err(_) => Input::Eof,
+                    };
+                    ended = send_input(&tx, item, gen).await;
+                    continue;
+                }
+            }
+        };
+        match cmd {
+            None => break,
+            Some(ToTerminal::Print(line)) => live.print(line),
+            Some(ToTerminal::Prompt {
+                text,
+                secret,
+                gen: g,
+            }) => {
+                gen = g;
+                live.prompt(text, secret);
+            }
+            Some(ToTerminal::Close(done)) => {
+                live.close();
+                let _ = done.send(());
+                break;
+            }
+        }
+    }
+}
 
-fn editor() -> Result<Ready, String> {
-    let masking = Arc::new(AtomicBool::new(false));
-    let mut editor: Editor<Masking, DefaultHistory> = Editor::new().map_err(|e| e.to_string())?;
-    editor.set_helper(Some(Masking {
-        on: masking.clone(),
-    }));
-    editor.set_auto_add_history(false);
-    // Masking is done by the highlighter: it must run even where colours
-    // are off (NO_COLOR, a monochrome terminal), or a password would show.
-    editor.set_color_mode(ColorMode::Forced);
-    let printer = editor
-        .create_external_printer()
-        .map_err(|e| e.to_string())?;
-    Ok((editor, masking, Box::new(printer)))
+/// Hands a read item to the front end, tagged with the prompt's number;
+/// true when input is over (the end, Ctrl+C, or nobody listens).
+async fn send_input(tx: &mpsc::Sender<Input>, item: Input, gen: u64) -> bool {
+    let item = match item {
+        Input::Line(line, _) => Input::Line(line, gen),
+        other => other,
+    };
+    let end = matches!(item, Input::Eof | Input::Interrupted);
+    tx.send(item).await.is_err() || end
+}
+
+/// The live terminal's screen: the editor, or a password being typed.
+struct Live {
+    editor: Readline,
+    writer: SharedWriter,
+    /// Lines the editor's writer had no room for yet.
+    unprinted: VecDeque<String>,
+    /// The writer holds a line it could not pass on yet.
+    stuck: bool,
+    /// A password is being typed (the editor is not read meanwhile).
+    secret: Option<Secret>,
+}
+
+impl Live {
+    /// Passes held lines on to the editor, as far as it takes them.
+    fn pump(&mut self) {
+        if self.stuck {
+            self.stuck = !offer(&mut self.writer, b"");
+        }
+        while !self.stuck {
+            let Some(line) = self.unprinted.pop_front() else {
+                break;
+            };
+            self.stuck = !offer(&mut self.writer, format!("{line}\n").as_bytes());
+        }
+    }
+
+    fn print(&mut self, line: String) {
+        match &self.secret {
+            Some(pw) => pw.print_above(&line),
+            None => self.unprinted.push_back(line),
+        }
+    }
+
+    /// Prints whatever the editor holds, and takes its prompt away: it
+    /// is not read (nor drawn) until it gets a prompt again.
+    fn settle(&mut self) {
+        let _ = self.editor.update_prompt("");
+        let _ = self.editor.flush();
+        let mut out = std::io::stdout().lock();
+        for line in self.unprinted.drain(..) {
+            let _ = write!(out, "\r\x1b[2K{line}\r\n");
+        }
+        let _ = out.flush();
+    }
+
+    fn prompt(&mut self, text: String, secret: bool) {
+        if let Some(mut pw) = self.secret.take() {
+            pw.leave();
+        }
+        if secret {
+            self.settle();
+            let pw = Secret::start(text);
+            pw.render();
+            self.secret = Some(pw);
+        } else {
+            let _ = self.editor.update_prompt(&text);
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some(mut pw) = self.secret.take() {
+            pw.leave();
+        }
+        self.settle();
+    }
+}
+
+/// Hands a line to the editor's writer; false when the writer kept it for
+/// later (its queue is full: offer an empty line to push it on).
+fn offer(writer: &mut SharedWriter, bytes: &[u8]) -> bool {
+    matches!(writer.write(bytes), Ok(n) if n == bytes.len())
+}
+
+/// A password being typed on the live terminal: stars only.
+struct Secret {
+    prompt: String,
+    typed: String,
+    /// Enter was pressed: the line is finished and the cursor below it.
+    done: bool,
+}
+
+impl Secret {
+    fn start(prompt: String) -> Secret {
+        Secret {
+            prompt,
+            typed: String::new(),
+            done: false,
+        }
+    }
+
+    fn render(&self) {
+        if self.done {
+            return;
+        }
+        let stars = "*".repeat(self.typed.chars().count());
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "\r\x1b[2K{}{stars}", self.prompt);
+        let _ = out.flush();
+    }
+
+    fn print_above(&self, line: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "\r\x1b[2K{line}\r\n");
+        let _ = out.flush();
+        drop(out);
+        self.render();
+    }
+
+    /// The password line is left on the screen; the cursor goes below it.
+    fn leave(&mut self) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "\r\n");
+        let _ = out.flush();
+    }
+
+    /// A key: the password when Enter ends it.
+    fn key(&mut self, ev: TermEvent) -> Option<Input> {
+        let TermEvent::Key(k) = ev else {
+            return None;
+        };
+        if self.done {
+            return None;
+        }
+        if k.kind == KeyEventKind::Release {
+            return None;
+        }
+        let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
+        match k.code {
+            KeyCode::Char('c') if ctrl => return Some(Input::Interrupted),
+            KeyCode::Char('d') if ctrl && self.typed.is_empty() => return Some(Input::Eof),
+            KeyCode::Char('u') if ctrl => self.typed.clear(),
+            KeyCode::Char(c) if !ctrl => {
+                if self.typed.len() < MAX_LINE_BYTES {
+                    self.typed.push(c)
+                }
+            }
+            KeyCode::Backspace => {
+                self.typed.pop();
+            }
+            KeyCode::Enter => {
+                // The stars stay; the next prompt takes the line below.
+                self.leave();
+                return Some(Input::Line(std::mem::take(&mut self.typed), 0));
+            }
+            _ => return None,
+        }
+        self.render();
+        None
+    }
 }
 
 /// Reads on request without line editing; passwords are read with echo off.
@@ -179,10 +538,10 @@ fn read_basic(requests: std_mpsc::Receiver<ReadRequest>, tx: mpsc::Sender<Input>
     let stdin = std::io::stdin();
     while let Ok(req) = requests.recv() {
         print!("{}", req.prompt);
-        let _ = std::io::Write::flush(&mut std::io::stdout());
+        let _ = std::io::stdout().flush();
         let item = if req.secret {
             match rpassword::read_password() {
-                Ok(line) => Input::Line(line),
+                Ok(line) => Input::Line(line, 0),
                 Err(_) => Input::Eof,
             }
         } else {
@@ -228,7 +587,7 @@ fn read_bounded_line(reader: &mut impl BufRead) -> Input {
         return Input::TooLong(skipped);
     }
     let line = String::from_utf8_lossy(&buf);
-    Input::Line(line.trim_end_matches(['\n', '\r']).to_string())
+    Input::Line(line.trim_end_matches(['\n', '\r']).to_string(), 0)
 }
 
 fn read_plain(tx: mpsc::Sender<Input>) {
@@ -237,33 +596,6 @@ fn read_plain(tx: mpsc::Sender<Input>) {
     loop {
         let item = read_bounded_line(&mut lock);
         let end = item == Input::Eof;
-        if tx.blocking_send(item).is_err() || end {
-            return;
-        }
-    }
-}
-
-fn read_terminal(
-    mut editor: Editor<Masking, DefaultHistory>,
-    masking: Arc<AtomicBool>,
-    requests: std_mpsc::Receiver<ReadRequest>,
-    tx: mpsc::Sender<Input>,
-) {
-    while let Ok(req) = requests.recv() {
-        masking.store(req.secret, Ordering::Relaxed);
-        let item = match editor.readline(&req.prompt) {
-            Ok(line) if line.len() > MAX_LINE_BYTES => Input::TooLong(line.len()),
-            Ok(line) => {
-                if !req.secret && !line.trim().is_empty() {
-                    let _ = editor.add_history_entry(line.as_str());
-                }
-                Input::Line(line)
-            }
-            Err(rustyline::error::ReadlineError::Interrupted) => Input::Interrupted,
-            Err(_) => Input::Eof,
-        };
-        masking.store(false, Ordering::Relaxed);
-        let end = matches!(item, Input::Eof | Input::Interrupted);
         if tx.blocking_send(item).is_err() || end {
             return;
         }
@@ -280,17 +612,40 @@ mod tests {
         let long = "y".repeat(MAX_LINE_BYTES * 2 + 5);
         let text = format!("hi\r\n{exact}\n{long}\nafter\n\u{e9}\u{ff}tail");
         let mut reader = std::io::Cursor::new(text.into_bytes());
-        assert_eq!(read_bounded_line(&mut reader), Input::Line("hi".into()));
-        assert_eq!(read_bounded_line(&mut reader), Input::Line(exact));
+        let line = |s: &str| Input::Line(s.to_string(), 0);
+        assert_eq!(read_bounded_line(&mut reader), line("hi"));
+        assert_eq!(read_bounded_line(&mut reader), line(&exact));
         assert_eq!(
             read_bounded_line(&mut reader),
             Input::TooLong(MAX_LINE_BYTES * 2 + 6)
         );
-        assert_eq!(read_bounded_line(&mut reader), Input::Line("after".into()));
-        assert_eq!(
-            read_bounded_line(&mut reader),
-            Input::Line("é\u{ff}tail".into())
-        );
+        assert_eq!(read_bounded_line(&mut reader), line("after"));
+        assert_eq!(read_bounded_line(&mut reader), line("é\u{ff}tail"));
         assert_eq!(read_bounded_line(&mut reader), Input::Eof);
+    }
+
+    #[test]
+    fn a_password_is_typed_edited_and_ended_with_enter() {
+        use crossterm::event::KeyEvent;
+        let key = |code, m| TermEvent::Key(KeyEvent::new(code, m));
+        let mut pw = Secret::start("Password: ".into());
+        assert_eq!(pw.key(key(KeyCode::Char('a'), KeyModifiers::NONE)), None);
+        assert_eq!(pw.key(key(KeyCode::Char('x'), KeyModifiers::NONE)), None);
+        assert_eq!(pw.key(key(KeyCode::Backspace, KeyModifiers::NONE)), None);
+        assert_eq!(pw.key(key(KeyCode::Char('b'), KeyModifiers::SHIFT)), None);
+        assert_eq!(
+            pw.key(key(KeyCode::Enter, KeyModifiers::NONE)),
+            Some(Input::Line("ab".into(), 0))
+        );
+        let mut pw = Secret::start("Password: ".into());
+        assert_eq!(
+            pw.key(key(KeyCode::Char('d'), KeyModifiers::CONTROL)),
+            Some(Input::Eof)
+        );
+        let mut pw = Secret::start("Password: ".into());
+        assert_eq!(
+            pw.key(key(KeyCode::Char('c'), KeyModifiers::CONTROL)),
+            Some(Input::Interrupted)
+        );
     }
 }

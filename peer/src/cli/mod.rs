@@ -12,6 +12,7 @@ pub mod terminal;
 
 use crate::engine::{ChatEnd, Command, EngineHandle, Event};
 use common::names::{check_password, normalize_username};
+use common::report::sentence;
 use input::{Input, Reader};
 use render::Style;
 use std::collections::VecDeque;
@@ -52,6 +53,12 @@ enum State {
     Chatting { with: String },
     /// Typing messages to keep for `to`.
     Composing { to: String },
+    /// `/password`: asking for the current password.
+    OldPassword,
+    /// Asking for the new one.
+    ChosenPassword { old: String },
+    /// Asking for it again.
+    RepeatChosen { old: String, new: String },
 }
 
 impl State {
@@ -86,9 +93,32 @@ impl State {
             State::Answering { from } => Some((format!("Chat with {from}? [y/n] "), false)),
             State::Chatting { with } => Some((format!("{me} → {with}> "), false)),
             State::Composing { to } => Some((format!("{me} → {to} (kept)> "), false)),
+            State::OldPassword => Some(("Current password: ".into(), true)),
+            State::ChosenPassword { .. } => Some(("New password: ".into(), true)),
+            State::RepeatChosen { .. } => Some(("Repeat the new password: ".into(), true)),
             State::CheckingName | State::LoggingIn { .. } | State::Asking { .. } => None,
         }
     }
+}
+
+/// `/quit` and `/leave` are `exit` and `disconnect`.
+fn alias(line: String) -> String {
+    match line.trim() {
+        w if w.eq_ignore_ascii_case("/quit") => "exit".to_string(),
+        w if w.eq_ignore_ascii_case("/leave") => "disconnect".to_string(),
+        _ => line,
+    }
+}
+
+/// A chat line meant as text although it looks like a command: `/say TEXT`
+/// is TEXT, and `//…` loses one slash.
+fn as_text(line: &str) -> Option<String> {
+    if let Some(rest) = line.strip_prefix("//") {
+        return Some(format!("/{rest}"));
+    }
+    line.strip_prefix("/say ")
+        .map(str::to_string)
+        .filter(|t| !t.is_empty())
 }
 
 /// How the program ended.
@@ -108,12 +138,23 @@ struct Cli {
     me: String,
     /// Lines typed while no input was wanted (a pipe reads ahead).
     queued: VecDeque<String>,
-    /// A read (terminal) or a printed prompt (pipe) is outstanding.
-    asked: bool,
-    /// The prompt of the terminal read in progress.
-    reading: String,
+    /// The states of the last prompts shown, by number, for lines typed at
+    /// a prompt that has changed since.
+    shown: VecDeque<(u64, State)>,
+    /// The input is a terminal: `exit` and the end of input act at once.
+    interactive: bool,
+    /// The last attempt to reach the coordinator failed.
+    unreachable: bool,
+    /// The input has ended.
+    input_closed: bool,
+    /// The chat partner who just signed out (their going offline is not
+    /// told again).
+    signed_out: Option<String>,
     exit: Option<Exit>,
 }
+
+/// Lines the front end keeps for the terminal before it stops taking events.
+const HELD_LINES: usize = 1024;
 
 /// Runs the front end until the user leaves or the engine stops.
 pub async fn run(
@@ -125,7 +166,7 @@ pub async fn run(
     let (reader, mut lines) = match Reader::start(terminal) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("cannot read input: {e}");
+            eprintln!("Cannot read input: {e}.");
             engine.shutdown().await;
             return Exit::Failed;
         }
@@ -137,53 +178,58 @@ pub async fn run(
         state: State::Connecting,
         me: String::new(),
         queued: VecDeque::new(),
-        asked: false,
-        reading: String::new(),
+        shown: VecDeque::new(),
+        interactive: terminal,
+        unreachable: false,
+        input_closed: false,
+        signed_out: None,
         exit: None,
     };
     cli.say(&cli.style.info(
         "Welcome to p2pchat. Type exit (or press Ctrl+C) at any prompt to sign out and quit.",
     ));
+    cli.show_prompt();
     let mut stopping = false;
-    let mut input_closed = false;
     // Installed once, so that a Ctrl+C between two turns of the loop is kept.
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
     loop {
         if !stopping {
-            cli.ask().await;
+            cli.drain_queued().await;
             if cli.exit.is_some() {
                 stopping = true;
-                cli.say(&cli.style.info("Signing out..."));
+                let bye = if cli.me.is_empty() {
+                    "Quitting..."
+                } else {
+                    "Signing out..."
+                };
+                cli.say(&cli.style.info(bye));
                 // Ahead of anything queued: exit works at once.
                 cli.engine.stop();
             }
         }
+        let held = cli.reader.held();
         tokio::select! {
-            ev = events.recv() => match ev {
+            // The terminal is behind: printing comes first, and events wait
+            // (the engine holds its messages until they are taken).
+            _ = cli.reader.drain(), if held > 0 => {}
+            ev = events.recv(), if held < HELD_LINES => match ev {
                 None | Some(Event::Stopped) => break,
                 Some(ev) => cli.on_event(ev).await,
             },
             // Lines kept beyond QUEUED_LINES wait in the pipe: reading stops,
             // so the writer of a large paste is slowed down, not buffered.
-            input = lines.recv(), if !stopping && !input_closed && cli.queued.len() < QUEUED_LINES => {
-                // A terminal read is over; a pipe's prompt stays printed
-                // until the state changes.
-                if cli.reader.on_request() {
-                    cli.asked = false;
-                }
+            input = lines.recv(), if !stopping && !cli.input_closed && cli.queued.len() < QUEUED_LINES => {
+                cli.reader.taken();
                 match input {
-                    Some(Input::Line(line)) => cli.on_input(line).await,
+                    Some(Input::Line(line, at)) => cli.on_typed(line, at).await,
                     Some(Input::TooLong(n)) => cli.say(&cli.style.error(&format!(
                         "That line has {n} bytes; lines are limited to {} bytes. Nothing was sent.",
                         input::MAX_LINE_BYTES
                     ))),
                     Some(Input::Interrupted) => cli.exit = Some(Exit::Normal),
-                    // End of input is `exit`, after the lines typed before it.
-                    Some(Input::Eof) | None => {
-                        input_closed = true;
-                        cli.on_input("exit".to_string()).await;
-                    }
+                    Some(Input::Eof) | None => cli.on_end_of_input().await,
                 }
+                cli.reader.resume();
             }
             _ = async { match &mut sigint { Some(s) => { s.recv().await; } None => std::future::pending().await } }, if !stopping => {
                 cli.exit = Some(Exit::Normal);
@@ -192,19 +238,24 @@ pub async fn run(
             // the loop when there is room (the CLI never blocks on a full
             // queue, so it keeps reading the engine's events). It is armed
             // whether or not there is room now: the engine takes commands
-            // on another thread, and room that appeared after `ask` looked
-            // would otherwise wake nobody, leaving kept lines for ever.
+            // on another thread, and room that appeared after
+            // `drain_queued` looked would otherwise wake nobody, leaving
+            // kept lines for ever.
             _ = cli.engine.ready(), if !stopping && !cli.queued.is_empty() && !cli.state.waiting() => {}
         }
     }
     cli.say(&cli.style.info("Signed out."));
+    cli.reader.close().await;
     cli.exit.unwrap_or(Exit::Normal)
 }
 
 impl Cli {
-    /// Prints a line above the prompt (terminal) or on its own (pipe).
+    /// Prints a line above the prompt (terminal) or on its own (pipe). An
+    /// output that is gone (a closed pipe) ends the program.
     fn say(&mut self, line: &str) {
-        self.reader.print(line, self.asked);
+        if !self.reader.print(line) && self.exit.is_none() {
+            self.exit = Some(Exit::Failed);
+        }
     }
 
     fn say_all(&mut self, lines: Vec<String>) {
@@ -213,13 +264,112 @@ impl Cli {
         }
     }
 
+    /// Shows the current question's prompt, remembering which state it
+    /// belongs to.
+    fn show_prompt(&mut self) {
+        let at = self.reader.show(self.state.prompt(&self.me));
+        if at != 0 {
+            self.shown.push_back((at, self.state.clone()));
+            while self.shown.len() > 16 {
+                self.shown.pop_front();
+            }
+        }
+    }
+
+    /// A line from the reader, typed at prompt number `at`. On a terminal,
+    /// a line typed at a question that has changed since is not taken as
+    /// the answer to the new one: messages typed in a chat are still kept
+    /// for that peer, lines typed during a wait are typed ahead, anything
+    /// else is dropped with a notice.
+    async fn on_typed(&mut self, line: String, at: u64) {
+        let line = alias(line);
+        let current = self.reader.current();
+        if at == current || line.trim().eq_ignore_ascii_case("exit") {
+            return self.on_input(line).await;
+        }
+        let typed_at = self
+            .shown
+            .iter()
+            .find(|(n, _)| *n == at)
+            .map(|(_, s)| s.clone());
+        match typed_at {
+            Some(State::Chatting { with: to }) | Some(State::Composing { to })
+                if !line.trim().is_empty() && !line.starts_with('/') =>
+            {
+                if line.trim().eq_ignore_ascii_case("disconnect") {
+                    return;
+                }
+                self.send(Command::Send { to, body: line }).await;
+            }
+            Some(s) if s.waiting() => self.on_input(line).await,
+            _ if line.trim().is_empty() => {}
+            Some(s) => {
+                let question = s.prompt(&self.me).map(|(p, _)| p).unwrap_or_default();
+                let notice = format!(
+                    "Not used: {:?} was typed at {:?}, which is no longer the question.",
+                    line.trim(),
+                    question.trim_end()
+                );
+                self.say(&self.style.info(&notice));
+            }
+            None => {}
+        }
+    }
+
+    /// The input ended: on a terminal (Ctrl+D) that is `exit` at once; from
+    /// a pipe, `exit` after the lines before it, or at once when nothing
+    /// can take them (the coordinator cannot be reached).
+    async fn on_end_of_input(&mut self) {
+        self.input_closed = true;
+        if self.interactive || (self.unreachable && self.state == State::Connecting) {
+            self.exit = Some(Exit::Normal);
+        } else {
+            self.on_input("exit".to_string()).await;
+        }
+    }
+
+    /// Lines typed during a wait were typed for what should follow it;
+    /// when the wait ends otherwise (a decline, a failed login), they are
+    /// dropped with a notice instead of being taken for the new question.
+    fn drop_typed_ahead(&mut self, from: &State, to: &State) {
+        use State::*;
+        let expected = match from {
+            Connecting => matches!(to, Username),
+            CheckingName => matches!(to, Password { .. } | NewPassword { .. }),
+            LoggingIn { .. } => matches!(to, Who),
+            Asking { .. } => matches!(to, Requesting { .. } | Joining { .. } | Chatting { .. }),
+            Requesting { .. } | Joining { .. } => matches!(to, Joining { .. } | Chatting { .. }),
+            _ => true,
+        };
+        if expected || self.queued.is_empty() {
+            return;
+        }
+        let n = self.queued.len();
+        self.queued.clear();
+        let what = if n == 1 { "line" } else { "lines" };
+        let notice = format!("{n} {what} typed ahead while waiting were not used.");
+        self.say(&self.style.info(&notice));
+    }
+
+    /// Exits: at once on a terminal; from a pipe after the lines before it.
+    fn wants_exit_now(&self) -> bool {
+        self.interactive || self.queued.is_empty()
+    }
+
     /// A line as typed: `exit` acts at once (after lines typed before it);
     /// while waiting, lines are kept.
     async fn on_input(&mut self, line: String) {
+        let line = alias(line);
         let word = line.trim();
         let cancel = matches!(self.state, State::Requesting { .. })
             && word.eq_ignore_ascii_case("disconnect");
-        if word.eq_ignore_ascii_case("exit") && self.queued.is_empty() {
+        if word.eq_ignore_ascii_case("exit") && self.wants_exit_now() {
+            let n = self.queued.len();
+            if n > 0 {
+                let what = if n == 1 { "line" } else { "lines" };
+                let notice = format!("{n} {what} typed before exit were not used.");
+                self.say(&self.style.info(&notice));
+            }
             self.exit = Some(Exit::Normal);
         } else if word.is_empty() && (self.state.waiting() || !self.queued.is_empty()) {
             // A blank line means nothing at any question; kept, it would
@@ -236,50 +386,26 @@ impl Cli {
         }
     }
 
-    /// Handles kept lines, then asks for a new one if input is wanted.
-    async fn ask(&mut self) {
-        // Kept lines go to the engine as soon as it has room, whether or
-        // not a prompt is showing (a pipe's prompt stays printed until the
-        // state changes, so waiting for it would stall a paste for ever).
+    /// Kept lines go to the engine as soon as it has room, whether or not a
+    /// prompt is showing (a pipe's prompt stays printed until the state
+    /// changes, so waiting for it would stall a paste for ever).
+    async fn drain_queued(&mut self) {
         while self.exit.is_none() && !self.state.waiting() && self.engine.can_take_command() {
             match self.queued.pop_front() {
                 Some(line) => self.on_line(line).await,
                 None => break,
             }
         }
-        if self.asked || self.exit.is_some() {
-            return;
-        }
-        let Some((prompt, secret)) = self.state.prompt(&self.me) else {
-            return;
-        };
-        if self.reader.on_request() {
-            self.reader.request(&prompt, secret);
-            self.reading = prompt;
-        } else if !prompt.is_empty() {
-            println!("{}", prompt.trim_end());
-        }
-        self.asked = true;
     }
 
     fn set(&mut self, state: State) {
         if self.state == state {
             return;
         }
-        self.state = state;
-        if !self.reader.on_request() {
-            // A pipe prints the new prompt.
-            self.asked = false;
-            return;
-        }
-        // A terminal read cannot change its prompt: show the new question
-        // above it instead (other states are announced by their event).
-        let asks = matches!(self.state, State::Username | State::Who);
-        let question = self.state.prompt(&self.me).filter(|_| asks).map(|(p, _)| p);
-        if let Some(q) = question.filter(|q| self.asked && !q.is_empty() && *q != self.reading) {
-            let line = self.style.info(q.trim_end());
-            self.say(&line);
-        }
+        let old = std::mem::replace(&mut self.state, state);
+        let new = self.state.clone();
+        self.drop_typed_ahead(&old, &new);
+        self.show_prompt();
     }
 
     async fn send(&mut self, cmd: Command) {
@@ -292,10 +418,25 @@ impl Cli {
         let trimmed = line.trim();
         let secret = matches!(
             self.state,
-            State::Password { .. } | State::NewPassword { .. } | State::RepeatPassword { .. }
+            State::Password { .. }
+                | State::NewPassword { .. }
+                | State::RepeatPassword { .. }
+                | State::OldPassword
+                | State::ChosenPassword { .. }
+                | State::RepeatChosen { .. }
         );
         if trimmed.eq_ignore_ascii_case("exit") {
             self.exit = Some(Exit::Normal);
+            return;
+        }
+        if let (State::Chatting { with: to } | State::Composing { to }, Some(body)) =
+            (&self.state, as_text(&line))
+        {
+            let cmd = Command::Send {
+                to: to.clone(),
+                body,
+            };
+            self.send(cmd).await;
             return;
         }
         if !secret && self.command(trimmed).await {
@@ -315,7 +456,7 @@ impl Cli {
                         self.set(State::CheckingName);
                         self.send(Command::Username(trimmed.to_string())).await;
                     }
-                    Err(e) => self.say(&self.style.error(&format!("{e}. Try again."))),
+                    Err(e) => self.say(&self.style.error(&format!("{} Try again.", sentence(&e)))),
                 }
             }
             State::Password { name } => {
@@ -327,7 +468,11 @@ impl Cli {
             }
             State::NewPassword { name } => match check_password(&line) {
                 Ok(()) => self.set(State::RepeatPassword { name, first: line }),
-                Err(e) => self.say(&self.style.error(&format!("{e}. Choose another."))),
+                Err(e) => self.say(
+                    &self
+                        .style
+                        .error(&format!("{} Choose another.", sentence(&e))),
+                ),
             },
             State::RepeatPassword { name, first } => {
                 if line == first {
@@ -346,6 +491,10 @@ impl Cli {
                 if trimmed.is_empty() {
                     return;
                 }
+                if trimmed.eq_ignore_ascii_case("help") {
+                    self.say_all(render::help());
+                    return;
+                }
                 match normalize_username(trimmed) {
                     Ok(name) if name == self.me => {
                         self.say(&self.style.error("That is you. Choose someone else."))
@@ -354,7 +503,7 @@ impl Cli {
                         self.set(State::Asking { name: name.clone() });
                         self.send(Command::Chat(name)).await;
                     }
-                    Err(e) => self.say(&self.style.error(&format!("{e}. Try again."))),
+                    Err(e) => self.say(&self.style.error(&format!("{} Try again.", sentence(&e)))),
                 }
             }
             State::Requesting { name } => {
@@ -386,6 +535,31 @@ impl Cli {
                     .await;
                 }
             }
+            State::OldPassword if line.is_empty() => {
+                self.say(&self.style.info("Password not changed."));
+                self.set(State::Who);
+            }
+            State::OldPassword => self.set(State::ChosenPassword { old: line }),
+            State::ChosenPassword { old } => match check_password(&line) {
+                Ok(()) => self.set(State::RepeatChosen { old, new: line }),
+                Err(e) => self.say(
+                    &self
+                        .style
+                        .error(&format!("{} Choose another.", sentence(&e))),
+                ),
+            },
+            State::RepeatChosen { old, new } => {
+                if line == new {
+                    self.send(Command::ChangePassword { old, new }).await;
+                } else {
+                    self.say(
+                        &self
+                            .style
+                            .error("The passwords differ; password not changed."),
+                    );
+                }
+                self.set(State::Who);
+            }
             State::Composing { to } => {
                 if trimmed.eq_ignore_ascii_case("disconnect") {
                     self.say(&self.style.info(&format!("Done keeping messages for {to}.")));
@@ -406,8 +580,17 @@ impl Cli {
         match (words.next(), words.next()) {
             (Some("/help"), _) => self.say_all(render::help()),
             (Some("/online"), _) => self.send(Command::Online).await,
+            (Some("/status"), _) => self.send(Command::Status).await,
+            (Some("/password"), _) if self.state == State::Who => self.set(State::OldPassword),
+            (Some("/password"), _) => self.say(
+                &self
+                    .style
+                    .error("Change your password at the who-prompt (leave the chat first)."),
+            ),
             (Some("/history"), Some(name)) => self.send(Command::History(name.to_string())).await,
             (Some("/history"), None) => self.say(&self.style.error("Usage: /history NAME")),
+            (Some("/whois"), Some(name)) => self.send(Command::Whois(name.to_string())).await,
+            (Some("/whois"), None) => self.say(&self.style.error("Usage: /whois NAME")),
             (Some(other), _) => self.say(
                 &self
                     .style
@@ -419,6 +602,32 @@ impl Cli {
     }
 
     async fn on_event(&mut self, ev: Event) {
+        match &ev {
+            Event::ConnectFailed { .. } => {
+                self.unreachable = true;
+                // Nothing typed can be taken, and nothing more will be.
+                if self.input_closed && self.state == State::Connecting {
+                    self.exit = Some(Exit::Failed);
+                }
+            }
+            Event::Connected => self.unreachable = false,
+            // One quit is told once: the end of the chat says it (the
+            // coordinator's word may come first or second).
+            Event::Presence {
+                name,
+                online: false,
+            } if self.signed_out.as_deref() == Some(name.as_str())
+                || self.state == (State::Chatting { with: name.clone() }) =>
+            {
+                self.signed_out = None;
+                return;
+            }
+            Event::ChatEnded {
+                with,
+                reason: ChatEnd::PeerSignedOut,
+            } => self.signed_out = Some(with.clone()),
+            _ => {}
+        }
         if let Some(lines) = render::simple_event(&self.style, &ev) {
             self.say_all(lines);
             // Printed (stdout is flushed at each line): it may be marked shown.

@@ -87,10 +87,43 @@ fn history_line(style: &Style, l: &HistoryLine) -> String {
     if l.held {
         line.push_str(" (kept while away)");
     }
-    if l.delivered == Some(false) {
-        line.push_str(" (not delivered yet)");
+    match l.delivered {
+        Some(false) => line.push_str(" (not delivered yet)"),
+        Some(true) => line.push_str(" (delivered)"),
+        None => {}
     }
     line
+}
+
+/// `/status`: the coordinator, who you are, and each open connection.
+fn status_lines(style: &Style, st: &crate::engine::Status) -> Vec<String> {
+    let coord = if st.connected {
+        "connected"
+    } else {
+        "not connected; retrying"
+    };
+    let mut out = vec![style.info(&format!("Coordinator: {} ({coord}).", st.coordinator))];
+    out.push(style.info(&match &st.me {
+        Some(me) => format!("Logged in as {me}; this peer listens on {}.", st.local),
+        None => format!("Not logged in; this peer listens on {}.", st.local),
+    }));
+    if st.links.is_empty() {
+        out.push(style.info("No open connections to other peers."));
+    }
+    for l in &st.links {
+        let what = if l.chat {
+            "chat"
+        } else {
+            "delivering kept messages"
+        };
+        out.push(style.info(&format!(
+            "{} ({what}): direct to {}, round trip {} ms.",
+            l.peer,
+            l.remote,
+            l.rtt.as_millis()
+        )));
+    }
+    out
 }
 
 /// What to offer after a request that ended without a chat.
@@ -189,6 +222,9 @@ pub fn refusal_text(command: CommandKind, reason: &Refusal) -> String {
         CommandKind::Send => "Message not sent",
         CommandKind::History => "No history",
         CommandKind::Online => "No list",
+        CommandKind::Whois => "No key shown",
+        CommandKind::Status => "No status",
+        CommandKind::ChangePassword => "The password was not changed",
     };
     let why = match reason {
         Refusal::NotConnected => "not connected to the coordinator right now".to_string(),
@@ -220,6 +256,47 @@ pub fn simple_event(style: &Style, ev: &Event) -> Option<Vec<String>> {
             "Cannot reach the coordinator at {coordinator}: {}. Retrying in {} s (type exit to quit).",
             sanitize_for_display(&reason.to_string()),
             retry_in.as_secs().max(1)
+        ))],
+        Event::CoordinatorPinned { coordinator, fingerprint, file } => vec![
+            style.info(&format!(
+                "First connection to the coordinator at {coordinator}. Its certificate fingerprint is {fingerprint}."
+            )),
+            style.info(&format!(
+                "Compare it with the one the coordinator prints (coordinator fingerprint). It is pinned in {}: later runs accept only this certificate.",
+                file.display()
+            )),
+        ],
+        Event::ContactKeyChanged { name, old, new } => vec![
+            style.error(&format!("WARNING: {name}'s key has changed since you last connected.")),
+            style.error(&format!("  remembered: {old}")),
+            style.error(&format!("  now:        {new}")),
+            style.error(&format!(
+                "The coordinator vouched for the new key. {name} may have reinstalled p2pchat or moved to another computer, or someone may be posing as {name}: check the key with {name} another way (/whois {name} shows it)."
+            )),
+        ],
+        Event::Status(st) => status_lines(style, st),
+        Event::PasswordChanged => vec![style.info(
+            "Password changed. Sessions elsewhere must log in with the new one.",
+        )],
+        Event::PasswordNotChanged { reason, retry_after } => {
+            let wait = if retry_after.is_zero() {
+                String::new()
+            } else {
+                format!(" Wait {} s before trying again.", retry_after.as_secs().max(1))
+            };
+            vec![style.error(&format!(
+                "Password not changed: {}.{wait}",
+                login_failure_text(reason)
+            ))]
+        }
+        Event::Whois { name, key: Some(key), me: true } => {
+            vec![style.info(&format!("Your key ({name}): {key}. Contacts can compare it with what /whois {name} shows them."))]
+        }
+        Event::Whois { name, key: Some(key), .. } => {
+            vec![style.info(&format!("{name}'s key, as the coordinator last vouched for it: {key}"))]
+        }
+        Event::Whois { name, key: None, .. } => vec![style.info(&format!(
+            "No key known for {name} yet: it is learned at your first chat or delivery with them."
         ))],
         Event::Presence { name, online: true } => vec![style.info(&format!("{name} is online."))],
         Event::Presence { name, online: false } => vec![style.info(&format!("{name} went offline."))],
@@ -265,9 +342,14 @@ pub fn help() -> Vec<String> {
         "Commands:",
         "  /online          who is online",
         "  /history NAME    the stored conversation with NAME",
+        "  /whois NAME      the key NAME had when the coordinator last vouched for it",
+        "  /status          the coordinator, who you are, and each open connection",
+        "  /password        change your password (at the who-prompt)",
         "  /help            this list",
-        "  disconnect       leave the chat (or stop keeping messages)",
-        "  exit             sign out and quit (Ctrl+C and Ctrl+D too)",
+        "  disconnect       leave the chat (or stop keeping messages); /leave too",
+        "  exit             sign out and quit (Ctrl+C and Ctrl+D too); /quit too",
+        "In a chat, /say TEXT sends TEXT as it is (to send the word exit or",
+        "disconnect), and a line starting with // is sent with one / removed.",
     ]
     .iter()
     .map(|s| s.to_string())

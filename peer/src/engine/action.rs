@@ -147,4 +147,13 @@ pub(crate) enum StoreJob {
     Unshown,
     /// The conversation with `peer`.
     History(String),
+    /// The key each contact had (after a login).
+    ContactKeys,
+    /// Remember the key vouched for as a contact's.
+    RememberKey {
+        /// The contact.
+        name: String,
+        /// The key.
+        key: Fingerprint,
+    },
 }

@@ -116,6 +116,17 @@ pub enum Command {
     History(String),
     /// List who is online.
     Online,
+    /// Show the key remembered for a contact (or one's own).
+    Whois(String),
+    /// Describe the connections ([`Event::Status`]).
+    Status,
+    /// Change the account's password.
+    ChangePassword {
+        /// The current password.
+        old: String,
+        /// The new one.
+        new: String,
+    },
     /// Sign out and stop.
     Shutdown,
 }
@@ -139,6 +150,12 @@ pub enum CommandKind {
     History,
     /// [`Command::Online`].
     Online,
+    /// [`Command::Whois`].
+    Whois,
+    /// [`Command::Status`].
+    Status,
+    /// [`Command::ChangePassword`].
+    ChangePassword,
 }
 
 /// Why a command could not be carried out.
@@ -160,6 +177,34 @@ pub enum Refusal {
     BadMessage(RuleError),
     /// The message store failed; nothing was changed.
     Store(String),
+}
+
+/// Where the engine stands, for `/status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The coordinator, as given.
+    pub coordinator: String,
+    /// Connected to it now.
+    pub connected: bool,
+    /// The account logged in, if any.
+    pub me: Option<String>,
+    /// This peer's UDP address.
+    pub local: std::net::SocketAddr,
+    /// The open direct connections, the chat first.
+    pub links: Vec<LinkStatus>,
+}
+
+/// One open connection to another peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// The other user.
+    pub peer: String,
+    /// The chat (else a delivery of kept messages).
+    pub chat: bool,
+    /// The other side's address (a direct path).
+    pub remote: std::net::SocketAddr,
+    /// The round-trip time now.
+    pub rtt: std::time::Duration,
 }
 
 /// Why a chat ended.
@@ -266,8 +311,49 @@ pub enum Event {
         /// When the next try starts.
         retry_in: Duration,
     },
+    /// The coordinator's certificate was seen for the first time and
+    /// pinned (trust on first use): later runs accept only this one.
+    CoordinatorPinned {
+        /// `HOST:PORT`.
+        coordinator: String,
+        /// The fingerprint pinned, as the coordinator prints it.
+        fingerprint: common::Fingerprint,
+        /// The pin file.
+        file: std::path::PathBuf,
+    },
     /// Connected: send a username.
     Connected,
+    /// The coordinator vouched for another key than the one `name` had
+    /// last time: told before the connection is made.
+    ContactKeyChanged {
+        /// The contact.
+        name: String,
+        /// The key remembered.
+        old: common::Fingerprint,
+        /// The key vouched for now (remembered from now on).
+        new: common::Fingerprint,
+    },
+    /// The password was changed.
+    PasswordChanged,
+    /// The password was not changed.
+    PasswordNotChanged {
+        /// Why.
+        reason: LoginFailure,
+        /// How long to wait before trying again.
+        retry_after: Duration,
+    },
+    /// The answer to [`Command::Status`].
+    Status(Status),
+    /// The answer to [`Command::Whois`].
+    Whois {
+        /// The contact.
+        name: String,
+        /// The key remembered (one's own for `me`); none before a first
+        /// chat or delivery.
+        key: Option<common::Fingerprint>,
+        /// `name` is this user.
+        me: bool,
+    },
     /// The account exists (send its password) or is new (choose one).
     AccountStatus {
         /// The normalised name.

@@ -45,7 +45,7 @@ pub enum ConnectError {
     #[error("{0} has no address this socket can reach")]
     NoUsableAddress(String),
     /// No answer, or the connection failed.
-    #[error("cannot reach {addr}: {detail}")]
+    #[error("{detail} (address {addr})")]
     Unreachable {
         /// The address tried.
         addr: SocketAddr,
@@ -92,7 +92,10 @@ impl ConnectError {
     }
 }
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a coordinator that does not answer is waited for, per attempt:
+/// a handshake takes a round trip or two, so a few seconds say "down"
+/// (retries follow with back-off).
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// A connected coordinator: the connection and its session stream.
 pub(crate) struct Connected {
@@ -102,6 +105,9 @@ pub(crate) struct Connected {
     pub send: SendStream,
     /// Session stream, reading half.
     pub recv: RecvStream,
+    /// The certificate was pinned on first use in this attempt: its
+    /// fingerprint and the pin file.
+    pub pinned_now: Option<(Fingerprint, PathBuf)>,
 }
 
 async fn resolve(
@@ -162,17 +168,19 @@ pub(crate) async fn connect(
         Err(_) => {
             return Err(ConnectError::Unreachable {
                 addr,
-                detail: "no answer".into(),
+                detail: format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
             })
         }
         Ok(Err(e)) => return Err(explain_failure(e, addr, trust, coordinator, pin.as_ref())),
         Ok(Ok(conn)) => conn,
     };
+    let mut pinned_now = None;
     if let Some((pins, None, verifier)) = &pin {
         if let Some(seen) = verifier.seen() {
             pins.add(coordinator, seen)
                 .map_err(|e| ConnectError::Setup(e.to_string()))?;
             tracing::info!(%coordinator, fingerprint = %seen, "coordinator certificate pinned on first use");
+            pinned_now = Some((seen, pins.path().to_path_buf()));
         }
     }
     let (send, recv) = conn
@@ -182,7 +190,12 @@ pub(crate) async fn connect(
             addr,
             detail: e.to_string(),
         })?;
-    Ok(Connected { conn, send, recv })
+    Ok(Connected {
+        conn,
+        send,
+        recv,
+        pinned_now,
+    })
 }
 
 fn explain_failure(

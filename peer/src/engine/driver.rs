@@ -13,7 +13,9 @@
 
 use super::action::{Action, Arrangement, LinkId, StoreJob};
 use super::admission::{self, ExpectedSources};
-use super::api::{Command, CommandKind, Config, Event, Fatal, LinkFault, Refusal};
+use super::api::{
+    Command, CommandKind, Config, Event, Fatal, LinkFault, LinkStatus, Refusal, Status,
+};
 use super::connect::{self, ConnectError, Connected, Trust};
 use super::coord_io::CoordIo;
 use super::direct;
@@ -123,6 +125,8 @@ pub(crate) struct Driver {
     shown: Vec<(String, MessageId)>,
     /// A send that did not fit in the window, taken first when it does.
     waiting: Option<Command>,
+    /// The key each contact had when last vouched for (loaded at login).
+    contact_keys: HashMap<String, Fingerprint>,
     behind_nat: bool,
     stopping: bool,
 }
@@ -182,6 +186,7 @@ impl Driver {
             pending_messages: 0,
             shown: Vec::new(),
             waiting: None,
+            contact_keys: HashMap::new(),
             behind_nat: false,
             stopping: false,
         };
@@ -297,6 +302,29 @@ impl Driver {
         }
     }
 
+    /// The coordinator vouched for `key` as `peer`'s: remembered the first
+    /// time, and a change is told before the connection is made.
+    fn check_key(&mut self, peer: &str, key: Fingerprint) {
+        let before = self.contact_keys.insert(peer.to_string(), key);
+        if before == Some(key) {
+            return;
+        }
+        if let Some(old) = before {
+            self.emit(
+                Event::ContactKeyChanged {
+                    name: peer.to_string(),
+                    old,
+                    new: key,
+                },
+                false,
+            );
+        }
+        self.act(vec![Action::Store(StoreJob::RememberKey {
+            name: peer.to_string(),
+            key,
+        })]);
+    }
+
     fn flush_shown(&mut self) {
         if !self.shown.is_empty() && self.store.is_some() {
             let items = std::mem::take(&mut self.shown);
@@ -373,6 +401,7 @@ impl Driver {
                 }
             }
             Action::Arrange(a) => {
+                self.check_key(&a.peer, a.fingerprint);
                 let a = self.links.arrange(a, Instant::now(), self.behind_nat);
                 self.act(a);
             }
@@ -598,6 +627,42 @@ impl Driver {
                     self.outbox.history(&name)
                 }
             }
+            Command::ChangePassword { old, new } => self.login.change_password(old, new),
+            Command::Status => {
+                let links = self
+                    .links
+                    .open()
+                    .into_iter()
+                    .filter_map(|(id, info)| {
+                        let (remote, rtt) = self.handles.get(&id)?.path();
+                        Some(LinkStatus {
+                            peer: info.peer.clone(),
+                            chat: Some(id) == self.links.chat_link(),
+                            remote,
+                            rtt,
+                        })
+                    })
+                    .collect();
+                vec![Action::Emit(Event::Status(Status {
+                    coordinator: self.config.coordinator.clone(),
+                    connected: self.coord.is_some(),
+                    me: self.login.me().map(str::to_string),
+                    local: self.local_addr(),
+                    links,
+                }))]
+            }
+            Command::Whois(name) => match common::names::normalize_username(&name) {
+                Ok(name) => {
+                    let key = if self.login.me() == Some(name.as_str()) {
+                        Some(self.identity.fingerprint())
+                    } else {
+                        self.contact_keys.get(&name).copied()
+                    };
+                    let me = self.login.me() == Some(name.as_str());
+                    vec![Action::Emit(Event::Whois { name, key, me })]
+                }
+                Err(e) => refuse(CommandKind::Whois, Refusal::BadName(e)),
+            },
             Command::Shutdown => {
                 self.stopping = true;
                 Vec::new()
@@ -614,7 +679,22 @@ impl Driver {
                 self.act(a);
             }
             Input::CoordConnected(g, c) if g == gen => {
-                let Connected { conn, send, recv } = c;
+                let Connected {
+                    conn,
+                    send,
+                    recv,
+                    pinned_now,
+                } = c;
+                if let Some((fingerprint, file)) = pinned_now {
+                    self.emit(
+                        Event::CoordinatorPinned {
+                            coordinator: self.config.coordinator.clone(),
+                            fingerprint,
+                            file,
+                        },
+                        false,
+                    );
+                }
                 let deadline = self.config.timings.coordinator_write;
                 let io =
                     CoordIo::start(g, conn, send, recv, deadline, &self.inputs, &mut self.tasks);
@@ -723,7 +803,10 @@ impl Driver {
         }
         let (a, _online) = self.login.on_session_open();
         self.act(a);
-        let mut jobs = vec![Action::Store(StoreJob::PeersWithUndelivered)];
+        let mut jobs = vec![
+            Action::Store(StoreJob::ContactKeys),
+            Action::Store(StoreJob::PeersWithUndelivered),
+        ];
         if first_login {
             jobs.push(Action::Store(StoreJob::Unshown));
         }
@@ -869,6 +952,17 @@ impl Driver {
                 Vec::new()
             }
             StoreDone::Marked(Ok(())) => Vec::new(),
+            StoreDone::ContactKeys(Ok(keys)) => {
+                // Keys learned since the load was asked for are newer.
+                for (name, key) in keys {
+                    self.contact_keys.entry(name).or_insert(key);
+                }
+                Vec::new()
+            }
+            StoreDone::ContactKeys(Err(e)) => {
+                tracing::error!(error = %e, "contact keys could not be read");
+                Vec::new()
+            }
         };
         self.act(a);
     }

@@ -58,6 +58,11 @@ impl LinkHandle {
         self.tx.try_send(out).is_ok()
     }
 
+    /// The other side's address and the current round-trip time.
+    pub(crate) fn path(&self) -> (std::net::SocketAddr, std::time::Duration) {
+        (self.conn.remote_address(), self.conn.rtt())
+    }
+
     /// Closes the connection with `code`.
     pub(crate) fn close(&mut self, code: CloseCode) {
         self.closed.get_or_insert((code, None));

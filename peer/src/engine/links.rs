@@ -128,6 +128,13 @@ impl Links {
         out
     }
 
+    /// The open links, the chat first.
+    pub(crate) fn open(&self) -> Vec<(LinkId, &LinkInfo)> {
+        let mut all: Vec<_> = self.links.iter().map(|(id, l)| (*id, l)).collect();
+        all.sort_by_key(|(id, _)| (Some(*id) != self.chat, *id));
+        all
+    }
+
     /// Who may say hello on a connection with this certificate.
     pub(crate) fn allowed(&self, fp: &Fingerprint) -> Vec<(String, RequestKind)> {
         self.expectations

@@ -192,6 +192,18 @@ impl Login {
         }
     }
 
+    /// A new password for the account logged in (the current one checked).
+    pub(crate) fn change_password(&mut self, old: String, new: String) -> Vec<Action> {
+        if self.stage == Stage::Ready {
+            vec![Action::Session(SessionRequest::ChangePassword {
+                old: old.into(),
+                new: new.into(),
+            })]
+        } else {
+            refuse(CommandKind::ChangePassword, Refusal::NotConnected)
+        }
+    }
+
     pub(crate) fn on_session(&mut self, msg: SessionResponse) -> Vec<Action> {
         match msg {
             SessionResponse::HelloOk => match (&self.me, &self.token) {
@@ -242,6 +254,18 @@ impl Login {
             SessionResponse::Error { message } => {
                 vec![Action::Emit(Event::CoordinatorError { message })]
             }
+            SessionResponse::PasswordChanged { token } => {
+                // Earlier tokens are void: resume with this one.
+                self.token = Some(token);
+                vec![Action::Emit(Event::PasswordChanged)]
+            }
+            SessionResponse::PasswordNotChanged {
+                reason,
+                retry_after_secs,
+            } => vec![Action::Emit(Event::PasswordNotChanged {
+                reason,
+                retry_after: Duration::from_secs(u64::from(retry_after_secs)),
+            })],
         }
     }
 

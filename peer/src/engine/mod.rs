@@ -36,7 +36,7 @@ mod store_io;
 
 pub use api::{
     ChatEnd, ChatFailure, Command, CommandKind, Config, Event, Fatal, HistoryLine, LinkFault,
-    Refusal, Timings, Withdrawn,
+    LinkStatus, Refusal, Status, Timings, Withdrawn,
 };
 pub use connect::ConnectError;
 pub use direct::DialError;
@@ -56,7 +56,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Error)]
 pub enum EngineError {
     /// The data folder or the identity in it is unusable.
-    #[error("data folder {path}: {reason}")]
+    #[error("the data folder {} cannot be used: {reason}", path.display())]
     DataDir {
         /// The folder.
         path: std::path::PathBuf,
@@ -64,7 +64,7 @@ pub enum EngineError {
         reason: String,
     },
     /// The CA file given with `--ca-cert` is unusable.
-    #[error("CA file: {0}")]
+    #[error("the CA file cannot be used: {0}")]
     CaFile(String),
     /// The UDP socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
@@ -209,6 +209,9 @@ pub fn start(config: Config) -> Result<(EngineHandle, mpsc::Receiver<Event>), En
 /// and every message.
 fn private_dir(dir: &std::path::Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
+    if dir.exists() && !dir.is_dir() {
+        return Err("it exists and is not a folder".into());
+    }
     certs::create_private_dir(dir).map_err(|e| e.to_string())?;
     let mode = std::fs::metadata(dir)
         .map_err(|e| e.to_string())?

@@ -12,6 +12,8 @@ use super::action::{LinkId, StoreJob};
 use crate::store::{Store, StoredMessage};
 use common::ids::MessageId;
 use common::protocol::ChatMessage;
+use common::Fingerprint;
+use std::collections::HashMap;
 
 /// Messages shown by `/history`.
 const HISTORY_LIMIT: u32 = 200;
@@ -46,6 +48,8 @@ pub(crate) enum StoreDone {
     Unshown(Result<Vec<(String, ChatMessage)>, String>),
     /// [`StoreJob::History`].
     History(String, Result<Vec<StoredMessage>, String>),
+    /// [`StoreJob::ContactKeys`].
+    ContactKeys(Result<HashMap<String, Fingerprint>, String>),
     /// A job with nothing to report ([`StoreJob::MarkHeld`], [`StoreJob::MarkShown`]).
     Marked(Result<(), String>),
 }
@@ -106,6 +110,10 @@ pub(crate) async fn run(store: Store, job: StoreJob) -> StoreDone {
         StoreJob::History(peer) => {
             let result = store.history(&peer, HISTORY_LIMIT).await.map_err(text);
             StoreDone::History(peer, result)
+        }
+        StoreJob::ContactKeys => StoreDone::ContactKeys(store.contact_keys().await.map_err(text)),
+        StoreJob::RememberKey { name, key } => {
+            StoreDone::Marked(store.remember_key(&name, key).await.map_err(text))
         }
     }
 }

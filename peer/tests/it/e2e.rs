@@ -336,6 +336,17 @@ fn a_chat_carries_messages_both_ways_and_ends_with_disconnect_or_sign_out() {
     // Oldest first (bob's reply may share a millisecond with alice's first
     // line, so only alice's own lines have a fixed order here).
     let history: Vec<String> = (0..4).map(|_| alice.expect("] ")).collect();
+    // Alice's own lines carry their delivery state.
+    let history: Vec<String> = history
+        .iter()
+        .map(|l| match l.strip_suffix(" (delivered)") {
+            Some(rest) => rest.to_string(),
+            None => {
+                assert!(!l.contains("] alice: "), "{l} is not marked delivered");
+                l.clone()
+            }
+        })
+        .collect();
     let mine: Vec<&String> = history.iter().filter(|l| l.contains("] alice: ")).collect();
     assert_eq!(mine.len(), 3, "{history:#?}");
     assert!(is_message(mine[0], "alice", "hello bob"), "{history:#?}");

@@ -66,6 +66,8 @@ pub struct Coordinator {
     pub addr: SocketAddr,
     /// Its data folder (accounts, certificates).
     pub dir: TempDir,
+    /// What it printed on its standard output so far.
+    printed: Arc<Mutex<Vec<String>>>,
 }
 
 impl Coordinator {
@@ -96,10 +98,13 @@ impl Coordinator {
             .expect("starting the coordinator");
         let stdout = child.stdout.take().expect("coordinator stdout");
         let (tx, rx) = std::sync::mpsc::channel();
+        let printed = Arc::new(Mutex::new(Vec::new()));
+        let keep = printed.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                keep.lock().unwrap().push(line.clone());
                 if !sent {
                     if let Some(addr) = line.strip_prefix("listening on ") {
                         sent = tx.send(addr.trim().to_string()).is_ok();
@@ -116,7 +121,17 @@ impl Coordinator {
                 panic!("the coordinator did not say where it listens; stderr:\n{log}");
             }
         };
-        Coordinator { child, addr, dir }
+        Coordinator {
+            child,
+            addr,
+            dir,
+            printed,
+        }
+    }
+
+    /// The lines it printed on its standard output so far.
+    pub fn printed(&self) -> Vec<String> {
+        self.printed.lock().unwrap().clone()
     }
 
     /// The CA certificate peers can verify this coordinator with.
@@ -159,7 +174,11 @@ fn writer(mut stdin: ChildStdin) -> std::sync::mpsc::Sender<Vec<u8>> {
     let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
     std::thread::spawn(move || {
         for bytes in rx {
-            if stdin.write_all(&bytes).and_then(|()| stdin.flush()).is_err() {
+            if stdin
+                .write_all(&bytes)
+                .and_then(|()| stdin.flush())
+                .is_err()
+            {
                 break;
             }
         }

@@ -274,7 +274,8 @@ impl Tmux {
     /// Everything the pane has shown (scroll-back included), with escapes
     /// for colours and attributes when `escapes`.
     fn everything(&self, escapes: bool) -> String {
-        let mut args = vec!["capture-pane", "-p", "-t", "t", "-S", "-"];
+        // -J: a line the terminal wrapped comes back whole.
+        let mut args = vec!["capture-pane", "-p", "-J", "-t", "t", "-S", "-"];
         if escapes {
             args.push("-e");
         }
@@ -334,11 +335,15 @@ fn quote(path: &Path) -> String {
 /// The shell script that runs the terminal peer, then reports its exit
 /// status and keeps the pane open. `env` is a prefix such as `NO_COLOR=1`.
 fn peer_script(coord: &CoordinatorProcess, data_dir: &Path, env: &str) -> String {
+    peer_script_to(&coord.addr.to_string(), &coord.ca_cert(), data_dir, env)
+}
+
+/// As [`peer_script`], for a coordinator at `addr` (which may be down).
+fn peer_script_to(addr: &str, ca: &Path, data_dir: &Path, env: &str) -> String {
     format!(
-        "trap : INT; {env} RUST_LOG=error {} --coordinator {} --ca-cert {} --listen 127.0.0.1:0 --data-dir {} 2>/dev/null; echo EXIT=$?; sleep 60",
+        "trap : INT; {env} RUST_LOG=error {} --coordinator {addr} --ca-cert {} --listen 127.0.0.1:0 --data-dir {} 2>/dev/null; echo EXIT=$?; sleep 60",
         quote(Path::new(env!("CARGO_BIN_EXE_peer"))),
-        coord.addr,
-        quote(&coord.ca_cert()),
+        quote(ca),
         quote(data_dir),
     )
 }
@@ -466,11 +471,8 @@ fn a_message_arriving_while_typing_keeps_the_prompt_and_ctrl_c_signs_out() {
     bob.type_line("y");
     bob.expect("You are now chatting with alice");
     tmux.wait_text("You are now chatting with bob");
-    // The read started while waiting for bob's answer keeps its empty
-    // prompt (see `the_username_prompt_is_shown_once_connected`): an empty
-    // line ends it, and the next read shows the chat prompt.
+    // The chat prompt is there at once, without a key (issue 8).
     let prompt = "alice → bob>";
-    tmux.press("Enter");
     tmux.wait_for(
         "the chat prompt",
         |s| s.last().is_some_and(|l| l == prompt),
@@ -536,7 +538,8 @@ fn a_message_arriving_while_typing_keeps_the_prompt_and_ctrl_c_signs_out() {
         "Ctrl+C is a normal exit:\n{}",
         screen.join("\n")
     );
-    bob.expect("alice went offline");
+    // Told once, as the end of the chat (not also as "went offline").
+    bob.expect("alice signed out.");
 
     // The shell got its terminal back with echo on.
     tmux.type_text("echo-is-back");
@@ -620,4 +623,296 @@ fn a_password_stays_hidden_on_a_dumb_terminal() {
     tmux.press("Enter");
     tmux.wait_text("Repeat the password:");
     never_the_secret(&tmux.everything(false));
+}
+
+/// Waits until the last line of the screen is exactly `line`.
+fn wait_last(tmux: &Tmux, line: &str) -> Vec<String> {
+    tmux.wait_for(
+        &format!("{line:?} as the last line"),
+        |s| s.last().is_some_and(|l| l == line),
+        |_| {},
+    )
+}
+
+/// Every question's prompt appears in place the moment the question
+/// changes, with no key pressed: the username on the prompt's line, an
+/// incoming request replacing the who-prompt, the chat prompt at the start
+/// of a chat, the who-prompt after leaving and after the other side quits.
+#[test]
+fn every_question_shows_its_prompt_in_place() {
+    let coord = CoordinatorProcess::start();
+    let mut alice = PipePeer::start(&coord, "alice");
+    alice.register();
+    alice.expect("Who do you want to chat with?");
+    let data = tempfile::tempdir().unwrap();
+    let tmux = Tmux::start(&peer_script(&coord, data.path(), "NO_COLOR=1"));
+    tmux.wait_text("Connected to the coordinator.");
+    type_slowly(&tmux, "bob", |t| format!("Username: {t}"));
+    tmux.press("Enter");
+    type_secret(&tmux, "Choose a password:");
+    type_secret(&tmux, "Repeat the password:");
+    let who = "Who do you want to chat with?";
+    wait_last(&tmux, who);
+
+    // A request: the question changes in place; the answer goes with it.
+    alice.type_line("bob");
+    wait_last(&tmux, "Chat with alice? [y/n]");
+    tmux.type_text("y");
+    tmux.press("Enter");
+    let chat = "bob → alice>";
+    wait_last(&tmux, chat);
+    alice.expect("You are now chatting with bob");
+    let all = tmux.everything(false);
+    assert!(all.contains("Username: bob"), "{all}");
+    assert!(all.contains("Chat with alice? [y/n] y"), "{all}");
+    assert!(!all.contains(&format!("{who} y")), "{all}");
+
+    // Leaving: the who-prompt, at once.
+    type_slowly(&tmux, "disconnect", |t| format!("{chat} {t}"));
+    tmux.press("Enter");
+    wait_last(&tmux, who);
+    alice.expect("bob left the chat");
+
+    // The other side quits mid-chat: the who-prompt, at once.
+    alice.expect("Who do you want to chat with?");
+    alice.type_line("bob");
+    wait_last(&tmux, "Chat with alice? [y/n]");
+    tmux.type_text("y");
+    tmux.press("Enter");
+    wait_last(&tmux, chat);
+    alice.expect("You are now chatting with bob");
+    alice.type_line("exit");
+    tmux.wait_text("alice signed out.");
+    wait_last(&tmux, who);
+
+    tmux.type_text("exit");
+    tmux.press("Enter");
+    tmux.wait_text("EXIT=0");
+}
+
+/// `exit`, Ctrl+D and Ctrl+C end the program in every state, at once:
+/// while the coordinator is being retried, at a password prompt, and
+/// while waiting for an answer that does not come.
+#[test]
+fn exit_ends_the_program_in_every_state() {
+    let coord = CoordinatorProcess::start();
+    let data = tempfile::tempdir().unwrap();
+
+    // Connecting to a coordinator that is not there.
+    let down = crate::e2e_support::free_udp_addr().to_string();
+    let tmux = Tmux::start(&peer_script_to(
+        &down,
+        &coord.ca_cert(),
+        data.path(),
+        "NO_COLOR=1",
+    ));
+    tmux.wait_text("Connecting to the coordinator");
+    tmux.type_text("exit");
+    tmux.press("Enter");
+    tmux.wait_text("EXIT=0");
+    let all = tmux.everything(false);
+    assert!(all.contains("Quitting..."), "{all}");
+    drop(tmux);
+
+    // At the password prompt: Ctrl+D.
+    let tmux = Tmux::start(&peer_script(&coord, data.path(), "NO_COLOR=1"));
+    tmux.wait_text("Connected to the coordinator.");
+    type_slowly(&tmux, "carol", |t| format!("Username: {t}"));
+    tmux.press("Enter");
+    tmux.wait_text("Choose a password:");
+    tmux.press("C-d");
+    tmux.wait_text("EXIT=0");
+    drop(tmux);
+
+    // Waiting for an answer that does not come: exit.
+    let mut alice = PipePeer::start(&coord, "alice");
+    alice.register();
+    let tmux = Tmux::start(&peer_script(&coord, data.path(), "NO_COLOR=1"));
+    register_in_terminal(&tmux, "bob");
+    wait_last(&tmux, "Who do you want to chat with?");
+    tmux.type_text("alice");
+    tmux.press("Enter");
+    tmux.wait_text("Asking alice to chat");
+    alice.expect("Chat with bob? [y/n]");
+    tmux.type_text("exit");
+    tmux.press("Enter");
+    tmux.wait_text("EXIT=0");
+    drop(tmux);
+
+    // In a chat: Ctrl+C.
+    let tmux = Tmux::start(&peer_script(&coord, data.path(), "NO_COLOR=1"));
+    tmux.wait_text("Connected to the coordinator.");
+    type_slowly(&tmux, "bob", |t| format!("Username: {t}"));
+    tmux.press("Enter");
+    type_secret(&tmux, "Password for bob:");
+    wait_last(&tmux, "Who do you want to chat with?");
+    tmux.press("C-c");
+    tmux.wait_text("EXIT=0");
+}
+
+/// The README's walkthrough, followed in two real terminals: every line it
+/// quotes in a block marked `<!-- walkthrough: NAME -->` appears on that
+/// user's screen (times and port numbers may differ; a line ending in `…`
+/// is a prefix; `/tmp/NAME` is the user's data folder).
+#[test]
+fn the_readme_walkthrough_is_what_the_terminal_shows() {
+    const PASSWORD: &str = "kestrel9"; // eight stars, as in the README
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("the README");
+    let coord = CoordinatorProcess::start();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // As in the README: no --ca-cert, so the coordinator is pinned on first use.
+    let script = |dir: &Path| {
+        format!(
+            "NO_COLOR=1 RUST_LOG=error {} --coordinator {} --listen 127.0.0.1:0 --data-dir {} 2>/dev/null; echo EXIT=$?; sleep 60",
+            quote(Path::new(env!("CARGO_BIN_EXE_peer"))),
+            coord.addr,
+            quote(dir),
+        )
+    };
+    let register = |tmux: &Tmux, name: &str| {
+        tmux.wait_text("Connected to the coordinator.");
+        tmux.type_text(name);
+        tmux.press("Enter");
+        for prompt in ["Choose a password:", "Repeat the password:"] {
+            tmux.wait_for(
+                prompt,
+                |s| s.last().is_some_and(|l| l.ends_with(prompt)),
+                |_| {},
+            );
+            tmux.type_text(PASSWORD);
+            tmux.press("Enter");
+        }
+        tmux.wait_text(&format!("Logged in as {name}."));
+    };
+    let say = |tmux: &Tmux, line: &str| {
+        tmux.type_text(line);
+        tmux.press("Enter");
+    };
+    let alice = Tmux::start(&script(da.path()));
+    register(&alice, "alice");
+    wait_last(&alice, "Who do you want to chat with?");
+    let bob = Tmux::start(&script(db.path()));
+    register(&bob, "bob");
+    alice.wait_text("bob is online.");
+
+    say(&alice, "bob");
+    bob.wait_text("alice wants to chat with you. Accept? [y/n]");
+    wait_last(&bob, "Chat with alice? [y/n]");
+    say(&bob, "y");
+    wait_last(&alice, "alice → bob>");
+    wait_last(&bob, "bob → alice>");
+    say(&alice, "hi bob");
+    bob.wait_text("alice: hi bob");
+    say(&bob, "hello alice");
+    alice.wait_text("bob: hello alice");
+    say(&alice, "disconnect");
+    bob.wait_text("alice left the chat.");
+    say(&bob, "exit");
+    bob.wait_text("EXIT=0");
+    alice.wait_text("bob went offline.");
+    wait_last(&alice, "Who do you want to chat with?");
+    say(&alice, "bob");
+    wait_last(&alice, "alice → bob (kept)>");
+    say(&alice, "see you tomorrow");
+    alice.wait_text("(kept for bob)");
+    say(&alice, "disconnect");
+    wait_last(&alice, "Who do you want to chat with?");
+    let bob_first = bob.everything(false);
+    drop(bob);
+    let bob = Tmux::start(&script(db.path()));
+    bob.wait_text("Connected to the coordinator.");
+    say(&bob, "bob");
+    bob.wait_for(
+        "the password prompt",
+        |s| s.last().is_some_and(|l| l.ends_with("Password for bob:")),
+        |_| {},
+    );
+    say(&bob, PASSWORD);
+    bob.wait_text("alice: see you tomorrow");
+    alice.wait_text("1 kept message delivered to bob.");
+
+    let screens = [
+        ("alice", da.path(), alice.everything(false)),
+        (
+            "bob",
+            db.path(),
+            format!("{bob_first}\n{}", bob.everything(false)),
+        ),
+    ];
+    let digits = |s: &str| {
+        let mut out = String::new();
+        for c in s.chars() {
+            if c.is_ascii_digit() {
+                if !out.ends_with('#') {
+                    out.push('#');
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    let mut checked = 0;
+    let mut blocks = readme.split("<!-- walkthrough: ").skip(1);
+    for block in blocks.by_ref() {
+        let (who, rest) = block.split_once(" -->").expect("a walkthrough marker");
+        let (_, dir, screen) = screens
+            .iter()
+            .find(|(name, _, _)| *name == who)
+            .expect("a walkthrough user");
+        let body = rest
+            .split_once("```console\n")
+            .and_then(|(_, b)| b.split_once("\n```"))
+            .map(|(b, _)| b)
+            .expect("a console block after the marker");
+        let shown: Vec<String> = screen.lines().map(|l| digits(l.trim_end())).collect();
+        for line in body.lines().filter(|l| !l.starts_with("$ ")) {
+            let line = line.replace(&format!("/tmp/{who}"), &dir.display().to_string());
+            let want = digits(&line);
+            let found = match want.split_once('…') {
+                Some((prefix, _)) => shown.iter().any(|l| l.starts_with(prefix)),
+                None => shown.contains(&want),
+            };
+            assert!(
+                found,
+                "{who}'s screen lacks the README's line {line:?}:\n{screen}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} README lines were checked");
+}
+
+/// A refused password (too short) and a mismatched repeat: the question
+/// comes again and every try stays hidden; what went wrong is said, as a
+/// sentence, above the prompt.
+#[test]
+fn a_refused_password_and_every_later_try_stay_hidden() {
+    let coord = CoordinatorProcess::start();
+    let data = tempfile::tempdir().unwrap();
+    let tmux = Tmux::start(&peer_script(&coord, data.path(), "NO_COLOR=1"));
+    tmux.wait_text("Connected to the coordinator.");
+    type_slowly(&tmux, "al ice", |t| format!("Username: {t}"));
+    tmux.press("Enter");
+    tmux.wait_text("A username may only hold");
+    type_slowly(&tmux, "dave", |t| format!("Username: {t}"));
+    tmux.press("Enter");
+    tmux.wait_text("Choose a password:");
+    tmux.type_text("short");
+    tmux.press("Enter");
+    tmux.wait_text("A password has at least 8");
+    type_secret(&tmux, "Choose a password:");
+    tmux.wait_text("Repeat the password:");
+    tmux.type_text("Not-The-Same-1");
+    tmux.press("Enter");
+    tmux.wait_text("The passwords differ.");
+    type_secret(&tmux, "Choose a password:");
+    type_secret(&tmux, "Repeat the password:");
+    tmux.wait_text("Logged in as dave.");
+    let all = tmux.everything(false);
+    never_the_secret(&all);
+    for typed in ["short", "Not-The-Same-1"] {
+        assert!(!all.contains(typed), "{typed:?} is visible:\n{all}");
+    }
 }
