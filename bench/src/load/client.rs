@@ -6,8 +6,8 @@
 
 use anyhow::{bail, Context};
 use common::protocol::{
-    Answer, RequestKind, SessionRequest, SessionResponse, SignalEvent, SignalRequest, Welcome,
-    PROTOCOL_VERSION,
+    Answer, LoginFailure, RequestKind, SessionRequest, SessionResponse, SignalEvent, SignalRequest,
+    Welcome, PROTOCOL_VERSION,
 };
 use common::wire::{read_frame, write_frame};
 use quinn::{ClientConfig, Connection, Endpoint, RecvStream, SendStream};
@@ -158,10 +158,21 @@ impl Sess {
         let pw = SessionRequest::Password {
             password: password.into(),
         };
-        match self.ask(&pw).await? {
-            SessionResponse::Welcome(w) => Ok(w),
-            other => bail!("new password answered with {other:?}"),
+        // Creations are throttled per source: wait as told, a few times.
+        for _ in 0..10 {
+            match self.ask(&pw).await? {
+                SessionResponse::Welcome(w) => return Ok(w),
+                SessionResponse::LoginFailed {
+                    reason: LoginFailure::TooManyAttempts,
+                    retry_after_secs,
+                } => {
+                    let wait = Duration::from_secs(u64::from(retry_after_secs.clamp(1, 10)));
+                    tokio::time::sleep(wait).await;
+                }
+                other => bail!("new password answered with {other:?}"),
+            }
         }
+        bail!("account creation still throttled after 10 tries")
     }
 
     /// Logs in with a session token.

@@ -139,7 +139,9 @@ async fn main() -> anyhow::Result<()> {
                 .map(|n| format!("{n}-{tag}"))
                 .collect();
             println!("registering {} accounts on {addr}", all.len());
-            let mut accounts = register(&pool, &all, args.login_parallel).await?;
+            // Two creations in flight per source is the coordinator's default.
+            let parallel = args.login_parallel.min(2 * args.endpoints);
+            let mut accounts = register(&pool, &all, parallel).await?;
             pool.close_all();
             let joiners = accounts.split_off(names.len());
             (t, accounts, joiners)
