@@ -88,7 +88,11 @@ async fn main() -> anyhow::Result<()> {
     .await
     .context("SQLite baseline task")?
     .context("SQLite baseline")?;
-    let chat = p2pchat(&args).await.context("p2pchat run")?;
+    let direct = p2pchat(&args, false).await.context("p2pchat run")?;
+    let relay = p2pchat(&args, true)
+        .await
+        .context("p2pchat run through the relay")?;
+    let chat = direct.numbers;
     println!(
         "{} messages of {} bytes (throughput), {} one at a time (latency), loopback",
         args.messages, args.size, args.pings
@@ -127,6 +131,17 @@ async fn main() -> anyhow::Result<()> {
         ratio(chat.p50, floor_p50),
         ratio(chat.p99, floor_p99),
         chat.throughput / floor_rate
+    );
+    println!(
+        "through the coordinator relay: setup (accept to first message shown) {:.1} ms vs {:.1} ms direct (x{:.2}, goal <= 3); \
+         throughput {:.0} msg/s (x{:.2} of direct, goal >= 0.3); p50 latency {:.3} ms (x{:.2})",
+        relay.setup.as_secs_f64() * 1e3,
+        direct.setup.as_secs_f64() * 1e3,
+        ratio(relay.setup, direct.setup),
+        relay.numbers.throughput,
+        relay.numbers.throughput / chat.throughput,
+        relay.numbers.p50.as_secs_f64() * 1e3,
+        ratio(relay.numbers.p50, chat.p50),
     );
     if let Some(kib) = peak_rss_kib() {
         println!(
@@ -283,15 +298,25 @@ async fn next<F: Fn(&Event) -> bool>(
         .with_context(|| format!("waiting for {what}"))?
 }
 
-async fn log_in(coordinator: SocketAddr, ca: &std::path::Path, name: &str) -> anyhow::Result<Side> {
+async fn log_in(
+    coordinator: SocketAddr,
+    ca: &std::path::Path,
+    name: &str,
+    relayed: bool,
+) -> anyhow::Result<Side> {
     let dir = tempfile::tempdir()?;
+    let mut timings = peer::engine::Timings::default();
+    if relayed {
+        // Through the coordinator relay at once, as when no direct path works.
+        timings.relay_after = Duration::ZERO;
+    }
     let (handle, events) = peer::engine::start(Config {
         coordinator: coordinator.to_string(),
         data_dir: dir.path().to_path_buf(),
         listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         advertise: None,
         ca_cert: Some(ca.to_path_buf()),
-        timings: Default::default(),
+        timings,
         confirm_shown: false,
     })?;
     let mut side = Side {
@@ -312,7 +337,13 @@ async fn log_in(coordinator: SocketAddr, ca: &std::path::Path, name: &str) -> an
     Ok(side)
 }
 
-async fn p2pchat(args: &Args) -> anyhow::Result<Numbers> {
+/// A chat's numbers, and its setup time (accept to the first message shown).
+struct Chat {
+    numbers: Numbers,
+    setup: Duration,
+}
+
+async fn p2pchat(args: &Args, relayed: bool) -> anyhow::Result<Chat> {
     let coord_dir = tempfile::tempdir()?;
     let (identity, _) = certs::ensure_coordinator_files(&coord_dir.path().join("tls"))?;
     let ca = coord_dir.path().join("tls").join(certs::CA_CERT_FILE);
@@ -327,18 +358,22 @@ async fn p2pchat(args: &Args) -> anyhow::Result<Numbers> {
         let _ = stop_rx.await;
     }));
 
-    let mut alice = log_in(addr, &ca, "alice").await?;
-    let mut bob = log_in(addr, &ca, "bob").await?;
+    let mut alice = log_in(addr, &ca, "alice", relayed).await?;
+    let mut bob = log_in(addr, &ca, "bob", relayed).await?;
     alice.handle.send(Command::Chat("bob".into())).await;
     next(&mut bob, "the request", |e| {
         matches!(e, Event::IncomingRequest { .. })
     })
     .await?;
+    let accepted = Instant::now();
     bob.handle.send(Command::Answer { accept: true }).await;
-    next(&mut alice, "the chat", |e| {
+    let started = next(&mut alice, "the chat", |e| {
         matches!(e, Event::ChatStarted { .. })
     })
     .await?;
+    if !matches!(started, Event::ChatStarted { relayed: r, .. } if r == relayed) {
+        bail!("the chat did not take the path asked for: {started:?}");
+    }
     next(&mut bob, "the chat", |e| {
         matches!(e, Event::ChatStarted { .. })
     })
@@ -349,6 +384,12 @@ async fn p2pchat(args: &Args) -> anyhow::Result<Numbers> {
         to: "bob".into(),
         body: body.clone(),
     };
+    alice.handle.send(message()).await;
+    next(&mut bob, "the first message", |e| {
+        matches!(e, Event::Message { .. })
+    })
+    .await?;
+    let setup = accepted.elapsed();
     let mut lat = Vec::with_capacity(args.pings);
     for _ in 0..args.pings {
         let t = Instant::now();
@@ -396,5 +437,8 @@ async fn p2pchat(args: &Args) -> anyhow::Result<Numbers> {
     bob.handle.shutdown().await;
     let _ = stop_tx.send(());
     let _ = server.await;
-    Ok(summarize(lat, args.messages, elapsed))
+    Ok(Chat {
+        numbers: summarize(lat, args.messages, elapsed),
+        setup,
+    })
 }

@@ -11,6 +11,7 @@ fn the_quick_load_run_reports_every_scenario() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_p2pchat-load"))
         .args(["--quick", "--in-process"])
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start p2pchat-load");
     let start = Instant::now();
@@ -27,7 +28,10 @@ fn the_quick_load_run_reports_every_scenario() {
     let mut out = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out)
         .expect("read the report");
-    assert!(status.success(), "p2pchat-load failed:\n{out}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("read the errors");
+    assert!(status.success(), "p2pchat-load failed:\n{out}\n{err}");
     for figure in [
         "password logins",
         "token resumes",

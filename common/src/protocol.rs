@@ -393,3 +393,49 @@ pub enum PeerMsg {
         reason: String,
     },
 }
+
+/// Relay stream (the third stream a logged-in peer opens to the
+/// coordinator), peer to coordinator: a QUIC packet of the peer-to-peer
+/// connection with `to`, sealed end to end (the coordinator cannot read or
+/// alter it undetected).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RelayRequest {
+    /// The first frame: a QUIC stream exists for the other side only once
+    /// something is sent on it.
+    Open,
+    /// Forward `packet` to `to`.
+    Packet {
+        /// The other user; the coordinator must have arranged the pair.
+        to: String,
+        /// One UDP payload.
+        packet: Vec<u8>,
+    },
+}
+
+/// Relay stream, coordinator to peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RelayEvent {
+    /// A packet `from` sent us.
+    Packet {
+        /// The sender, as the coordinator knows it.
+        from: String,
+        /// One UDP payload.
+        packet: Vec<u8>,
+    },
+    /// A packet was refused, and why (a pair never arranged, a limit).
+    Refused {
+        /// The other user.
+        to: String,
+        /// A sentence for the log.
+        reason: String,
+    },
+    /// The coordinator closes this relay stream (a limit was passed).
+    Closed {
+        /// A sentence for the log.
+        reason: String,
+    },
+}
+
+/// Largest relayed packet: a UDP payload of the peer-to-peer QUIC
+/// connection (its packets stay at or under 1,452 bytes).
+pub const MAX_RELAY_PACKET: usize = 1500;

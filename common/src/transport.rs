@@ -2,7 +2,7 @@
 //!
 //! Both sides use the same idle time-out and keep-alive, so that a peer that
 //! vanishes (a killed process, a pulled cable) is noticed within
-//! [`IDLE_TIMEOUT`], and each connection may hold only the two bidirectional
+//! [`IDLE_TIMEOUT`], and each connection may hold only the three bidirectional
 //! streams the protocol uses (no unidirectional ones): a stream flood is
 //! refused by QUIC flow control itself.
 
@@ -14,9 +14,9 @@ use std::time::Duration;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A keep-alive is sent after this much silence.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(3);
-/// Bidirectional streams a side may have open at once (session + signaling,
-/// or one peer stream).
-pub const MAX_BIDI_STREAMS: u32 = 2;
+/// Bidirectional streams a side may have open at once (session, signaling
+/// and relay; or one peer stream).
+pub const MAX_BIDI_STREAMS: u32 = 3;
 /// Bytes one stream may have in flight unread.
 pub const STREAM_WINDOW: u32 = 256 * 1024;
 /// Bytes a whole connection may have in flight unread.

@@ -15,7 +15,7 @@
 use crate::logs::{self, limited};
 use crate::metrics::Metrics;
 use common::close::{self, CloseCode};
-use common::protocol::{RequestKind, SessionResponse, SignalEvent};
+use common::protocol::{RelayEvent, RequestKind, SessionResponse, SignalEvent};
 use common::Fingerprint;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -118,6 +118,12 @@ pub struct State {
     pub pending: HashMap<u64, Pending>,
     /// The next coordinator-given request id.
     pub next_request: u64,
+    /// Pairs the coordinator arranged (names in order, see
+    /// [`crate::signaling::relay_pair`]) with the sessions they were
+    /// arranged in: only they may relay to each other.
+    pub relay_pairs: HashMap<(String, String), (u64, u64)>,
+    /// The relay queue of each session that opened its relay stream.
+    pub relays: HashMap<u64, mpsc::Sender<RelayEvent>>,
 }
 
 /// Presence and signaling state.

@@ -27,6 +27,7 @@ pub mod logs;
 pub mod metrics;
 pub mod operator;
 pub mod presence;
+pub mod relay;
 pub mod server;
 pub mod session;
 pub mod signaling;
@@ -81,6 +82,8 @@ pub struct Config {
     /// TCP address of the HTTP listener for `/metrics`, `/healthz` and
     /// `/readyz`; none by default.
     pub metrics_listen: Option<SocketAddr>,
+    /// What each session may relay.
+    pub relay: relay::RelayLimits,
 }
 
 impl Config {
@@ -99,6 +102,7 @@ impl Config {
             limits: admission::Limits::default(),
             auth: auth::AuthLimits::default(),
             metrics_listen: None,
+            relay: relay::RelayLimits::default(),
         }
     }
 }

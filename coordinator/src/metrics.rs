@@ -9,9 +9,9 @@
 //! process memory and descriptors) are read when a scrape asks for them, so
 //! they cannot drift from the state they describe.
 //!
-//! What is deliberately absent: relay metrics (there is no relay yet) and
-//! presence batches (each session writes its waiting presence changes in one
-//! write per window; the counter counts the notifications in them).
+//! What is deliberately absent: presence batches (each session writes its
+//! waiting presence changes in one write per window; the counter counts the
+//! notifications in them).
 
 use crate::Shared;
 use common::close::CloseCode;
@@ -138,6 +138,11 @@ pub struct Metrics {
     db_commit_failures: Counter,
     resident: Gauge,
     open_fds: Gauge,
+    relay_streams: Gauge,
+    relayed_packets: Counter,
+    relayed_bytes: Counter,
+    relay_not_forwarded: Family<L1, Counter>,
+    relay_closed: Family<L1, Counter>,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -176,6 +181,11 @@ impl Metrics {
             db_commit_failures: Counter::default(),
             resident: Gauge::default(),
             open_fds: Gauge::default(),
+            relay_streams: Gauge::default(),
+            relayed_packets: Counter::default(),
+            relayed_bytes: Counter::default(),
+            relay_not_forwarded: Family::default(),
+            relay_closed: Family::default(),
         };
         let r = &mut registry;
         r.register(
@@ -265,6 +275,38 @@ impl Metrics {
             "Database batches whose transaction failed",
             m.db_commit_failures.clone(),
         );
+        r.register(
+            "relay_streams",
+            "Relay streams open (one per session that opened one)",
+            m.relay_streams.clone(),
+        );
+        r.register(
+            "relayed_packets",
+            "Packets forwarded between two peers through the relay",
+            m.relayed_packets.clone(),
+        );
+        r.register_with_unit(
+            "relayed",
+            "Bytes forwarded between two peers through the relay",
+            Unit::Bytes,
+            m.relayed_bytes.clone(),
+        );
+        r.register(
+            "relay_not_forwarded",
+            "Relayed packets not forwarded, by reason (not_arranged, queue_full)",
+            m.relay_not_forwarded.clone(),
+        );
+        r.register(
+            "relay_closed",
+            "Relay streams the coordinator closed, by reason (too_large, over_budget)",
+            m.relay_closed.clone(),
+        );
+        for reason in ["not_arranged", "queue_full"] {
+            let _ = m.relay_not_forwarded.get_or_create(&[("reason", reason)]);
+        }
+        for reason in ["too_large", "over_budget"] {
+            let _ = m.relay_closed.get_or_create(&[("reason", reason)]);
+        }
         // The standard process metrics, without the coordinator's prefix.
         let mut process = Registry::with_prefix("process");
         process.register_with_unit(
@@ -332,6 +374,45 @@ impl Metrics {
             .and_then(|()| encode_registry(&mut out, &self.process))
             .and_then(|()| encode_eof(&mut out));
         out
+    }
+
+    /// A relay stream opened (`true`) or ended.
+    pub fn relay_stream(&self, open: bool) {
+        if open {
+            self.relay_streams.inc();
+        } else {
+            self.relay_streams.dec();
+        }
+    }
+
+    /// A packet of `bytes` was relayed.
+    pub fn relayed(&self, bytes: usize) {
+        self.relayed_packets.inc();
+        self.relayed_bytes.inc_by(bytes as u64);
+    }
+
+    /// A packet was not relayed: the pair was not arranged (`true`) or the
+    /// receiver's queue was full.
+    pub fn relay_not_forwarded(&self, not_arranged: bool) {
+        let reason = if not_arranged {
+            "not_arranged"
+        } else {
+            "queue_full"
+        };
+        self.relay_not_forwarded
+            .get_or_create(&[("reason", reason)])
+            .inc();
+    }
+
+    /// The coordinator closed a relay stream: an oversized packet
+    /// (`true`) or a spent byte budget.
+    pub fn relay_closed(&self, too_large: bool) {
+        let reason = if too_large {
+            "too_large"
+        } else {
+            "over_budget"
+        };
+        self.relay_closed.get_or_create(&[("reason", reason)]).inc();
     }
 
     /// A session logged in.

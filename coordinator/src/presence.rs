@@ -146,6 +146,9 @@ impl Hub {
         st.online.remove(name);
         self.online_count.store(st.online.len(), Ordering::Relaxed);
         st.drop_requests_of(session);
+        st.relays.remove(&session);
+        st.relay_pairs
+            .retain(|(a, b), _| a.as_str() != name && b.as_str() != name);
         limited!(logs::OFFLINE, info, user = name, "offline");
         let _ = self.presence.send(Change {
             name: Arc::from(name),

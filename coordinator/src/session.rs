@@ -76,6 +76,7 @@ enum Inbound {
     SignalOpened(SendStream),
     Signal(Result<SignalRequest, WireError>),
     SignalEnded,
+    RelayOpened(SendStream, RecvStream),
     ExtraStream,
 }
 
@@ -244,6 +245,12 @@ async fn accept_streams(conn: quinn::Connection, tx: mpsc::Sender<Inbound>) {
     }
     let reader = forward_frames(recv, tx.clone(), signal_frame);
     let extra = async {
+        // The third stream is the relay; a fourth is a flood.
+        if let Ok((send, recv)) = conn.accept_bi().await {
+            if tx.send(Inbound::RelayOpened(send, recv)).await.is_err() {
+                return;
+            }
+        }
         if conn.accept_bi().await.is_ok() {
             let _ = tx.send(Inbound::ExtraStream).await;
         }
@@ -301,6 +308,7 @@ impl Session {
                         Inbound::Signal(Ok(req)) => self.on_signal(req).await?,
                         Inbound::Signal(Err(e)) => return Err(e.into()),
                         Inbound::SignalEnded => return Ok(()),
+                        Inbound::RelayOpened(send, recv) => self.on_relay_opened(send, recv, readers)?,
                         Inbound::ExtraStream => {
                             return Err(fatal(CloseCode::FLOOD, "more streams than the protocol uses"));
                         }
@@ -718,6 +726,37 @@ impl Session {
             token: token.into(),
             token_valid_secs: ttl.as_secs(),
         })
+    }
+
+    /// The relay stream: served by its own task until it or the session
+    /// ends (see [`crate::relay`]).
+    fn on_relay_opened(
+        &mut self,
+        send: SendStream,
+        recv: RecvStream,
+        readers: &mut JoinSet<()>,
+    ) -> Result<(), Fatal> {
+        let Stage::Ready { name } = &self.stage else {
+            return Err(fatal(CloseCode::PROTOCOL_ERROR, "relay before login"));
+        };
+        let (shared, name, id) = (self.shared.clone(), name.clone(), self.id);
+        readers.spawn(async move {
+            let (carried, result) = crate::relay::serve(
+                &shared.hub,
+                &shared.metrics,
+                shared.config.relay,
+                &name,
+                id,
+                send,
+                recv,
+            )
+            .await;
+            match result {
+                Ok(()) => tracing::info!(user = name, packets = carried.packets, bytes = carried.bytes, dropped = carried.dropped, "relay stream ended"),
+                Err(e) => tracing::warn!(user = name, packets = carried.packets, bytes = carried.bytes, dropped = carried.dropped, error = %e, "relay stream closed"),
+            }
+        });
+        Ok(())
     }
 
     async fn on_signal_opened(&mut self, send: SendStream) -> Result<(), Fatal> {

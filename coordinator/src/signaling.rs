@@ -101,7 +101,13 @@ impl Hub {
         st.pending.remove(&id);
         tracing::debug!(from = p.from, to = p.to, ?answer, id, "request answered");
         let outcome = match answer {
-            Answer::Accept => return st.connect(&p, id),
+            Answer::Accept => {
+                st.connect(&p, id)?;
+                // The two may now relay through us (until either leaves).
+                st.relay_pairs
+                    .insert(relay_pair(&p.from, &p.to), (p.from_session, p.to_session));
+                return Ok(());
+            }
             Answer::Decline => Outcome::Declined,
             Answer::Busy => Outcome::Busy,
         };
@@ -147,6 +153,15 @@ impl Hub {
             }
         }
         n
+    }
+}
+
+/// The key of a pair that may relay: the two names in order.
+pub fn relay_pair(a: &str, b: &str) -> (String, String) {
+    if a <= b {
+        (a.to_string(), b.to_string())
+    } else {
+        (b.to_string(), a.to_string())
     }
 }
 

@@ -178,11 +178,20 @@ impl Target {
             }
             Kind::InProcess { stop, task } => {
                 let (identity, _) = certs::ensure_coordinator_files(&data.join("tls"))?;
-                let server = coordinator::Coordinator::bind(
-                    coordinator::Config::new(data.clone()),
-                    self.addr,
-                    &identity,
-                )?;
+                // After a restart the old endpoint may hold the port (and
+                // the data folder's lock) for a moment after `run` returns.
+                let mut tries = 0;
+                let server = loop {
+                    let config = coordinator::Config::new(data.clone());
+                    match coordinator::Coordinator::bind(config, self.addr, &identity) {
+                        Ok(server) => break server,
+                        Err(_) if tries < 50 => {
+                            tries += 1;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                };
                 self.addr = server.local_addr()?;
                 let (tx, rx) = tokio::sync::oneshot::channel::<()>();
                 *stop = Some(tx);

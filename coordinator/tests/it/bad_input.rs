@@ -10,7 +10,7 @@ use common::protocol::{
     LoginFailure, RequestKind, SessionRequest, SessionResponse, SignalRequest, PROTOCOL_VERSION,
 };
 use common::tls::insecure_client_config_with_alpn;
-use common::wire::{encode, read_frame};
+use common::wire::{encode, read_frame, write_frame};
 use quinn::{ConnectionError, TransportErrorCode};
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -316,22 +316,28 @@ async fn a_flood_of_requests_closes_with_flood() {
 }
 
 #[tokio::test]
-async fn a_third_stream_is_refused() {
+async fn a_fourth_stream_is_refused() {
     let tc = TestCoordinator::start().await;
     let mut b = bystander(&tc).await;
     let mut c = tc.user("greedy").await;
     c.open_signal().await;
-    // The coordinator allows two streams: a third one cannot even be opened
-    // (QUIC flow control); should it open, the coordinator closes with FLOOD.
-    let third = tokio::time::timeout(QUIET, c.conn.open_bi()).await;
-    if let Ok(opened) = third {
-        let (mut send, _recv) = opened.expect("open a third stream");
+    // The third stream is the relay.
+    let (mut relay, _relay_recv) = c.conn.open_bi().await.expect("the relay stream");
+    write_frame(&mut relay, &common::protocol::RelayRequest::Open)
+        .await
+        .unwrap();
+    // The coordinator allows three streams: a fourth one cannot even be
+    // opened (QUIC flow control); should it open, the coordinator closes
+    // with FLOOD.
+    let fourth = tokio::time::timeout(QUIET, c.conn.open_bi()).await;
+    if let Ok(opened) = fourth {
+        let (mut send, _recv) = opened.expect("open a fourth stream");
         let _ = send
             .write_all(&encode(&SessionRequest::ListOnline).unwrap())
             .await;
         assert_eq!(c.close_code().await, CloseCode::FLOOD);
     } else {
-        // The first two streams still work.
+        // The first streams still work.
         assert_eq!(
             c.lookup("bystander").await,
             SessionResponse::LookupResult {

@@ -15,6 +15,7 @@ mod operating;
 mod operator;
 mod permissions;
 mod presence;
+mod relay;
 mod signaling;
 mod storms;
 mod support;

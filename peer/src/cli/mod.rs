@@ -745,10 +745,15 @@ impl Cli {
                 ));
                 self.set(State::Who);
             }
-            Event::ChatStarted { with } => {
+            Event::ChatStarted { with, relayed } => {
+                let path = if relayed {
+                    "through the coordinator relay (no direct path worked; still end-to-end encrypted)"
+                } else {
+                    "directly"
+                };
                 self.say(&info(
                     &self.style,
-                    &format!("You are now chatting with {with}, directly. Type disconnect to leave the chat."),
+                    &format!("You are now chatting with {with}, {path}. Type disconnect to leave the chat."),
                 ));
                 self.set(State::Chatting { with });
             }

@@ -116,10 +116,14 @@ fn status_lines(style: &Style, st: &crate::engine::Status) -> Vec<String> {
         } else {
             "delivering kept messages"
         };
+        let path = if l.relayed {
+            "through the coordinator relay".to_string()
+        } else {
+            format!("direct to {}", l.remote)
+        };
         out.push(style.info(&format!(
-            "{} ({what}): direct to {}, round trip {} ms.",
+            "{} ({what}): {path}, round trip {} ms.",
             l.peer,
-            l.remote,
             l.rtt.as_millis()
         )));
     }

@@ -30,6 +30,14 @@ impl ExpectedSources {
         self.lock().insert(fp, ips);
     }
 
+    /// Expects the holder of `fp` from `addr` too (an arrangement's
+    /// addresses must be allowed first).
+    pub(crate) fn also(&self, fp: Fingerprint, addr: SocketAddr) {
+        if let Some(ips) = self.lock().get_mut(&fp) {
+            ips.push(addr.ip().to_canonical());
+        }
+    }
+
     pub(crate) fn revoke(&self, fp: Fingerprint) {
         self.lock().remove(&fp);
     }

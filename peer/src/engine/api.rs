@@ -70,6 +70,9 @@ pub struct Timings {
     /// Messages sent on one link and not yet acknowledged; past it, input
     /// waits (backpressure).
     pub window: usize,
+    /// How long a dialer tries the direct path before it relays through
+    /// the coordinator (zero: relay at once, for measurements).
+    pub relay_after: Duration,
 }
 
 impl Default for Timings {
@@ -83,6 +86,7 @@ impl Default for Timings {
             tick: Duration::from_secs(1),
             delivery_idle: Duration::from_secs(30),
             window: 4096,
+            relay_after: Duration::from_millis(2500),
         }
     }
 }
@@ -201,8 +205,11 @@ pub struct LinkStatus {
     pub peer: String,
     /// The chat (else a delivery of kept messages).
     pub chat: bool,
-    /// The other side's address (a direct path).
+    /// The other side's address (a direct path), or its stand-in on the
+    /// relay.
     pub remote: std::net::SocketAddr,
+    /// Through the coordinator relay.
+    pub relayed: bool,
     /// The round-trip time now.
     pub rtt: std::time::Duration,
 }
@@ -429,6 +436,8 @@ pub enum Event {
     ChatStarted {
         /// The other user.
         with: String,
+        /// Through the coordinator relay (no direct path worked).
+        relayed: bool,
     },
     /// The chat ended.
     ChatEnded {

@@ -23,6 +23,7 @@ use super::link_io::{self, LinkHandle, LinkInput, Out};
 use super::links::{Admission, Links};
 use super::login::{Login, Stage};
 use super::outbox::{self, Outbox};
+use super::relay_path::{self, RelayPaths};
 use super::signaling::{self, Signaling};
 use super::store_io::{self, StoreDone};
 use crate::candidates::local_candidates;
@@ -125,6 +126,8 @@ pub(crate) struct Driver {
     shown: Vec<(String, MessageId)>,
     /// A send that did not fit in the window, taken first when it does.
     waiting: Option<Command>,
+    /// The relay path through the coordinator (stand-in addresses).
+    relay: RelayPaths,
     /// The key each contact had when last vouched for (loaded at login).
     contact_keys: HashMap<String, Fingerprint>,
     behind_nat: bool,
@@ -153,6 +156,7 @@ impl Driver {
         stop: CancellationToken,
         commands: mpsc::Receiver<Command>,
         shown: mpsc::UnboundedReceiver<(String, MessageId)>,
+        relay: RelayPaths,
     ) -> (Driver, Channels) {
         let (inputs, inputs_rx) = mpsc::channel(CHANNEL);
         let (link_frames, link_rx) = mpsc::channel(CHANNEL);
@@ -173,6 +177,7 @@ impl Driver {
             trust,
             vouched,
             expected: ExpectedSources::default(),
+            relay,
             events,
             stop,
             inputs,
@@ -336,6 +341,11 @@ impl Driver {
         for h in self.handles.values_mut() {
             h.close(CloseCode::SIGNED_OUT);
         }
+        // Relayed links' closes go through the coordinator: let them out
+        // before its connection goes.
+        if self.links.open().iter().any(|(_, l)| l.relayed) {
+            self.relay.drain(Duration::from_secs(1)).await;
+        }
         if let Some(c) = &self.coord {
             c.close(CloseCode::SIGNED_OUT);
         }
@@ -402,8 +412,14 @@ impl Driver {
             }
             Action::Arrange(a) => {
                 self.check_key(&a.peer, a.fingerprint);
-                let a = self.links.arrange(a, Instant::now(), self.behind_nat);
-                self.act(a);
+                let (dialer, fingerprint) = (a.dialer, a.fingerprint);
+                let stand_in = self.relay.addr_for(&a.peer);
+                let actions = self.links.arrange(a, Instant::now(), self.behind_nat);
+                self.act(actions);
+                // The dialer may come through the relay, from its stand-in.
+                if !dialer {
+                    self.expected.also(fingerprint, stand_in);
+                }
             }
             Action::PeerRestarted(peer) => {
                 let a = self.links.peer_restarted(&peer);
@@ -540,9 +556,31 @@ impl Driver {
         let (endpoint, identity) = (self.endpoint.clone(), self.identity.clone());
         let me = self.login.me().unwrap_or_default().to_string();
         let tx = self.inputs.clone();
+        let relay = self.relay.is_ready().then(|| self.relay.addr_for(&a.peer));
+        let relay_after = self.config.timings.relay_after;
         self.tasks.spawn(async move {
-            let result =
-                direct::connect(&endpoint, &identity, a.fingerprint, &a.addrs, &me, a.kind).await;
+            let dial = |addrs: Vec<SocketAddr>| {
+                let (endpoint, identity, me) = (&endpoint, &identity, &me);
+                async move {
+                    direct::connect(endpoint, identity, a.fingerprint, &addrs, me, a.kind).await
+                }
+            };
+            // Directly if that works within `relay_after`, else through the
+            // coordinator (the direct attempts are dropped, so only one
+            // link comes up).
+            let result = match relay {
+                None => dial(a.addrs.clone()).await,
+                Some(stand_in) => {
+                    let direct = tokio::time::timeout(relay_after, dial(a.addrs.clone()));
+                    match direct.await {
+                        Ok(Ok(link)) => Ok(link),
+                        Ok(Err(_)) | Err(_) => {
+                            tracing::info!(peer = %a.peer, "no direct path; relaying through the coordinator");
+                            dial(vec![stand_in]).await
+                        }
+                    }
+                }
+            };
             let ev = match result {
                 Ok((conn, send, recv)) => Input::LinkUp(Box::new(LinkUp {
                     peer: a.peer,
@@ -639,6 +677,7 @@ impl Driver {
                             peer: info.peer.clone(),
                             chat: Some(id) == self.links.chat_link(),
                             remote,
+                            relayed: info.relayed,
                             rtt,
                         })
                     })
@@ -793,6 +832,10 @@ impl Driver {
             return;
         };
         coord.add_signaling(gen, send, recv, &self.inputs, &mut self.tasks);
+        self.tasks.spawn(relay_path::run_stream(
+            coord.conn().clone(),
+            self.relay.clone(),
+        ));
         if !coord.signal(SignalRequest::Open) {
             self.coordinator_stuck();
             return;
@@ -857,7 +900,10 @@ impl Driver {
             close::close(&conn, CloseCode::SIGNED_OUT);
             return;
         }
-        let (admission, a) = self.links.on_up(peer.clone(), kind, accepted_fingerprint);
+        let relayed = relay_path::is_relay_addr(conn.remote_address());
+        let (admission, a) = self
+            .links
+            .on_up(peer.clone(), kind, accepted_fingerprint, relayed);
         self.act(a);
         let Admission::Admit(link) = admission else {
             close::close(&conn, CloseCode::DUPLICATE);

@@ -30,6 +30,8 @@ pub(crate) struct LinkInfo {
     pub kind: RequestKind,
     /// The other side dialed it.
     pub accepted: bool,
+    /// It runs through the coordinator relay.
+    pub relayed: bool,
 }
 
 /// What to do with a connection that passed its hello.
@@ -152,6 +154,7 @@ impl Links {
         peer: String,
         kind: RequestKind,
         accepted_fp: Option<Fingerprint>,
+        relayed: bool,
     ) -> (Admission, Vec<Action>) {
         let mut out = Vec::new();
         if let Some(fp) = accepted_fp {
@@ -195,13 +198,17 @@ impl Links {
                 peer: peer.clone(),
                 kind,
                 accepted,
+                relayed,
             },
         );
         if kind == RequestKind::Chat {
             let started = self.chat.is_none() && old.is_none();
             self.chat = Some(id);
             if started {
-                out.push(Action::Emit(Event::ChatStarted { with: peer }));
+                out.push(Action::Emit(Event::ChatStarted {
+                    with: peer,
+                    relayed,
+                }));
             }
         }
         (Admission::Admit(id), out)
@@ -310,7 +317,7 @@ mod tests {
             }
         ));
         assert_eq!(l.allowed(&FP), vec![("bob".to_string(), RequestKind::Chat)]);
-        let (adm, a) = l.on_up("bob".into(), RequestKind::Chat, Some(FP));
+        let (adm, a) = l.on_up("bob".into(), RequestKind::Chat, Some(FP), false);
         assert_eq!(adm, Admission::Admit(1));
         assert!(matches!(a[0], Action::Revoke(FP)));
         assert!(a
@@ -340,15 +347,15 @@ mod tests {
     #[test]
     fn one_delivery_per_peer_and_direction_the_newest_replaces_the_old() {
         let mut l = Links::new(Duration::from_secs(30));
-        let (first, _) = l.on_up("bob".into(), RequestKind::Deliver, None);
-        let (other_dir, _) = l.on_up("bob".into(), RequestKind::Deliver, Some(FP));
+        let (first, _) = l.on_up("bob".into(), RequestKind::Deliver, None, false);
+        let (other_dir, _) = l.on_up("bob".into(), RequestKind::Deliver, Some(FP), false);
         assert_eq!(first, Admission::Admit(1));
         assert_eq!(
             other_dir,
             Admission::Admit(2),
             "the other direction is separate"
         );
-        let (again, a) = l.on_up("bob".into(), RequestKind::Deliver, None);
+        let (again, a) = l.on_up("bob".into(), RequestKind::Deliver, None, false);
         assert_eq!(again, Admission::Admit(3));
         assert!(matches!(
             a[..],
@@ -362,8 +369,8 @@ mod tests {
     #[test]
     fn a_second_chat_with_someone_else_is_refused_and_a_restarted_peer_replaces_its_own() {
         let mut l = Links::new(Duration::from_secs(30));
-        l.on_up("bob".into(), RequestKind::Chat, None);
-        let (adm, _) = l.on_up("carol".into(), RequestKind::Chat, None);
+        l.on_up("bob".into(), RequestKind::Chat, None, false);
+        let (adm, _) = l.on_up("carol".into(), RequestKind::Chat, None, false);
         assert_eq!(adm, Admission::Refuse);
         let a = l.peer_restarted("bob");
         assert!(matches!(a[0], Action::LinkClose(1, CloseCode::DUPLICATE)));
@@ -375,7 +382,7 @@ mod tests {
             })
         ));
         assert_eq!(l.chat_peer(), None);
-        let (adm, a) = l.on_up("bob".into(), RequestKind::Chat, Some(FP));
+        let (adm, a) = l.on_up("bob".into(), RequestKind::Chat, Some(FP), false);
         assert_eq!(adm, Admission::Admit(2));
         assert!(a
             .iter()
@@ -385,7 +392,7 @@ mod tests {
     #[test]
     fn leaving_closes_the_chat_and_its_end_is_not_reported_twice() {
         let mut l = Links::new(Duration::from_secs(30));
-        l.on_up("bob".into(), RequestKind::Chat, None);
+        l.on_up("bob".into(), RequestKind::Chat, None, false);
         let a = l.leave();
         assert!(matches!(a[0], Action::LinkClose(1, CloseCode::LEFT_CHAT)));
         assert!(matches!(

@@ -31,6 +31,7 @@ mod link_io;
 mod links;
 mod login;
 mod outbox;
+mod relay_path;
 mod signaling;
 mod store_io;
 
@@ -45,6 +46,7 @@ use crate::trust::Pins;
 use common::ids::MessageId;
 use common::tls::{self, Vouched};
 use connect::Trust;
+use relay_path::{RelayPaths, RelaySocket};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -167,7 +169,7 @@ pub fn start(config: Config) -> Result<(EngineHandle, mpsc::Receiver<Event>), En
     };
     let vouched = Vouched::default();
     let server_config = tls::peer_server_config(&identity, vouched.clone())?;
-    let endpoint = bind(server_config, config.listen)?;
+    let (endpoint, relay) = bind(server_config, config.listen)?;
     let local_addr = endpoint.local_addr().map_err(|source| EngineError::Bind {
         addr: config
             .listen
@@ -190,6 +192,7 @@ pub fn start(config: Config) -> Result<(EngineHandle, mpsc::Receiver<Event>), En
         stop.clone(),
         cmd_rx,
         shown_rx,
+        relay,
     );
     let task = tokio::spawn(driver.run(channels));
     Ok((
@@ -225,13 +228,27 @@ fn private_dir(dir: &std::path::Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The endpoint on its one UDP socket, wrapped so that stand-in addresses
+/// go through the coordinator relay (see `relay_path`).
 fn bind(
     server_config: quinn::ServerConfig,
     listen: Option<SocketAddr>,
-) -> Result<quinn::Endpoint, EngineError> {
+) -> Result<(quinn::Endpoint, RelayPaths), EngineError> {
+    use quinn::Runtime;
     let try_bind = |addr: SocketAddr| {
-        quinn::Endpoint::server(server_config.clone(), addr)
-            .map_err(|source| EngineError::Bind { addr, source })
+        let err = |source| EngineError::Bind { addr, source };
+        let socket = std::net::UdpSocket::bind(addr).map_err(err)?;
+        let runtime = Arc::new(quinn::TokioRuntime);
+        let (socket, paths) =
+            RelaySocket::wrap(runtime.wrap_udp_socket(socket).map_err(err)?).map_err(err)?;
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            Some(server_config.clone()),
+            socket,
+            runtime,
+        )
+        .map_err(err)?;
+        Ok((endpoint, paths))
     };
     match listen {
         Some(addr) => try_bind(addr),

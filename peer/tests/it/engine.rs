@@ -740,7 +740,13 @@ async fn two_users_asking_each_other_at_once_get_one_chat() {
                 )
             })
             .await;
-        assert_eq!(ev, Event::ChatStarted { with: other.into() });
+        assert_eq!(
+            ev,
+            Event::ChatStarted {
+                with: other.into(),
+                relayed: false
+            }
+        );
     }
     a.send(Command::Send {
         to: "bob".into(),

@@ -352,12 +352,12 @@ pub async fn start_chat(a: &mut TestPeer, b: &mut TestPeer) {
     let (an, bn) = (a.name.clone(), b.name.clone());
     a.next_matching(
         "ChatStarted",
-        |e| matches!(e, Event::ChatStarted { with } if *with == bn),
+        |e| matches!(e, Event::ChatStarted { with, relayed: false } if *with == bn),
     )
     .await;
     b.next_matching(
         "ChatStarted",
-        |e| matches!(e, Event::ChatStarted { with } if *with == an),
+        |e| matches!(e, Event::ChatStarted { with, relayed: false } if *with == an),
     )
     .await;
 }

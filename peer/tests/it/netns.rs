@@ -175,10 +175,6 @@ impl Net {
         format!("10.{}.{}.{host}", self.a, self.b)
     }
 
-    fn lan_ip(&self, host: u8) -> String {
-        format!("192.168.{}.{host}", self.b)
-    }
-
     fn coord_addr(&self) -> String {
         format!("{}:{COORD_PORT}", self.wan_ip(1))
     }
@@ -218,21 +214,8 @@ impl Net {
     /// host and bob's public host on it, and alice either on the wan too
     /// (`nat == false`) or on a private LAN behind a masquerading router.
     fn build(&mut self, nat: bool) -> Hosts {
-        let wan = self.add("wan");
-        run(&["ip", "-n", &wan, "link", "add", "br0", "type", "bridge"]);
-        run(&["ip", "-n", &wan, "link", "set", "br0", "up"]);
+        let wan = self.wan();
         let gateway = self.wan_ip(254);
-        run(&[
-            "ip",
-            "-n",
-            &wan,
-            "addr",
-            "add",
-            &format!("{gateway}/24"),
-            "dev",
-            "br0",
-        ]);
-        ns_run(&wan, &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
 
         let coord = self.add("coord");
         self.attach_to_wan(&wan, &coord, "p1", &self.wan_ip(1));
@@ -241,57 +224,17 @@ impl Net {
         for ns in [&coord, &bob] {
             run(&["ip", "-n", ns, "route", "add", "default", "via", &gateway]);
         }
-        let alice = self.add("alice");
-        let router = if nat {
-            let router = self.add("router");
-            self.attach_to_wan(&wan, &router, "p3", &self.wan_ip(3));
-            run(&[
-                "ip", "-n", &router, "route", "add", "default", "via", &gateway,
-            ]);
-            run(&[
-                "ip", "-n", &alice, "link", "add", "eth0", "type", "veth", "peer", "name", "lan0",
-                "netns", &router,
-            ]);
-            let lan_gw = self.lan_ip(1);
-            run(&[
-                "ip",
-                "-n",
-                &router,
-                "addr",
-                "add",
-                &format!("{lan_gw}/24"),
-                "dev",
-                "lan0",
-            ]);
-            run(&["ip", "-n", &router, "link", "set", "lan0", "up"]);
-            let alice_ip = format!("{}/24", self.lan_ip(2));
-            run(&["ip", "-n", &alice, "addr", "add", &alice_ip, "dev", "eth0"]);
-            run(&["ip", "-n", &alice, "link", "set", "eth0", "up"]);
-            run(&[
-                "ip", "-n", &alice, "route", "add", "default", "via", &lan_gw,
-            ]);
-            ns_run(&router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-            ns_run(
-                &router,
-                &[
-                    "iptables",
-                    "-t",
-                    "nat",
-                    "-A",
-                    "POSTROUTING",
-                    "-o",
-                    "eth0",
-                    "-j",
-                    "MASQUERADE",
-                ],
-            );
-            Some(router)
+        let (alice, router) = if nat {
+            let lan = format!("192.168.{}", self.b);
+            let (alice, router) = self.behind_router(&wan, "alice", "p3", 3, &lan, false);
+            (alice, Some(router))
         } else {
+            let alice = self.add("alice");
             self.attach_to_wan(&wan, &alice, "p3", &self.wan_ip(3));
             run(&[
                 "ip", "-n", &alice, "route", "add", "default", "via", &gateway,
             ]);
-            None
+            (alice, None)
         };
         Hosts {
             coord,
@@ -299,6 +242,105 @@ impl Net {
             router,
             alice,
         }
+    }
+
+    /// The wan with the coordinator, and alice and bob each behind a
+    /// masquerading router of their own (bob's maps every flow to a random
+    /// port when `bob_symmetric`: no punch can get through it).
+    fn build_two_nats(&mut self, bob_symmetric: bool) -> Hosts {
+        let wan = self.wan();
+        let coord = self.add("coord");
+        self.attach_to_wan(&wan, &coord, "p1", &self.wan_ip(1));
+        run(&[
+            "ip",
+            "-n",
+            &coord,
+            "route",
+            "add",
+            "default",
+            "via",
+            &self.wan_ip(254),
+        ]);
+        let lan_a = format!("192.168.{}", self.b);
+        let (alice, router) = self.behind_router(&wan, "alice", "p3", 3, &lan_a, false);
+        let lan_b = format!("172.16.{}", self.b);
+        let (bob, _) = self.behind_router(&wan, "bob", "p4", 4, &lan_b, bob_symmetric);
+        Hosts {
+            coord,
+            bob,
+            router: Some(router),
+            alice,
+        }
+    }
+
+    /// The wan: a bridge that does not route, at `wan_ip(254)`.
+    fn wan(&mut self) -> String {
+        let wan = self.add("wan");
+        run(&["ip", "-n", &wan, "link", "add", "br0", "type", "bridge"]);
+        run(&["ip", "-n", &wan, "link", "set", "br0", "up"]);
+        let gateway = format!("{}/24", self.wan_ip(254));
+        run(&["ip", "-n", &wan, "addr", "add", &gateway, "dev", "br0"]);
+        ns_run(&wan, &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+        wan
+    }
+
+    /// A host `role` on LAN `lan`.0/24 (at .2) behind a masquerading router
+    /// (at .1, and at `wan_ip(router_host)` on the wan through `port`);
+    /// `random_fully` maps each flow to a random port (a symmetric NAT).
+    /// Returns the host's and the router's namespaces.
+    fn behind_router(
+        &mut self,
+        wan: &str,
+        role: &str,
+        port: &str,
+        router_host: u8,
+        lan: &str,
+        random_fully: bool,
+    ) -> (String, String) {
+        let host = self.add(role);
+        let router = self.add(&format!("{role}-router"));
+        self.attach_to_wan(wan, &router, port, &self.wan_ip(router_host));
+        let gateway = self.wan_ip(254);
+        run(&[
+            "ip", "-n", &router, "route", "add", "default", "via", &gateway,
+        ]);
+        run(&[
+            "ip", "-n", &host, "link", "add", "eth0", "type", "veth", "peer", "name", "lan0",
+            "netns", &router,
+        ]);
+        let lan_gw = format!("{lan}.1");
+        run(&[
+            "ip",
+            "-n",
+            &router,
+            "addr",
+            "add",
+            &format!("{lan_gw}/24"),
+            "dev",
+            "lan0",
+        ]);
+        run(&["ip", "-n", &router, "link", "set", "lan0", "up"]);
+        let host_ip = format!("{lan}.2/24");
+        run(&["ip", "-n", &host, "addr", "add", &host_ip, "dev", "eth0"]);
+        run(&["ip", "-n", &host, "link", "set", "eth0", "up"]);
+        run(&["ip", "-n", &host, "route", "add", "default", "via", &lan_gw]);
+        ns_run(&router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        let mut rule = vec![
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-o",
+            "eth0",
+            "-j",
+            "MASQUERADE",
+        ];
+        if random_fully {
+            rule.push("--random-fully");
+        }
+        ns_run(&router, &rule);
+        (host, router)
     }
 }
 
@@ -404,6 +446,17 @@ fn start_chat(caller: &mut Peer, caller_name: &str, callee: &mut Peer, callee_na
     callee.send("y");
     callee.expect(&format!("You are now chatting with {caller_name}"));
     caller.expect(&format!("You are now chatting with {callee_name}"));
+}
+
+/// The chat `peer` is in started on a direct path, not through the relay.
+fn assert_direct(peer: &Peer) {
+    let t = peer.transcript();
+    let started = t
+        .iter()
+        .rev()
+        .find(|l| l.contains("You are now chatting with"))
+        .expect("a chat started");
+    assert!(started.contains(", directly."), "{started}");
 }
 
 /// Bodies of the chat lines from `from` in `peer`'s output, in order.
@@ -546,6 +599,7 @@ fn a_requester_behind_nat_chats_with_a_public_callee_both_ways() {
     assert_eq!(counted(&hosts.coord, "INPUT", "from-private"), 0);
 
     start_chat(&mut alice, "alice", &mut bob, "bob");
+    assert_direct(&alice);
     alice.send("hello from behind the NAT");
     bob.expect("alice: hello from behind the NAT");
     bob.send("hello back through it");
@@ -601,6 +655,7 @@ fn a_requester_behind_nat_chats_with_a_public_callee_both_ways() {
     );
     bob.expect("Who do you want to chat with?");
     start_chat(&mut bob, "bob", &mut alice, "alice");
+    assert_direct(&bob);
     bob.send("caught you through the open mapping");
     alice.expect("bob: caught you through the open mapping");
     assert_eq!(bob.count("Could not connect"), 0);
@@ -787,4 +842,93 @@ fn kept_messages_survive_loss_and_repeated_kills_exactly_once() {
     alice.exit();
     bob.exit();
     drop(coord);
+}
+
+/// Two people at home: each behind a NAT, bob's symmetric (a new port for
+/// every destination), so no punch gets through. The chat runs through the
+/// coordinator relay, says so, and carries messages both ways; /status
+/// shows the path; kept messages then reach bob through the relay in the
+/// background.
+#[test]
+fn two_peers_behind_nats_chat_through_the_coordinator_relay() {
+    let (alice, _bob) = chat_behind_two_nats(true);
+    let started = alice
+        .transcript()
+        .into_iter()
+        .find(|l| l.contains("You are now chatting with"))
+        .unwrap();
+    assert!(
+        started.contains("through the coordinator relay"),
+        "{started}"
+    );
+}
+
+/// Both behind plain masquerading NATs (each keeps a flow's port): the
+/// pair chats either way, directly if the punch gets through, else through
+/// the relay; which one is reported.
+#[test]
+fn two_peers_behind_port_keeping_nats_chat_either_way() {
+    let (alice, _bob) = chat_behind_two_nats(false);
+    let started = alice
+        .transcript()
+        .into_iter()
+        .find(|l| l.contains("You are now chatting with"))
+        .unwrap();
+    eprintln!("two MASQUERADE NATs: {started}");
+}
+
+/// Alice and bob behind NATs (bob's symmetric when `bob_symmetric`): a
+/// chat both ways, then messages kept for bob while he is away, delivered
+/// in the background when he is back. Returns the peers' transcripts'
+/// owners for more checks.
+fn chat_behind_two_nats(bob_symmetric: bool) -> (Peer, Peer) {
+    let mut net = Net::new();
+    let hosts = net.build_two_nats(bob_symmetric);
+    let coord = coordinator(&net, &hosts);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = peer(&net, &hosts.alice, da.path());
+    alice.login_new("alice", PW);
+    let mut bob = peer(&net, &hosts.bob, db.path());
+    bob.login_new("bob", PW);
+    alice.expect("bob is online.");
+
+    start_chat(&mut alice, "alice", &mut bob, "bob");
+    let relayed = alice
+        .transcript()
+        .iter()
+        .any(|l| l.contains("through the coordinator relay"));
+    alice.send("across two NATs");
+    bob.expect("alice: across two NATs");
+    bob.send("and back");
+    alice.expect("bob: and back");
+    alice.send("/status");
+    if relayed {
+        alice.expect("bob (chat): through the coordinator relay");
+    } else {
+        alice.expect("bob (chat): direct to ");
+    }
+    eventually(WAIT, "both stores hold both messages, delivered", || {
+        let a = stored_messages(da.path(), "alice");
+        let b = stored_messages(db.path(), "bob");
+        a.len() == 2
+            && b.len() == 2
+            && a.iter()
+                .chain(&b)
+                .all(|r| !r.outgoing || r.delivered_at_ms.is_some())
+    });
+    bob.exit();
+    alice.expect("bob signed out.");
+
+    // Kept for bob while he is away, delivered when he is back.
+    alice.expect("Who do you want to chat with?");
+    alice.send("bob");
+    alice.expect("alice → bob (kept)>");
+    alice.send("while you were out");
+    alice.expect("(kept for bob)");
+    let mut bob = peer(&net, &hosts.bob, db.path());
+    bob.login("bob", PW);
+    bob.expect("alice: while you were out");
+    alice.expect("1 kept message delivered to bob.");
+    drop(coord);
+    (alice, bob)
 }
