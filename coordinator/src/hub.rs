@@ -4,20 +4,25 @@
 //! halves of its behaviour.
 //!
 //! The state sits behind a std `Mutex` that is never held across an
-//! `.await`. Fan-out uses `try_send`: a session whose queue is full is too
-//! slow to keep up and is closed, so one slow client never blocks the others
-//! or makes memory grow.
+//! `.await`. Signaling events go to one session through its bounded queue
+//! with `try_send`: a session whose queue is full is too slow to keep up and
+//! is closed (once, with one log line), so one slow client never blocks the
+//! others or makes memory grow. Presence changes are not copied into every
+//! session's queue: they go once into a shared, bounded log
+//! ([`crate::presence::Change`] on a broadcast channel) that each session
+//! reads at its own pace and coalesces ([`crate::presence::Feed`]).
 
 use crate::logs::{self, limited};
 use crate::metrics::Metrics;
 use common::close::{self, CloseCode};
 use common::protocol::{RelayEvent, RequestKind, SessionResponse, SignalEvent};
 use common::Fingerprint;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
 /// Messages queued for one session, per stream.
 #[derive(Debug)]
@@ -49,21 +54,27 @@ pub struct Member {
 }
 
 impl Member {
-    /// Queues `msg`; a full queue closes the session as too slow.
+    /// Queues `msg`; a full queue closes the session as too slow. The close
+    /// (and its log line) happens once: a session already closing drops
+    /// further messages silently, so a burst aimed at a stuck client costs
+    /// one warning, not one per message.
     pub fn send(&self, msg: Outbound) {
         let presence = matches!(msg, Outbound::Session(SessionResponse::Presence { .. }));
         match self.tx.try_send(msg) {
             Ok(()) if presence => self.metrics.presence_sent(),
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.metrics.queue_full();
-                limited!(
-                    logs::QUEUE_FULL,
-                    warn,
-                    session = self.session,
-                    "outbound queue full; closing slow client"
-                );
-                self.close(CloseCode::TOO_SLOW);
+                if self.conn.close_reason().is_none() {
+                    self.metrics.queue_full();
+                    limited!(
+                        logs::QUEUE_FULL,
+                        warn,
+                        session = self.session,
+                        queued = OUTBOUND_QUEUE,
+                        "outbound queue full; closing slow client"
+                    );
+                    self.close(CloseCode::TOO_SLOW);
+                }
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
@@ -100,8 +111,9 @@ pub struct Pending {
 /// Everything behind the hub's lock.
 #[derive(Debug, Default)]
 pub struct State {
-    /// Online sessions by normalised name.
-    pub online: HashMap<String, Member>,
+    /// Online sessions by normalised name, in name order (each welcome
+    /// lists them sorted; keeping them sorted spares a sort per login).
+    pub online: BTreeMap<String, Member>,
     /// Pending requests by coordinator-given id.
     pub pending: HashMap<u64, Pending>,
     /// The next coordinator-given request id.
@@ -122,17 +134,31 @@ pub struct State {
 #[derive(Debug)]
 pub struct Hub {
     state: Mutex<State>,
+    /// The shared presence log; sent to only with `state` locked, so a
+    /// subscription taken under the lock starts exactly after a snapshot.
+    pub(crate) presence: broadcast::Sender<crate::presence::Change>,
+    /// How many are online, readable without the lock.
+    pub(crate) online_count: AtomicUsize,
     /// How long a callee has to answer.
     pub request_timeout: Duration,
 }
 
 impl Hub {
-    /// An empty hub.
-    pub fn new(request_timeout: Duration) -> Hub {
+    /// An empty hub whose presence log keeps the last `presence_backlog`
+    /// changes (a session further behind than that is closed as too slow).
+    pub fn new(request_timeout: Duration, presence_backlog: usize) -> Hub {
+        let (presence, _) = broadcast::channel(presence_backlog.max(1));
         Hub {
             state: Mutex::new(State::default()),
+            presence,
+            online_count: AtomicUsize::new(0),
             request_timeout,
         }
+    }
+
+    /// How many sessions are online (without taking the lock).
+    pub fn online_count(&self) -> usize {
+        self.online_count.load(Ordering::Relaxed)
     }
 
     /// Locks the state (a poisoned lock is recovered: the state stays usable).

@@ -9,8 +9,9 @@
 //! process memory and descriptors) are read when a scrape asks for them, so
 //! they cannot drift from the state they describe.
 //!
-//! What is deliberately absent: coalesced presence notifications (nothing
-//! coalesces them yet).
+//! What is deliberately absent: presence batches (each session writes its
+//! waiting presence changes in one write per window; the counter counts the
+//! notifications in them).
 
 use crate::Shared;
 use common::close::CloseCode;

@@ -116,6 +116,7 @@ impl Coordinator {
         let addr = socket
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        crate::udp::size_buffers(&socket, config.udp_buffer_bytes);
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             Some(server_config),
@@ -126,7 +127,7 @@ impl Coordinator {
         let shared = Arc::new(Shared {
             auth,
             admission: Admission::new(config.limits.clone()),
-            hub: Hub::new(config.request_timeout),
+            hub: Hub::new(config.request_timeout, config.presence_backlog),
             store,
             metrics,
             accepting: AtomicBool::new(false),

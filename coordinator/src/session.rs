@@ -11,6 +11,7 @@ use crate::admission::{ConnectionSlot, HandshakeSlot};
 use crate::hub::{Member, Outbound, OUTBOUND_QUEUE};
 use crate::logs::{self, limited};
 use crate::metrics::{FailureReason, LoginMethod, Lost, Metrics, ThrottleKind};
+use crate::presence::{Feed, FeedError};
 use crate::Shared;
 use common::close::{self, CloseCode};
 use common::limits::TokenBucket;
@@ -36,6 +37,9 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frame rate limit per connection: burst, then per second.
 const FRAME_BURST: u32 = 100;
 const FRAME_RATE: u32 = 20;
+/// The longest a presence change waits to be batched with others (unless
+/// the configured minimum is longer).
+const MAX_PRESENCE_WINDOW: Duration = Duration::from_secs(1);
 /// Signaling events held until the client opens its signaling stream.
 const MAX_EARLY_SIGNALS: usize = 64;
 
@@ -94,7 +98,11 @@ struct Session {
     session_send: SendStream,
     signal_send: Option<SendStream>,
     early_signals: VecDeque<SignalEvent>,
+    /// Online names that did not fit in the welcome's frame, sent after it.
+    overflow: Vec<String>,
     out_tx: mpsc::Sender<Outbound>,
+    /// Presence changes for this session, once it is online.
+    feed: Option<Feed>,
     bucket: TokenBucket,
     slot: ConnectionSlot,
 }
@@ -157,7 +165,9 @@ pub async fn handle(
         session_send: send,
         signal_send: None,
         early_signals: VecDeque::new(),
+        overflow: Vec::new(),
         out_tx,
+        feed: None,
         bucket: TokenBucket::new(FRAME_BURST, FRAME_RATE, Instant::now()),
         slot,
     };
@@ -263,7 +273,9 @@ impl Session {
         let login_deadline = tokio::time::sleep(self.shared.config.login_timeout);
         let step = self.shared.config.login_step_timeout;
         let step_deadline = tokio::time::sleep(step);
-        tokio::pin!(hello_deadline, login_deadline, step_deadline);
+        let presence_due = tokio::time::sleep(Duration::ZERO);
+        let mut presence_waiting = false;
+        tokio::pin!(hello_deadline, login_deadline, step_deadline, presence_due);
         loop {
             tokio::select! {
                 biased;
@@ -302,12 +314,55 @@ impl Session {
                         }
                     }
                 }
+                // The first presence change opens a short window; the rest
+                // of the window's changes go out with it in one write.
+                changed = wait_feed(&mut self.feed), if !presence_waiting => {
+                    changed.map_err(feed_fatal)?;
+                    presence_due.as_mut().reset(tokio::time::Instant::now() + self.presence_window());
+                    presence_waiting = true;
+                }
+                _ = &mut presence_due, if presence_waiting => {
+                    presence_waiting = false;
+                    self.flush_presence().await?;
+                }
             }
         }
     }
 
     async fn write_session(&mut self, msg: &SessionResponse) -> Result<(), Fatal> {
         write_timed(&mut self.session_send, msg).await
+    }
+
+    /// How long to gather presence changes before sending them: longer the
+    /// more sessions are online, so that all of them together make a
+    /// bounded number of writes per second.
+    fn presence_window(&self) -> Duration {
+        let c = &self.shared.config;
+        let online = u32::try_from(self.shared.hub.online_count()).unwrap_or(u32::MAX);
+        c.presence_window_per_session
+            .saturating_mul(online)
+            .min(MAX_PRESENCE_WINDOW)
+            .max(c.presence_window)
+    }
+
+    /// Sends every presence change waiting, as consecutive frames in one write.
+    async fn flush_presence(&mut self) -> Result<(), Fatal> {
+        let Some(feed) = &mut self.feed else {
+            return Ok(());
+        };
+        let mut frames = Vec::new();
+        let count = feed.drain(&mut frames).map_err(feed_fatal)?;
+        if frames.is_empty() {
+            return Ok(());
+        }
+        for _ in 0..count {
+            self.shared.metrics.presence_sent();
+        }
+        match tokio::time::timeout(WRITE_TIMEOUT, self.session_send.write_all(&frames)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(fatal(CloseCode::TOO_SLOW, e.to_string())),
+            Err(_) => Err(fatal(CloseCode::TOO_SLOW, "write timed out")),
+        }
     }
 
     async fn write_signal(&mut self, ev: SignalEvent) -> Result<(), Fatal> {
@@ -412,7 +467,8 @@ impl Session {
                 .await?
             {
                 Ok(()) => {
-                    let welcome = self.log_in(&name).await?;
+                    let token = self.new_token(&name).await?;
+                    let welcome = self.log_in(&name, token);
                     self.shared.metrics.login(if exists {
                         LoginMethod::Password
                     } else {
@@ -433,14 +489,8 @@ impl Session {
                         Stage::Username,
                         login_failed(LoginFailure::TooManyAttempts, secs(wait)),
                     )
-                } else if self
-                    .shared
-                    .store
-                    .take_token(&name, token.expose())
-                    .await
-                    .map_err(internal)?
-                {
-                    let welcome = self.log_in(&name).await?;
+                } else if let Some(new) = self.rotate_token(&name, token.expose()).await? {
+                    let welcome = self.log_in(&name, new);
                     self.shared.metrics.login(LoginMethod::Token);
                     (Stage::Ready { name }, welcome)
                 } else {
@@ -490,7 +540,26 @@ impl Session {
         {
             self.shared.metrics.login_failure(FailureReason::of(reason));
         }
-        self.write_session(&reply).await
+        self.write_session(&reply).await?;
+        self.write_overflow().await
+    }
+
+    /// Sends the names of the online list that did not fit in the welcome,
+    /// as arrivals, right after it (before any change that followed).
+    async fn write_overflow(&mut self) -> Result<(), Fatal> {
+        if self.overflow.is_empty() {
+            return Ok(());
+        }
+        let mut frames = Vec::new();
+        for name in std::mem::take(&mut self.overflow) {
+            let msg = SessionResponse::Presence { name, online: true };
+            frames.extend_from_slice(&common::wire::encode(&msg)?);
+        }
+        match tokio::time::timeout(WRITE_TIMEOUT, self.session_send.write_all(&frames)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(fatal(CloseCode::TOO_SLOW, e.to_string())),
+            Err(_) => Err(fatal(CloseCode::TOO_SLOW, "write timed out")),
+        }
     }
 
     /// Checks or sets the password. `Ok(Err(reply))` is a failure the user
@@ -621,8 +690,23 @@ impl Session {
         Ok(token)
     }
 
-    async fn log_in(&mut self, name: &str) -> Result<SessionResponse, Fatal> {
-        let token = self.new_token(name).await?;
+    /// Takes the session token `old` of `name` and stores a new one in its
+    /// place; `None` when `old` is not valid.
+    async fn rotate_token(&mut self, name: &str, old: &str) -> Result<Option<String>, Fatal> {
+        let token = hex::encode(rand::random::<[u8; 16]>());
+        let ttl = self.shared.config.token_ttl;
+        let taken = self
+            .shared
+            .store
+            .rotate_token(name, old, &token, ttl.as_millis() as i64)
+            .await
+            .map_err(internal)?;
+        Ok(taken.then_some(token))
+    }
+
+    /// Puts the session online with its (stored) new `token`.
+    fn log_in(&mut self, name: &str, token: String) -> SessionResponse {
+        let ttl = self.shared.config.token_ttl;
         let member = Member {
             session: self.id,
             conn: self.conn.clone(),
@@ -631,15 +715,17 @@ impl Session {
             addrs: self.addrs.clone(),
             metrics: self.shared.metrics.clone(),
         };
-        let online = self.shared.hub.join(name, member);
+        let (mut online, feed) = self.shared.hub.join(name, member);
+        self.feed = Some(feed);
+        self.overflow = online.split_off(welcome_fit(&online));
         self.slot.logged_in();
-        Ok(SessionResponse::Welcome(Welcome {
+        SessionResponse::Welcome(Welcome {
             name: name.to_string(),
             online,
             observed: self.observed,
             token: token.into(),
-            token_valid_secs: self.shared.config.token_ttl.as_secs(),
-        }))
+            token_valid_secs: ttl.as_secs(),
+        })
     }
 
     /// The relay stream: served by its own task until it or the session
@@ -696,7 +782,12 @@ impl Session {
                     Err(_) => Some(Outcome::InvalidName),
                     Ok(to) if to == me => Some(Outcome::SelfRequest),
                     Ok(to) => {
-                        if !self.shared.store.exists(&to).await.map_err(internal)? {
+                        // An online callee exists: only an offline one costs
+                        // a database look-up, which may wait behind a storm
+                        // of login writes on the database thread.
+                        if !hub.is_online(&to)
+                            && !self.shared.store.exists(&to).await.map_err(internal)?
+                        {
                             Some(Outcome::NoSuchUser)
                         } else {
                             hub.request(&me, self.id, id, &to, kind).err()
@@ -728,6 +819,38 @@ impl Session {
             }
         }
         Ok(())
+    }
+}
+
+/// How many of `online` fit in a welcome frame. Past about 9,000 users
+/// online the list alone would exceed the frame limit; the rest follow the
+/// welcome as arrivals, which every peer already understands.
+fn welcome_fit(online: &[String]) -> usize {
+    // Room for everything else in the welcome (name, address, token).
+    let mut left = common::wire::MAX_FRAME_LEN - 512;
+    for (i, name) in online.iter().enumerate() {
+        // A name is its bytes after a varint length (at most 2 bytes here).
+        let cost = name.len() + 2;
+        if cost > left {
+            return i;
+        }
+        left -= cost;
+    }
+    online.len()
+}
+
+/// Waits for the session's next presence change; forever before login.
+async fn wait_feed(feed: &mut Option<Feed>) -> Result<(), FeedError> {
+    match feed {
+        Some(f) => f.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn feed_fatal(e: FeedError) -> Fatal {
+    match e {
+        FeedError::Lagged(_) => fatal(CloseCode::TOO_SLOW, e.to_string()),
+        FeedError::Wire(w) => w.into(),
     }
 }
 
@@ -801,7 +924,24 @@ fn request_name(req: &SessionRequest) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::candidates;
+    use super::{candidates, welcome_fit};
+    use common::protocol::{SessionResponse, Welcome};
+
+    #[test]
+    fn a_welcome_holds_as_many_online_names_as_fit_in_a_frame() {
+        let online: Vec<String> = (0..10_000).map(|i| format!("{i:0>32}")).collect();
+        let fit = welcome_fit(&online);
+        assert!(fit > 1_000 && fit < online.len());
+        let welcome = SessionResponse::Welcome(Welcome {
+            name: "x".repeat(32),
+            online: online[..fit].to_vec(),
+            observed: "[2001:db8::1]:65535".parse().unwrap(),
+            token: "f".repeat(32).into(),
+            token_valid_secs: u64::MAX,
+        });
+        assert!(common::wire::encode(&welcome).is_ok(), "the welcome fits");
+        assert_eq!(welcome_fit(&online[..10]), 10);
+    }
 
     #[test]
     fn candidates_start_with_the_observed_address_and_drop_unusable_ones() {

@@ -142,16 +142,38 @@ impl Store {
             .await
     }
 
-    /// Consumes a token: true (and the token is deleted) when it is valid for `name`.
-    pub async fn take_token(&self, name: &str, token: &str) -> Result<bool, DbError> {
-        let (name, hash) = (name.to_string(), token_hash(token));
+    /// Records a resume of `name`: takes its token `old` and, when it was
+    /// valid, stores `new` in its place and sets its last login to now, as
+    /// [`Store::add_token`] does, all in one job on the database thread (one
+    /// round trip per resume instead of two); false, with nothing changed,
+    /// when `old` is unknown or expired.
+    pub async fn rotate_token(
+        &self,
+        name: &str,
+        old: &str,
+        new: &str,
+        valid_ms: i64,
+    ) -> Result<bool, DbError> {
+        let (name, old, new) = (name.to_string(), token_hash(old), token_hash(new));
         self.db
             .call(move |c| {
-                let n = c.execute(
+                let now = common::ids::now_millis();
+                let taken = c.execute(
                     "DELETE FROM tokens WHERE hash = ?1 AND name = ?2 AND expires_at_ms >= ?3",
-                    rusqlite::params![hash, name, common::ids::now_millis()],
-                )?;
-                Ok(n == 1)
+                    rusqlite::params![old, name, now],
+                )? == 1;
+                if taken {
+                    c.execute("DELETE FROM tokens WHERE expires_at_ms < ?1", [now])?;
+                    c.execute(
+                        "UPDATE accounts SET last_login_at_ms = ?2 WHERE name = ?1",
+                        rusqlite::params![name, now],
+                    )?;
+                    c.execute(
+                        "INSERT OR REPLACE INTO tokens (hash, name, expires_at_ms) VALUES (?1, ?2, ?3)",
+                        rusqlite::params![new, name, now + valid_ms],
+                    )?;
+                }
+                Ok(taken)
             })
             .await
     }

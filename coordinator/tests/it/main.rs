@@ -17,5 +17,6 @@ mod permissions;
 mod presence;
 mod relay;
 mod signaling;
+mod storms;
 mod support;
 mod throttle;

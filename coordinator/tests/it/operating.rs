@@ -134,6 +134,15 @@ async fn metrics_count_exactly_what_a_scripted_run_did() {
     );
     let mut bob_again = tc.client().await;
     bob_again.login("bob", PASSWORD).await;
+    // Presence goes out after a short coalescing window; alice having it
+    // means it was counted.
+    assert_eq!(
+        alice.recv().await,
+        SessionResponse::Presence {
+            name: "bob".into(),
+            online: true
+        }
+    );
 
     let normal_closes = "p2pchat_closes_total{by=\"peer\",code=\"normal\"}";
     let after = within("the coordinator to count both closes", async {
