@@ -558,9 +558,11 @@ fn a_burst_survives_killing_the_receiver_and_arrives_exactly_once() {
     // acknowledged once stored, before it is printed: the screen may lag
     // the sender's delivered marks for a moment.)
     let last = format!("alice: m{:04}", N - 1);
-    eventually(Duration::from_secs(30), "bob printed the last message", || {
-        bob.count(&last) + first_run.iter().filter(|l| l.contains(&last)).count() > 0
-    });
+    eventually(
+        Duration::from_secs(30),
+        "bob printed the last message",
+        || bob.count(&last) + first_run.iter().filter(|l| l.contains(&last)).count() > 0,
+    );
     let screens = [first_run, bob.transcript()];
     let expected: Vec<String> = expected.into_iter().collect();
     assert_shown_once_as_new(&screens, &expected);
