@@ -169,6 +169,8 @@ fn refused_before_handshake(e: &quinn::ConnectionError) -> bool {
 
 /// How long the dialer waits for the acceptor's punch to go out first.
 const PUNCH_HEAD_START: Duration = Duration::from_millis(300);
+/// How long the acceptor's punch waits for both sides' mapping packets.
+const PUNCH_DELAY: Duration = Duration::from_millis(100);
 /// How long a punching attempt is kept going.
 const PUNCH_TIME: Duration = Duration::from_secs(3);
 
@@ -185,6 +187,10 @@ pub async fn punch(
     let Ok(config) = tls::peer_client_config(&identity, peer) else {
         return;
     };
+    // After the low-TTL mapping packets of both sides (sent when the
+    // arrangement came), so that this full-TTL packet finds the dialer's
+    // mapping open instead of leaving a stray entry in its NAT.
+    tokio::time::sleep(PUNCH_DELAY).await;
     let ipv6 = endpoint.local_addr().map(|a| a.is_ipv6()).unwrap_or(false);
     let mut attempts = JoinSet::new();
     for &addr in addrs.iter().filter(|a| ipv6 || a.is_ipv4()) {

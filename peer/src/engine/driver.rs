@@ -414,6 +414,11 @@ impl Driver {
                 self.check_key(&a.peer, a.fingerprint);
                 let (dialer, fingerprint) = (a.dialer, a.fingerprint);
                 let stand_in = self.relay.addr_for(&a.peer);
+                if self.behind_nat {
+                    // Our NAT's mapping towards them first, before any packet
+                    // of theirs or ours reaches their NAT.
+                    self.relay.open_mappings(&a.addrs);
+                }
                 let actions = self.links.arrange(a, Instant::now(), self.behind_nat);
                 self.act(actions);
                 // The dialer may come through the relay, from its stand-in.

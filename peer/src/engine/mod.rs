@@ -30,6 +30,7 @@ mod driver;
 mod link_io;
 mod links;
 mod login;
+mod mapping;
 mod outbox;
 mod relay_path;
 mod signaling;
@@ -238,9 +239,12 @@ fn bind(
     let try_bind = |addr: SocketAddr| {
         let err = |source| EngineError::Bind { addr, source };
         let socket = std::net::UdpSocket::bind(addr).map_err(err)?;
+        // A second handle on the same socket, for the low-TTL packets that
+        // open this side's NAT mapping (see `mapping`).
+        let raw = socket.try_clone().map_err(err)?;
         let runtime = Arc::new(quinn::TokioRuntime);
         let (socket, paths) =
-            RelaySocket::wrap(runtime.wrap_udp_socket(socket).map_err(err)?).map_err(err)?;
+            RelaySocket::wrap(runtime.wrap_udp_socket(socket).map_err(err)?, raw).map_err(err)?;
         let endpoint = quinn::Endpoint::new_with_abstract_socket(
             quinn::EndpointConfig::default(),
             Some(server_config.clone()),

@@ -57,6 +57,9 @@ pub(crate) struct RelayPaths {
     ipv6: bool,
     /// A relay stream is open.
     ready: Arc<std::sync::atomic::AtomicBool>,
+    /// The UDP socket itself, for packets quinn does not send (see
+    /// [`super::mapping`]); none in unit tests.
+    raw: Option<Arc<std::net::UdpSocket>>,
 }
 
 impl fmt::Debug for RelayPaths {
@@ -119,6 +122,14 @@ impl RelayPaths {
         }
     }
 
+    /// Opens this side's NAT mapping towards `addrs` with packets that die
+    /// before the far side's NAT (see [`super::mapping`]).
+    pub(crate) fn open_mappings(&self, addrs: &[SocketAddr]) {
+        if let Some(raw) = &self.raw {
+            super::mapping::open(raw, addrs.iter().filter(|a| !is_relay_addr(**a)));
+        }
+    }
+
     /// True while a relay stream is open.
     pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(std::sync::atomic::Ordering::Relaxed)
@@ -152,9 +163,11 @@ impl fmt::Debug for RelaySocket {
 }
 
 impl RelaySocket {
-    /// Wraps `inner`; returns the socket for quinn and the engine's side.
+    /// Wraps `inner` (`raw`: another handle on the same socket); returns
+    /// the socket for quinn and the engine's side.
     pub(crate) fn wrap(
         inner: Arc<dyn AsyncUdpSocket>,
+        raw: std::net::UdpSocket,
     ) -> io::Result<(Arc<RelaySocket>, RelayPaths)> {
         let ipv6 = inner.local_addr()?.is_ipv6();
         let (out_tx, out_rx) = mpsc::channel(QUEUE);
@@ -166,6 +179,7 @@ impl RelaySocket {
             in_tx,
             ipv6,
             ready: Arc::default(),
+            raw: Some(Arc::new(raw)),
         };
         let socket = RelaySocket {
             inner,
@@ -310,6 +324,7 @@ mod tests {
                 in_tx: in_tx.clone(),
                 ipv6,
                 ready: Arc::default(),
+                raw: None,
             };
             let bob = paths.addr_for("bob");
             let carol = paths.addr_for("carol");
