@@ -15,7 +15,9 @@
 //! carries out their actions and routes those meant for another part.
 //! The I/O lives in `connect` (reaching the coordinator), `coord_io` (its
 //! streams, writes under a deadline), `direct` (dialing, punching, hellos),
-//! `admission` (which incoming attempts get a handshake),
+//! `admission` (which incoming attempts get a handshake), `relay_path` (the
+//! socket quinn sees, with the coordinator relay as a second way out),
+//! `mapping` (low-TTL packets that open our NAT's mapping),
 //! `link_io` (a direct connection's reader and writer) and `store_io` (store
 //! work, results in order). Every task is owned by the loop's `JoinSet`, so
 //! stopping the engine stops them all.
