@@ -216,13 +216,17 @@ pub async fn run(
         }
         let held = cli.reader.held();
         tokio::select! {
+            // In this order when several are ready: Ctrl+C; printing (the
+            // terminal is behind, so events wait); a line already read
+            // before an event already come (it was typed before that event
+            // was seen, so it belongs to the question it was typed at).
+            biased;
+            _ = async { match &mut sigint { Some(s) => { s.recv().await; } None => std::future::pending().await } }, if !stopping => {
+                cli.exit = Some(Exit::Normal);
+            }
             // The terminal is behind: printing comes first, and events wait
             // (the engine holds its messages until they are taken).
             _ = cli.reader.drain(), if held > 0 => {}
-            ev = events.recv(), if held < HELD_LINES => match ev {
-                None | Some(Event::Stopped) => break,
-                Some(ev) => cli.on_event(ev).await,
-            },
             // Lines kept beyond QUEUED_LINES wait in the pipe: reading stops,
             // so the writer of a large paste is slowed down, not buffered.
             input = lines.recv(), if !stopping && !cli.input_closed && cli.queued.len() < QUEUED_LINES => {
@@ -238,9 +242,10 @@ pub async fn run(
                 }
                 cli.reader.resume();
             }
-            _ = async { match &mut sigint { Some(s) => { s.recv().await; } None => std::future::pending().await } }, if !stopping => {
-                cli.exit = Some(Exit::Normal);
-            }
+            ev = events.recv(), if held < HELD_LINES => match ev {
+                None | Some(Event::Stopped) => break,
+                Some(ev) => cli.on_event(ev).await,
+            },
             // Kept lines wait while the engine's queue is full; this wakes
             // the loop when there is room (the CLI never blocks on a full
             // queue, so it keeps reading the engine's events). It is armed

@@ -3,6 +3,7 @@
 //! honest failures at start, the first-use fingerprint, the commands people
 //! reach for, and `peer send`. Real coordinator and peer processes.
 
+use crate::e2e::{start_chat, Pair};
 use crate::e2e_support::{free_udp_addr, stored_messages, Coordinator, Peer};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -243,19 +244,16 @@ fn prompts_come_in_order_through_a_pipe_and_typed_ahead_lines_survive_no_decline
 
 #[test]
 fn the_commands_people_reach_for_work_in_a_chat() {
-    let coord = Coordinator::start();
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut alice = Peer::start(&coord, da.path());
-    alice.login_new("alice", PW);
-    let mut bob = Peer::start(&coord, db.path());
-    bob.login_new("bob", PW);
-    alice.expect("bob is online.");
+    let Pair {
+        coord,
+        da: _da,
+        db: _db,
+        mut alice,
+        mut bob,
+    } = Pair::online();
     alice.send("help");
     alice.expect("/say TEXT sends TEXT");
-    alice.send("bob");
-    bob.expect("Chat with alice? [y/n]");
-    bob.send("y");
-    alice.expect("You are now chatting with bob");
+    start_chat(&mut alice, "alice", &mut bob, "bob");
     alice.send("/status");
     alice.expect(&format!("Coordinator: {} (connected).", coord.addr));
     alice.expect("Logged in as alice; this peer listens on 127.0.0.1:");
@@ -283,16 +281,14 @@ fn the_commands_people_reach_for_work_in_a_chat() {
 
 #[test]
 fn a_chat_partner_signing_out_is_told_once() {
-    let coord = Coordinator::start();
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut alice = Peer::start(&coord, da.path());
-    alice.login_new("alice", PW);
-    let mut bob = Peer::start(&coord, db.path());
-    bob.login_new("bob", PW);
-    alice.send("bob");
-    bob.expect("Chat with alice? [y/n]");
-    bob.send("y");
-    alice.expect("You are now chatting with bob");
+    let Pair {
+        coord: _coord,
+        da: _da,
+        db: _db,
+        mut alice,
+        mut bob,
+    } = Pair::online();
+    start_chat(&mut alice, "alice", &mut bob, "bob");
     bob.exit();
     alice.expect("bob signed out.");
     alice.expect("Who do you want to chat with?");

@@ -63,16 +63,16 @@ pub(crate) fn assert_shown_once_as_new(screens: &[Vec<String>], expected: &[Stri
 
 /// A coordinator, and alice and bob logged in with new accounts, each in
 /// its own data folder; alice has seen bob come online.
-struct Pair {
-    coord: Coordinator,
-    da: tempfile::TempDir,
-    db: tempfile::TempDir,
-    alice: Peer,
-    bob: Peer,
+pub(crate) struct Pair {
+    pub(crate) coord: Coordinator,
+    pub(crate) da: tempfile::TempDir,
+    pub(crate) db: tempfile::TempDir,
+    pub(crate) alice: Peer,
+    pub(crate) bob: Peer,
 }
 
 impl Pair {
-    fn online() -> Pair {
+    pub(crate) fn online() -> Pair {
         let coord = Coordinator::start();
         let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let mut alice = Peer::start(&coord, da.path());
@@ -90,7 +90,12 @@ impl Pair {
     }
 }
 
-fn start_chat(caller: &mut Peer, caller_name: &str, callee: &mut Peer, callee_name: &str) {
+pub(crate) fn start_chat(
+    caller: &mut Peer,
+    caller_name: &str,
+    callee: &mut Peer,
+    callee_name: &str,
+) {
     caller.send(callee_name);
     caller.expect(&format!("Asking {callee_name} to chat"));
     callee.expect(&format!("{caller_name} wants to chat with you"));

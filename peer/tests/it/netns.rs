@@ -448,6 +448,20 @@ fn start_chat(caller: &mut Peer, caller_name: &str, callee: &mut Peer, callee_na
     caller.expect(&format!("You are now chatting with {callee_name}"));
 }
 
+/// Waits until alice's and bob's stores each hold the two messages of a
+/// chat (one each way), every outgoing one marked delivered.
+fn both_stored_and_delivered(da: &Path, db: &Path) {
+    eventually(WAIT, "both stores hold both messages, delivered", || {
+        let a = stored_messages(da, "alice");
+        let b = stored_messages(db, "bob");
+        a.len() == 2
+            && b.len() == 2
+            && a.iter()
+                .chain(&b)
+                .all(|r| !r.outgoing || r.delivered_at_ms.is_some())
+    });
+}
+
 /// The chat `peer` is in started on a direct path, not through the relay.
 fn assert_direct(peer: &Peer) {
     let t = peer.transcript();
@@ -700,15 +714,7 @@ fn a_public_requester_reaches_a_callee_behind_nat_through_her_punch() {
     bob.expect("alice: and back");
     assert_eq!(bob.count("Could not connect"), 0);
     assert_eq!(alice.count("Could not connect"), 0);
-    eventually(WAIT, "both stores hold both messages, delivered", || {
-        let a = stored_messages(da.path(), "alice");
-        let b = stored_messages(db.path(), "bob");
-        a.len() == 2
-            && b.len() == 2
-            && a.iter()
-                .chain(&b)
-                .all(|r| !r.outgoing || r.delivered_at_ms.is_some())
-    });
+    both_stored_and_delivered(da.path(), db.path());
     alice.exit();
     bob.expect("alice signed out.");
     bob.exit();
@@ -907,15 +913,7 @@ fn chat_behind_two_nats(bob_symmetric: bool) -> (Peer, Peer) {
     } else {
         alice.expect("bob (chat): direct to ");
     }
-    eventually(WAIT, "both stores hold both messages, delivered", || {
-        let a = stored_messages(da.path(), "alice");
-        let b = stored_messages(db.path(), "bob");
-        a.len() == 2
-            && b.len() == 2
-            && a.iter()
-                .chain(&b)
-                .all(|r| !r.outgoing || r.delivered_at_ms.is_some())
-    });
+    both_stored_and_delivered(da.path(), db.path());
     bob.exit();
     alice.expect("bob signed out.");
 
