@@ -151,8 +151,9 @@ struct Net {
 struct Hosts {
     coord: String,
     bob: String,
-    /// Only in NAT topologies.
+    /// Only in NAT topologies: alice's router (and bob's, when he has one).
     router: Option<String>,
+    bob_router: Option<String>,
     alice: String,
 }
 
@@ -240,6 +241,7 @@ impl Net {
             coord,
             bob,
             router,
+            bob_router: None,
             alice,
         }
     }
@@ -264,11 +266,66 @@ impl Net {
         let lan_a = format!("192.168.{}", self.b);
         let (alice, router) = self.behind_router(&wan, "alice", "p3", 3, &lan_a, false);
         let lan_b = format!("172.16.{}", self.b);
-        let (bob, _) = self.behind_router(&wan, "bob", "p4", 4, &lan_b, bob_symmetric);
+        let (bob, bob_router) = self.behind_router(&wan, "bob", "p4", 4, &lan_b, bob_symmetric);
         Hosts {
             coord,
             bob,
             router: Some(router),
+            bob_router: Some(bob_router),
+            alice,
+        }
+    }
+
+    /// The wan with the coordinator, and alice and bob on one private LAN
+    /// (a bridge in the router) behind one masquerading router.
+    fn build_one_lan(&mut self) -> Hosts {
+        let wan = self.wan();
+        let coord = self.add("coord");
+        self.attach_to_wan(&wan, &coord, "p1", &self.wan_ip(1));
+        run(&[
+            "ip",
+            "-n",
+            &coord,
+            "route",
+            "add",
+            "default",
+            "via",
+            &self.wan_ip(254),
+        ]);
+        let lan = format!("192.168.{}", self.b);
+        let (alice, router) = self.behind_router(&wan, "alice", "p3", 3, &lan, false);
+        // Bob on the same LAN: the router's LAN leg becomes a bridge port.
+        run(&["ip", "-n", &router, "link", "add", "br1", "type", "bridge"]);
+        run(&["ip", "-n", &router, "addr", "flush", "dev", "lan0"]);
+        run(&["ip", "-n", &router, "link", "set", "lan0", "master", "br1"]);
+        let lan_gw = format!("{lan}.1");
+        run(&[
+            "ip",
+            "-n",
+            &router,
+            "addr",
+            "add",
+            &format!("{lan_gw}/24"),
+            "dev",
+            "br1",
+        ]);
+        run(&["ip", "-n", &router, "link", "set", "br1", "up"]);
+        let bob = self.add("bob");
+        run(&[
+            "ip", "-n", &bob, "link", "add", "eth0", "type", "veth", "peer", "name", "lan1",
+            "netns", &router,
+        ]);
+        run(&["ip", "-n", &router, "link", "set", "lan1", "master", "br1"]);
+        run(&["ip", "-n", &router, "link", "set", "lan1", "up"]);
+        let bob_ip = format!("{lan}.3/24");
+        run(&["ip", "-n", &bob, "addr", "add", &bob_ip, "dev", "eth0"]);
+        run(&["ip", "-n", &bob, "link", "set", "eth0", "up"]);
+        run(&["ip", "-n", &bob, "route", "add", "default", "via", &lan_gw]);
+        Hosts {
+            coord,
+            bob,
+            router: Some(router),
+            bob_router: None,
             alice,
         }
     }
@@ -361,6 +418,43 @@ fn impair(ns: &str) -> String {
 }
 
 /// As [`impair`], with `delay` (and 5 ms jitter) and `loss` per cent.
+/// Drops `loss` % of the packets a NAT router forwards on its public
+/// side (both ways): netem where the kernel has it, else iptables.
+fn impair_router(ns: &str, loss: u32) -> String {
+    let loss_pct = format!("{loss}%");
+    let netem = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "tc", "qdisc", "add", "dev", "eth0", "root",
+        ])
+        .args(["netem", "loss", &loss_pct])
+        .output()
+        .expect("running tc");
+    let probability = format!("{:.2}", f64::from(loss) / 100.0);
+    ns_run(
+        ns,
+        &[
+            "iptables",
+            "-A",
+            "FORWARD",
+            "-i",
+            "eth0",
+            "-m",
+            "statistic",
+            "--mode",
+            "random",
+            "--probability",
+            &probability,
+            "-j",
+            "DROP",
+        ],
+    );
+    if netem.status.success() {
+        format!("{loss_pct} loss out (netem) and in (iptables)")
+    } else {
+        format!("{loss_pct} loss in (iptables; no netem in this kernel)")
+    }
+}
+
 fn impair_with(ns: &str, delay: &str, loss: u32) -> String {
     let loss_pct = format!("{loss}%");
     let netem = Command::new("ip")
@@ -857,7 +951,7 @@ fn kept_messages_survive_loss_and_repeated_kills_exactly_once() {
 /// background.
 #[test]
 fn two_peers_behind_nats_chat_through_the_coordinator_relay() {
-    let (alice, _bob) = chat_behind_two_nats(true);
+    let (alice, _bob) = chat_behind_two_nats(true, None);
     let started = alice
         .transcript()
         .into_iter()
@@ -874,7 +968,7 @@ fn two_peers_behind_nats_chat_through_the_coordinator_relay() {
 /// the relay; which one is reported.
 #[test]
 fn two_peers_behind_port_keeping_nats_chat_either_way() {
-    let (alice, _bob) = chat_behind_two_nats(false);
+    let (alice, _bob) = chat_behind_two_nats(false, None);
     let started = alice
         .transcript()
         .into_iter()
@@ -887,9 +981,14 @@ fn two_peers_behind_port_keeping_nats_chat_either_way() {
 /// chat both ways, then messages kept for bob while he is away, delivered
 /// in the background when he is back. Returns the peers' transcripts'
 /// owners for more checks.
-fn chat_behind_two_nats(bob_symmetric: bool) -> (Peer, Peer) {
+fn chat_behind_two_nats(bob_symmetric: bool, loss: Option<u32>) -> (Peer, Peer) {
     let mut net = Net::new();
     let hosts = net.build_two_nats(bob_symmetric);
+    if let Some(loss) = loss {
+        for router in [&hosts.router, &hosts.bob_router].into_iter().flatten() {
+            eprintln!("{router}: {}", impair_router(router, loss));
+        }
+    }
     let coord = coordinator(&net, &hosts);
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut alice = peer(&net, &hosts.alice, da.path());
@@ -974,4 +1073,46 @@ fn a_relay_cut_by_a_coordinator_restart_loses_and_repeats_nothing() {
     });
     let shown = shown_from(&bob, "alice");
     assert_eq!(shown, expected, "each shown once, in order");
+}
+
+/// Two NATs with 2 % loss on their public sides: the pair still chats both
+/// ways and kept messages still arrive (directly or through the relay).
+#[test]
+fn two_peers_behind_lossy_nats_chat_either_way() {
+    let (alice, _bob) = chat_behind_two_nats(false, Some(2));
+    let started = alice
+        .transcript()
+        .into_iter()
+        .find(|l| l.contains("You are now chatting with"))
+        .unwrap();
+    eprintln!("two MASQUERADE NATs with 2 % loss: {started}");
+}
+
+/// Alice and bob on one private network behind one NAT: they connect
+/// directly, on their private addresses (the NAT is not in the path).
+#[test]
+fn two_peers_behind_one_nat_chat_directly_on_their_private_addresses() {
+    let mut net = Net::new();
+    let hosts = net.build_one_lan();
+    let coord = coordinator(&net, &hosts);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = peer(&net, &hosts.alice, da.path());
+    alice.login_new("alice", PW);
+    let mut bob = peer(&net, &hosts.bob, db.path());
+    bob.login_new("bob", PW);
+    alice.expect("bob is online.");
+    start_chat(&mut alice, "alice", &mut bob, "bob");
+    assert_direct(&alice);
+    alice.send("next door");
+    bob.expect("alice: next door");
+    bob.send("hi neighbour");
+    alice.expect("bob: hi neighbour");
+    alice.send("/status");
+    let path = alice.expect("bob (chat): direct to ");
+    assert!(
+        path.contains(&format!("192.168.{}.", net.b)),
+        "not on the private address: {path}"
+    );
+    both_stored_and_delivered(da.path(), db.path());
+    drop(coord);
 }
