@@ -284,6 +284,12 @@ pub fn simple_event(style: &Style, ev: &Event) -> Option<Vec<String>> {
             )),
         ],
         Event::Status(st) => status_lines(style, st),
+        Event::ChatPathChanged { with, relayed: false } => vec![style.info(&format!(
+            "The chat with {with} now runs directly (a direct path was found)."
+        ))],
+        Event::ChatPathChanged { with, relayed: true } => vec![style.info(&format!(
+            "The chat with {with} now runs through the coordinator relay."
+        ))],
         Event::PasswordChanged => vec![style.info(
             "Password changed. Sessions elsewhere must log in with the new one.",
         )],

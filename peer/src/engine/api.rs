@@ -439,6 +439,13 @@ pub enum Event {
         /// Through the coordinator relay (no direct path worked).
         relayed: bool,
     },
+    /// The chat moved to another path: from the relay to a direct one.
+    ChatPathChanged {
+        /// The other user.
+        with: String,
+        /// Through the coordinator relay now.
+        relayed: bool,
+    },
     /// The chat ended.
     ChatEnded {
         /// The other user.

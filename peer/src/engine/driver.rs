@@ -20,7 +20,7 @@ use super::connect::{self, ConnectError, Connected, Trust};
 use super::coord_io::CoordIo;
 use super::direct;
 use super::link_io::{self, LinkHandle, LinkInput, Out};
-use super::links::{Admission, Links};
+use super::links::{self, Admission, Links};
 use super::login::{Login, Stage};
 use super::outbox::{self, Outbox};
 use super::relay_path::{self, RelayPaths};
@@ -48,6 +48,9 @@ use tokio_util::sync::CancellationToken;
 pub(crate) const CHANNEL: usize = 1024;
 /// Most commands taken in one turn (their sends are stored together).
 const COMMAND_BATCH: usize = 512;
+/// How often a relayed chat's dialer tries the direct path again.
+const UPGRADE_EVERY: Duration = Duration::from_secs(5);
+
 /// Events waiting for the front end past which commands wait; received
 /// messages waiting for it past which link frames wait.
 const EVENT_BACKLOG: usize = 4096;
@@ -564,15 +567,17 @@ impl Driver {
         let relay = self.relay.is_ready().then(|| self.relay.addr_for(&a.peer));
         let relay_after = self.config.timings.relay_after;
         self.tasks.spawn(async move {
+            let (fingerprint, kind) = (a.fingerprint, a.kind);
             let dial = |addrs: Vec<SocketAddr>| {
                 let (endpoint, identity, me) = (&endpoint, &identity, &me);
                 async move {
-                    direct::connect(endpoint, identity, a.fingerprint, &addrs, me, a.kind).await
+                    direct::connect(endpoint, identity, fingerprint, &addrs, me, kind).await
                 }
             };
             // Directly if that works within `relay_after`, else through the
             // coordinator (the direct attempts are dropped, so only one
             // link comes up).
+            let mut relayed = false;
             let result = match relay {
                 None => dial(a.addrs.clone()).await,
                 Some(stand_in) => {
@@ -581,11 +586,22 @@ impl Driver {
                         Ok(Ok(link)) => Ok(link),
                         Ok(Err(_)) | Err(_) => {
                             tracing::info!(peer = %a.peer, "no direct path; relaying through the coordinator");
+                            relayed = true;
                             dial(vec![stand_in]).await
                         }
                     }
                 }
             };
+            // A relayed chat keeps looking for a direct path; the first
+            // that works replaces the relayed link (the acceptor admits it
+            // for UPGRADE_WINDOW).
+            let upgrade = match &result {
+                Ok((conn, _, _)) if relayed && a.kind == RequestKind::Chat && !a.addrs.is_empty() => {
+                    Some(conn.clone())
+                }
+                _ => None,
+            };
+            let (peer, addrs) = (a.peer.clone(), a.addrs.clone());
             let ev = match result {
                 Ok((conn, send, recv)) => Input::LinkUp(Box::new(LinkUp {
                     peer: a.peer,
@@ -601,6 +617,31 @@ impl Driver {
                 },
             };
             let _ = tx.send(ev).await;
+            let Some(relayed_conn) = upgrade else {
+                return;
+            };
+            let deadline = tokio::time::Instant::now() + links::UPGRADE_WINDOW;
+            while tokio::time::Instant::now() < deadline && relayed_conn.close_reason().is_none() {
+                tokio::time::sleep(UPGRADE_EVERY).await;
+                let attempt = tokio::time::timeout(UPGRADE_EVERY, dial(addrs.clone()));
+                if let Ok(Ok((conn, send, recv))) = attempt.await {
+                    if relayed_conn.close_reason().is_some() {
+                        close::close(&conn, CloseCode::DUPLICATE);
+                        return;
+                    }
+                    tracing::info!(%peer, "a direct path works now; leaving the relay");
+                    let up = LinkUp {
+                        peer,
+                        kind,
+                        conn,
+                        send,
+                        recv,
+                        accepted_fingerprint: None,
+                    };
+                    let _ = tx.send(Input::LinkUp(Box::new(up))).await;
+                    return;
+                }
+            }
         });
     }
 

@@ -19,7 +19,15 @@ struct Expectation {
     peer: String,
     kind: RequestKind,
     deadline: Instant,
+    /// The dialer came through the relay: a direct link from it may still
+    /// replace that one (an upgrade), until the deadline; its expiry is no
+    /// failure.
+    upgrade: bool,
 }
+
+/// How long the acceptor of a relayed chat admits a direct link that
+/// replaces it.
+pub(crate) const UPGRADE_WINDOW: Duration = Duration::from_secs(300);
 
 /// An open direct connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +122,7 @@ impl Links {
                     peer: a.peer,
                     kind: a.kind,
                     deadline,
+                    upgrade: false,
                 });
             }
         }
@@ -160,7 +169,14 @@ impl Links {
         if let Some(fp) = accepted_fp {
             if let Some(list) = self.expectations.get_mut(&fp) {
                 if let Some(pos) = list.iter().position(|e| e.peer == peer && e.kind == kind) {
-                    list.remove(pos);
+                    if relayed && kind == RequestKind::Chat {
+                        // Kept: the dialer may find a direct path later.
+                        let e = &mut list[pos];
+                        e.upgrade = true;
+                        e.deadline += UPGRADE_WINDOW;
+                    } else {
+                        list.remove(pos);
+                    }
                     if list.is_empty() {
                         self.expectations.remove(&fp);
                         out.push(Action::Revoke(fp));
@@ -181,9 +197,10 @@ impl Links {
                     && (kind == RequestKind::Chat || l.accepted == accepted)
             })
             .map(|(id, _)| *id);
+        let mut old_info = None;
         if let Some(old) = old {
             out.push(Action::LinkClose(old, CloseCode::DUPLICATE));
-            self.links.remove(&old);
+            old_info = self.links.remove(&old);
             if self.chat == Some(old) {
                 self.chat = None;
             }
@@ -203,6 +220,12 @@ impl Links {
         );
         if kind == RequestKind::Chat {
             let started = self.chat.is_none() && old.is_none();
+            if let Some(old) = old_info.filter(|o| o.relayed && !relayed) {
+                out.push(Action::Emit(Event::ChatPathChanged {
+                    with: old.peer,
+                    relayed: false,
+                }));
+            }
             self.chat = Some(id);
             if started {
                 out.push(Action::Emit(Event::ChatStarted {
@@ -224,7 +247,7 @@ impl Links {
         let Some(info) = self.links.remove(&link) else {
             return (None, Vec::new());
         };
-        let mut out = Vec::new();
+        let mut out = self.forget_upgrade(&info);
         if self.chat == Some(link) {
             self.chat = None;
             out.push(Action::Emit(Event::ChatEnded {
@@ -255,13 +278,31 @@ impl Links {
         let Some(info) = self.links.remove(&link) else {
             return Vec::new();
         };
-        vec![
+        let mut out = self.forget_upgrade(&info);
+        out.extend([
             Action::LinkClose(link, code),
             Action::Emit(Event::ChatEnded {
                 with: info.peer,
                 reason,
             }),
-        ]
+        ]);
+        out
+    }
+
+    /// A relayed chat ended: a direct link may no longer replace it.
+    fn forget_upgrade(&mut self, ended: &LinkInfo) -> Vec<Action> {
+        let mut out = Vec::new();
+        if !ended.relayed {
+            return out;
+        }
+        for (fp, list) in self.expectations.iter_mut() {
+            list.retain(|e| !(e.upgrade && e.peer == ended.peer));
+            if list.is_empty() {
+                out.push(Action::Revoke(*fp));
+            }
+        }
+        self.expectations.retain(|_, list| !list.is_empty());
+        out
     }
 
     /// Forgets accepted requests whose dialer never came; a chat among them
@@ -270,7 +311,7 @@ impl Links {
         let mut out = Vec::new();
         for (fp, list) in self.expectations.iter_mut() {
             for e in list.iter().filter(|e| e.deadline <= now) {
-                if e.kind == RequestKind::Chat {
+                if e.kind == RequestKind::Chat && !e.upgrade {
                     out.push(Action::Emit(Event::ChatFailed {
                         with: e.peer.clone(),
                         reason: ChatFailure::NoShow,
@@ -325,6 +366,50 @@ mod tests {
             .any(|a| matches!(a, Action::Emit(Event::ChatStarted { .. }))));
         assert_eq!(l.chat_peer(), Some("bob"));
         assert!(l.allowed(&FP).is_empty());
+    }
+
+    #[test]
+    fn a_relayed_chat_is_replaced_by_a_direct_link_from_the_same_dialer() {
+        let mut l = Links::new(Duration::from_secs(30));
+        let now = Instant::now();
+        l.arrange(arrangement("bob", RequestKind::Chat), now, false);
+        let (adm, a) = l.on_up("bob".into(), RequestKind::Chat, Some(FP), true);
+        assert_eq!(adm, Admission::Admit(1));
+        assert!(
+            !a.iter().any(|a| matches!(a, Action::Revoke(_))),
+            "still vouched for, for an upgrade"
+        );
+        assert_eq!(l.allowed(&FP), vec![("bob".to_string(), RequestKind::Chat)]);
+        // Its expiry, later, is no failure.
+        assert!(!l
+            .tick(now + Duration::from_secs(60))
+            .iter()
+            .any(|a| matches!(a, Action::Emit(_))));
+        let (adm, a) = l.on_up("bob".into(), RequestKind::Chat, Some(FP), false);
+        assert_eq!(adm, Admission::Admit(2));
+        assert!(a.iter().any(|a| matches!(a, Action::LinkClose(1, _))));
+        assert!(a.iter().any(|a| matches!(
+            a,
+            Action::Emit(Event::ChatPathChanged { relayed: false, .. })
+        )));
+        assert!(!a
+            .iter()
+            .any(|a| matches!(a, Action::Emit(Event::ChatStarted { .. }))));
+        assert!(a.iter().any(|a| matches!(a, Action::Revoke(FP))));
+        assert_eq!(l.chat_peer(), Some("bob"));
+    }
+
+    #[test]
+    fn a_relayed_chat_that_ends_no_longer_admits_a_direct_link() {
+        let mut l = Links::new(Duration::from_secs(30));
+        let now = Instant::now();
+        l.arrange(arrangement("bob", RequestKind::Chat), now, false);
+        l.on_up("bob".into(), RequestKind::Chat, Some(FP), true);
+        let a = l.leave();
+        assert!(a.iter().any(|a| matches!(a, Action::Revoke(FP))));
+        assert!(l.allowed(&FP).is_empty());
+        let expired = l.tick(now + UPGRADE_WINDOW + Duration::from_secs(60));
+        assert!(expired.is_empty());
     }
 
     #[test]

@@ -1116,3 +1116,67 @@ fn two_peers_behind_one_nat_chat_directly_on_their_private_addresses() {
     both_stored_and_delivered(da.path(), db.path());
     drop(coord);
 }
+
+/// A chat that had to start through the relay (the direct path was
+/// blocked) moves to the direct path once it works: both sides are told
+/// once, and every message arrives once, in order, across the switch.
+#[test]
+fn a_relayed_chat_moves_to_a_direct_path_when_one_appears() {
+    let mut net = Net::new();
+    let hosts = net.build(false);
+    let alice_ip = net.wan_ip(3);
+    let block = |op: &str| {
+        ns_run(
+            &hosts.bob,
+            &[
+                "iptables", op, "INPUT", "-p", "udp", "-s", &alice_ip, "-j", "DROP",
+            ],
+        );
+        ns_run(
+            &hosts.bob,
+            &[
+                "iptables", op, "OUTPUT", "-p", "udp", "-d", &alice_ip, "-j", "DROP",
+            ],
+        );
+    };
+    block("-I");
+    let coord = coordinator(&net, &hosts);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = peer(&net, &hosts.alice, da.path());
+    alice.login_new("alice", PW);
+    let mut bob = peer(&net, &hosts.bob, db.path());
+    bob.login_new("bob", PW);
+    alice.expect("bob is online.");
+    start_chat(&mut alice, "alice", &mut bob, "bob");
+    assert!(alice
+        .transcript()
+        .iter()
+        .any(|l| l.contains("chatting with bob, through the coordinator relay")));
+    alice.send("m0 relayed");
+    bob.expect("alice: m0 relayed");
+
+    block("-D");
+    alice.expect_within(
+        "The chat with bob now runs directly",
+        Duration::from_secs(40),
+    );
+    bob.expect("The chat with alice now runs directly");
+    let after: Vec<String> = (1..=5).map(|i| format!("m{i} direct")).collect();
+    for line in &after {
+        alice.send(line);
+    }
+    bob.expect("alice: m5 direct");
+    let mut want = vec!["m0 relayed".to_string()];
+    want.extend(after);
+    assert_eq!(shown_from(&bob, "alice"), want);
+    alice.send("/status");
+    alice.expect("bob (chat): direct to ");
+    assert_eq!(alice.count("now runs directly"), 1);
+    eventually(WAIT, "every message stored once and delivered", || {
+        let a = stored_messages(da.path(), "alice");
+        a.len() == 6
+            && a.iter().all(|r| r.delivered_at_ms.is_some())
+            && stored_messages(db.path(), "bob").len() == 6
+    });
+    drop(coord);
+}
