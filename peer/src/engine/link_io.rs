@@ -53,9 +53,14 @@ pub(crate) struct LinkHandle {
 
 impl LinkHandle {
     /// Queues frames; false when the writer's queue is full (the peer is
-    /// not reading) or gone.
+    /// not reading). A writer that is gone (the connection ended) takes
+    /// nothing and says nothing: the link's end is reported by its task,
+    /// with the reason the other side gave (a sign-out, say).
     pub(crate) fn send(&self, out: Out) -> bool {
-        self.tx.try_send(out).is_ok()
+        !matches!(
+            self.tx.try_send(out),
+            Err(mpsc::error::TrySendError::Full(_))
+        )
     }
 
     /// The other side's address and the current round-trip time.
