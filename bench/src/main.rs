@@ -143,6 +143,11 @@ async fn main() -> anyhow::Result<()> {
         relay.numbers.p50.as_secs_f64() * 1e3,
         ratio(relay.numbers.p50, chat.p50),
     );
+    let mb = (args.messages * args.size) as f64 / 1e6;
+    println!(
+        "relay CPU: {:.0} ms per MB of messages relayed (the whole process's CPU in the relayed run minus the direct run's, over {mb:.1} MB)",
+        relay.cpu.saturating_sub(direct.cpu).as_secs_f64() * 1e3 / mb
+    );
     if let Some(kib) = peak_rss_kib() {
         println!(
             "peak memory of this process (coordinator and both peers): {:.1} MiB",
@@ -337,10 +342,30 @@ async fn log_in(
     Ok(side)
 }
 
-/// A chat's numbers, and its setup time (accept to the first message shown).
+/// A chat's numbers, its setup time (accept to the first message shown),
+/// and the CPU time the whole process used in its throughput run.
 struct Chat {
     numbers: Numbers,
     setup: Duration,
+    cpu: Duration,
+}
+
+/// CPU time this process has used (user and system), from /proc.
+fn process_cpu() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    // Linux reports these in clock ticks of 1/100 s.
+    Duration::from_millis(ticks * 10)
 }
 
 async fn p2pchat(args: &Args, relayed: bool) -> anyhow::Result<Chat> {
@@ -402,6 +427,7 @@ async fn p2pchat(args: &Args, relayed: bool) -> anyhow::Result<Chat> {
     }
 
     let start = Instant::now();
+    let cpu_before = process_cpu();
     // The receiver's events are read while the sender sends: the engine
     // slows the sender down (backpressure) when the receiver's front end
     // does not keep up, so reading them afterwards would never finish.
@@ -433,6 +459,7 @@ async fn p2pchat(args: &Args, relayed: bool) -> anyhow::Result<Chat> {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let elapsed = start.elapsed();
+    let cpu = process_cpu().saturating_sub(cpu_before);
     alice.handle.shutdown().await;
     bob.handle.shutdown().await;
     let _ = stop_tx.send(());
@@ -440,5 +467,6 @@ async fn p2pchat(args: &Args, relayed: bool) -> anyhow::Result<Chat> {
     Ok(Chat {
         numbers: summarize(lat, args.messages, elapsed),
         setup,
+        cpu,
     })
 }

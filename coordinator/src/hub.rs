@@ -121,7 +121,9 @@ pub struct State {
     /// Pairs the coordinator arranged (names in order, see
     /// [`crate::signaling::relay_pair`]) with the sessions they were
     /// arranged in: only they may relay to each other.
-    pub relay_pairs: HashMap<(String, String), (u64, u64)>,
+    pub relay_pairs: HashMap<(String, String), (u64, u64, u64)>,
+    /// The order in which relay pairs were allowed (the oldest goes first).
+    pub next_relay_pair: u64,
     /// The relay queue of each session that opened its relay stream.
     pub relays: HashMap<u64, mpsc::Sender<RelayEvent>>,
     /// Pairs (names in order) that accepted a chat with each other since

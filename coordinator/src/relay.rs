@@ -184,7 +184,7 @@ fn forward(
     packet: Vec<u8>,
 ) -> Result<usize, Option<String>> {
     let st = hub.lock();
-    let Some(&(s1, s2)) = st.relay_pairs.get(&relay_pair(from, to)) else {
+    let Some(&(s1, s2, _)) = st.relay_pairs.get(&relay_pair(from, to)) else {
         return Err(Some(format!("no chat or delivery with {to} was arranged")));
     };
     let to_session = if s1 == session {

@@ -104,8 +104,7 @@ impl Hub {
             Answer::Accept => {
                 st.connect(&p, id)?;
                 // The two may now relay through us (until either leaves).
-                st.relay_pairs
-                    .insert(relay_pair(&p.from, &p.to), (p.from_session, p.to_session));
+                st.allow_relay(&p);
                 return Ok(());
             }
             Answer::Decline => Outcome::Declined,
@@ -156,6 +155,9 @@ impl Hub {
     }
 }
 
+/// Relay pairs one session may hold (see `State::allow_relay`).
+pub const MAX_RELAY_PAIRS: usize = 32;
+
 /// The key of a pair that may relay: the two names in order.
 pub fn relay_pair(a: &str, b: &str) -> (String, String) {
     if a <= b {
@@ -177,6 +179,28 @@ fn withdrawn(id: u64, reason: Withdrawal) -> Outbound {
 }
 
 impl State {
+    /// Lets the two sides of an accepted request relay to each other. A
+    /// session keeps at most [`MAX_RELAY_PAIRS`] such pairs: past it, its
+    /// oldest is forgotten (a chat or delivery that old is over or direct).
+    fn allow_relay(&mut self, p: &Pending) {
+        for session in [p.from_session, p.to_session] {
+            let of_session: Vec<_> = self
+                .relay_pairs
+                .iter()
+                .filter(|(_, v)| v.0 == session || v.1 == session)
+                .map(|(k, v)| (v.2, k.clone()))
+                .collect();
+            if of_session.len() >= MAX_RELAY_PAIRS {
+                if let Some((_, oldest)) = of_session.into_iter().min() {
+                    self.relay_pairs.remove(&oldest);
+                }
+            }
+        }
+        self.next_relay_pair += 1;
+        let value = (p.from_session, p.to_session, self.next_relay_pair);
+        self.relay_pairs.insert(relay_pair(&p.from, &p.to), value);
+    }
+
     /// Sends both sides of an accepted request what they need to connect.
     /// Addresses go only to the two sides of an accepted chat, or of a
     /// delivery between people who have chatted (since this coordinator

@@ -201,3 +201,50 @@ async fn a_delivery_from_a_stranger_learns_no_address() {
     let (of_b, _) = connect_addrs(&mut a, &mut b, 3, RequestKind::Deliver).await;
     assert_eq!(of_b, vec![b.local_addr()], "contacts deliver directly");
 }
+
+/// One session keeps at most `MAX_RELAY_PAIRS` relay pairs: arranging
+/// one more forgets its oldest (which can then no longer relay), and the
+/// newest relays.
+#[tokio::test]
+async fn a_session_relays_with_at_most_a_bounded_number_of_peers() {
+    use coordinator::signaling::MAX_RELAY_PAIRS;
+    let tc = TestCoordinator::start().await;
+    let (mut a, mut a_send, mut a_recv) = with_relay(&tc, "alice").await;
+    let mut others = Vec::new();
+    for i in 0..=MAX_RELAY_PAIRS {
+        let name = format!("u{i:02}");
+        let (mut b, b_send, b_recv) = with_relay(&tc, &name).await;
+        a.signal(SignalRequest::Request {
+            id: i as u64 + 1,
+            to: name.clone(),
+            kind: RequestKind::Deliver,
+        })
+        .await;
+        let SignalEvent::Incoming { id, .. } = b.recv_signal().await else {
+            panic!("{name} should be asked");
+        };
+        b.signal(SignalRequest::Answer {
+            id,
+            answer: Answer::Accept,
+        })
+        .await;
+        assert!(matches!(a.recv_signal().await, SignalEvent::Connect { .. }));
+        others.push((name, b, b_send, b_recv));
+    }
+    // The first pair was forgotten when the last was allowed.
+    packet(&mut a_send, "u00", vec![1]).await;
+    assert!(matches!(
+        next(&mut a_recv).await,
+        RelayEvent::Refused { .. }
+    ));
+    let last = format!("u{MAX_RELAY_PAIRS:02}");
+    packet(&mut a_send, &last, vec![2]).await;
+    let (_, _, _, last_recv) = others.last_mut().unwrap();
+    assert_eq!(
+        next(last_recv).await,
+        RelayEvent::Packet {
+            from: "alice".into(),
+            packet: vec![2],
+        }
+    );
+}

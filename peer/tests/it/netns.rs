@@ -537,9 +537,20 @@ fn start_chat(caller: &mut Peer, caller_name: &str, callee: &mut Peer, callee_na
     caller.expect(&format!("Asking {callee_name} to chat"));
     callee.expect(&format!("{caller_name} wants to chat with you"));
     callee.expect(&format!("Chat with {caller_name}? [y/n]"));
+    let accepted = std::time::Instant::now();
     callee.send("y");
     callee.expect(&format!("You are now chatting with {caller_name}"));
-    caller.expect(&format!("You are now chatting with {callee_name}"));
+    let started = caller.expect(&format!("You are now chatting with {callee_name}"));
+    // For the record: how long the path took to set up, and which it is.
+    let path = if started.contains("relay") {
+        "relay"
+    } else {
+        "direct"
+    };
+    eprintln!(
+        "chat set up in {} ms ({path})",
+        accepted.elapsed().as_millis()
+    );
 }
 
 /// Waits until alice's and bob's stores each hold the two messages of a
