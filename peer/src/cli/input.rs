@@ -64,8 +64,8 @@ pub enum Reader {
     Live {
         /// Prompts and lines to print, to the terminal task.
         tx: mpsc::Sender<ToTerminal>,
-        /// Lines to print while `tx` is full, oldest first.
-        held: VecDeque<String>,
+        /// Prints and prompts waiting while `tx` is full, in order.
+        held: VecDeque<ToTerminal>,
         /// The number of the prompt showing.
         gen: u64,
     },
@@ -138,17 +138,13 @@ impl Reader {
     /// prompt's number, which lines typed at it carry.
     pub fn show(&mut self, prompt: Option<(String, bool)>) -> u64 {
         match self {
-            Reader::Live { tx, gen, .. } => {
+            Reader::Live { gen, .. } => {
                 *gen += 1;
                 let (text, secret) = prompt.unwrap_or_default();
-                // The prompt is never held behind printed lines for long:
-                // the queue is short, and the front end waits on it.
-                let _ = tx.try_send(ToTerminal::Prompt {
-                    text,
-                    secret,
-                    gen: *gen,
-                });
-                *gen
+                let gen = *gen;
+                // After the lines printed before it, and never dropped.
+                self.queue(ToTerminal::Prompt { text, secret, gen });
+                gen
             }
             Reader::Basic {
                 requests,
@@ -216,21 +212,7 @@ impl Reader {
     /// False when the output is gone (a closed pipe).
     pub fn print(&mut self, line: &str) -> bool {
         match self {
-            Reader::Live { tx, held, .. } => {
-                if held.is_empty() {
-                    match tx.try_send(ToTerminal::Print(line.to_string())) {
-                        Ok(()) => return true,
-                        Err(mpsc::error::TrySendError::Closed(_)) => return false,
-                        Err(mpsc::error::TrySendError::Full(ToTerminal::Print(l))) => {
-                            held.push_back(l)
-                        }
-                        Err(mpsc::error::TrySendError::Full(_)) => {}
-                    }
-                } else {
-                    held.push_back(line.to_string());
-                }
-                true
-            }
+            Reader::Live { .. } => self.queue(ToTerminal::Print(line.to_string())),
             _ => {
                 let mut out = std::io::stdout().lock();
                 writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
@@ -238,7 +220,27 @@ impl Reader {
         }
     }
 
-    /// Lines waiting to be printed on the live terminal.
+    /// Hands `msg` to the live terminal, or holds it (in order) while the
+    /// terminal's queue is full; false when the terminal is gone.
+    fn queue(&mut self, msg: ToTerminal) -> bool {
+        let Reader::Live { tx, held, .. } = self else {
+            return true;
+        };
+        if !held.is_empty() {
+            held.push_back(msg);
+            return true;
+        }
+        match tx.try_send(msg) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                held.push_back(msg);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Prints and prompts waiting for the live terminal.
     pub fn held(&self) -> usize {
         match self {
             Reader::Live { held, .. } => held.len(),
@@ -246,12 +248,12 @@ impl Reader {
         }
     }
 
-    /// Waits until held lines can go on to the terminal, and hands them
-    /// over (call when [`Reader::held`] is not zero).
+    /// Waits until the oldest held message can go on to the terminal, and
+    /// hands it over (call when [`Reader::held`] is not zero).
     pub async fn drain(&mut self) {
         if let Reader::Live { tx, held, .. } = self {
-            if let Some(line) = held.pop_front() {
-                if tx.send(ToTerminal::Print(line)).await.is_err() {
+            if let Some(msg) = held.pop_front() {
+                if tx.send(msg).await.is_err() {
                     held.clear();
                 }
             }
@@ -262,8 +264,8 @@ impl Reader {
     /// raw mode ends here).
     pub async fn close(&mut self) {
         if let Reader::Live { tx, held, .. } = self {
-            while let Some(line) = held.pop_front() {
-                if tx.send(ToTerminal::Print(line)).await.is_err() {
+            while let Some(msg) = held.pop_front() {
+                if tx.send(msg).await.is_err() {
                     return;
                 }
             }
@@ -622,6 +624,30 @@ mod tests {
         assert_eq!(read_bounded_line(&mut reader), line("after"));
         assert_eq!(read_bounded_line(&mut reader), line("é\u{ff}tail"));
         assert_eq!(read_bounded_line(&mut reader), Input::Eof);
+    }
+
+    #[tokio::test]
+    async fn a_prompt_is_never_dropped_behind_a_full_print_queue() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let mut r = Reader::Live {
+            tx,
+            held: VecDeque::new(),
+            gen: 0,
+        };
+        assert!(r.print("a"));
+        assert!(r.print("b"));
+        let gen = r.show(Some(("Who? ".into(), false)));
+        assert_eq!(r.held(), 2, "b and the prompt wait, in order");
+        assert!(matches!(rx.recv().await, Some(ToTerminal::Print(l)) if l == "a"));
+        r.drain().await;
+        assert!(matches!(rx.recv().await, Some(ToTerminal::Print(l)) if l == "b"));
+        r.drain().await;
+        assert!(matches!(
+            rx.recv().await,
+            Some(ToTerminal::Prompt { text, secret: false, gen: g }) if text == "Who? " && g == gen
+        ));
+        drop(rx);
+        assert!(!r.print("gone"), "a terminal that is gone is said");
     }
 
     #[test]
