@@ -117,6 +117,84 @@ pub async fn connect(
     .await
 }
 
+/// A connected, greeted link: the connection and its stream.
+pub(crate) type Link = (quinn::Connection, SendStream, RecvStream);
+
+/// How often a relayed chat's dialer tries the direct path again.
+pub(crate) const UPGRADE_EVERY: Duration = Duration::from_secs(5);
+
+/// One arrangement's dialing: who we are and whose certificate we expect.
+pub(crate) struct Dialer {
+    /// The peer's endpoint.
+    pub endpoint: quinn::Endpoint,
+    /// Our identity.
+    pub identity: Arc<Identity>,
+    /// Our name, for the hello.
+    pub me: String,
+    /// The certificate the coordinator vouched for.
+    pub expected: Fingerprint,
+    /// Chat or delivery.
+    pub kind: RequestKind,
+}
+
+impl Dialer {
+    /// Dials `addrs` (see [`connect`]).
+    pub(crate) async fn dial(&self, addrs: &[SocketAddr]) -> Result<Link, DialError> {
+        connect(
+            &self.endpoint,
+            &self.identity,
+            self.expected,
+            addrs,
+            &self.me,
+            self.kind,
+        )
+        .await
+    }
+
+    /// Directly if that works within `relay_after`, else through `relay`
+    /// (a stand-in address) when there is one; true when relayed. The
+    /// direct attempts are dropped first, so only one link comes up.
+    pub(crate) async fn direct_or_relayed(
+        &self,
+        addrs: &[SocketAddr],
+        relay: Option<SocketAddr>,
+        relay_after: Duration,
+    ) -> (Result<Link, DialError>, bool) {
+        let Some(stand_in) = relay else {
+            return (self.dial(addrs).await, false);
+        };
+        if let Ok(Ok(link)) = tokio::time::timeout(relay_after, self.dial(addrs)).await {
+            return (Ok(link), false);
+        }
+        tracing::info!("no direct path; relaying through the coordinator");
+        (self.dial(&[stand_in]).await, true)
+    }
+
+    /// While `relayed` lives, for up to `window`, tries the direct path
+    /// every [`UPGRADE_EVERY`]; the first link that works.
+    pub(crate) async fn upgrade(
+        &self,
+        addrs: &[SocketAddr],
+        relayed: &quinn::Connection,
+        window: Duration,
+    ) -> Option<Link> {
+        let deadline = tokio::time::Instant::now() + window;
+        while tokio::time::Instant::now() < deadline && relayed.close_reason().is_none() {
+            tokio::time::sleep(UPGRADE_EVERY).await;
+            let attempt = tokio::time::timeout(UPGRADE_EVERY, self.dial(addrs)).await;
+            if let Ok(Ok(link)) = attempt {
+                if relayed.close_reason().is_some() {
+                    close::close(&link.0, CloseCode::DUPLICATE);
+                    return None;
+                }
+                tracing::info!("a direct path works now; leaving the relay");
+                return Some(link);
+            }
+        }
+        None
+    }
+}
+
 async fn dial_once(
     endpoint: &quinn::Endpoint,
     config: &quinn::ClientConfig,

@@ -48,9 +48,6 @@ use tokio_util::sync::CancellationToken;
 pub(crate) const CHANNEL: usize = 1024;
 /// Most commands taken in one turn (their sends are stored together).
 const COMMAND_BATCH: usize = 512;
-/// How often a relayed chat's dialer tries the direct path again.
-const UPGRADE_EVERY: Duration = Duration::from_secs(5);
-
 /// Events waiting for the front end past which commands wait; received
 /// messages waiting for it past which link frames wait.
 const EVENT_BACKLOG: usize = 4096;
@@ -561,85 +558,50 @@ impl Driver {
     }
 
     fn dial(&mut self, a: Arrangement) {
-        let (endpoint, identity) = (self.endpoint.clone(), self.identity.clone());
-        let me = self.login.me().unwrap_or_default().to_string();
+        let dialer = direct::Dialer {
+            endpoint: self.endpoint.clone(),
+            identity: self.identity.clone(),
+            me: self.login.me().unwrap_or_default().to_string(),
+            expected: a.fingerprint,
+            kind: a.kind,
+        };
         let tx = self.inputs.clone();
         let relay = self.relay.is_ready().then(|| self.relay.addr_for(&a.peer));
         let relay_after = self.config.timings.relay_after;
         self.tasks.spawn(async move {
-            let (fingerprint, kind) = (a.fingerprint, a.kind);
-            let dial = |addrs: Vec<SocketAddr>| {
-                let (endpoint, identity, me) = (&endpoint, &identity, &me);
-                async move {
-                    direct::connect(endpoint, identity, fingerprint, &addrs, me, kind).await
-                }
-            };
-            // Directly if that works within `relay_after`, else through the
-            // coordinator (the direct attempts are dropped, so only one
-            // link comes up).
-            let mut relayed = false;
-            let result = match relay {
-                None => dial(a.addrs.clone()).await,
-                Some(stand_in) => {
-                    let direct = tokio::time::timeout(relay_after, dial(a.addrs.clone()));
-                    match direct.await {
-                        Ok(Ok(link)) => Ok(link),
-                        Ok(Err(_)) | Err(_) => {
-                            tracing::info!(peer = %a.peer, "no direct path; relaying through the coordinator");
-                            relayed = true;
-                            dial(vec![stand_in]).await
-                        }
-                    }
-                }
-            };
-            // A relayed chat keeps looking for a direct path; the first
-            // that works replaces the relayed link (the acceptor admits it
-            // for UPGRADE_WINDOW).
-            let upgrade = match &result {
-                Ok((conn, _, _)) if relayed && a.kind == RequestKind::Chat && !a.addrs.is_empty() => {
-                    Some(conn.clone())
-                }
-                _ => None,
-            };
-            let (peer, addrs) = (a.peer.clone(), a.addrs.clone());
-            let ev = match result {
-                Ok((conn, send, recv)) => Input::LinkUp(Box::new(LinkUp {
-                    peer: a.peer,
-                    kind: a.kind,
+            let (result, relayed) = dialer.direct_or_relayed(&a.addrs, relay, relay_after).await;
+            let link_up = |peer: String, (conn, send, recv): direct::Link| {
+                Input::LinkUp(Box::new(LinkUp {
+                    peer,
+                    kind: dialer.kind,
                     conn,
                     send,
                     recv,
                     accepted_fingerprint: None,
-                })),
+                }))
+            };
+            // A relayed chat keeps looking for a direct path; the first
+            // that works replaces the relayed link (the acceptor admits it
+            // for UPGRADE_WINDOW).
+            let relayed_conn = match &result {
+                Ok((conn, _, _)) if relayed && a.kind == RequestKind::Chat => Some(conn.clone()),
+                _ => None,
+            };
+            let (peer, addrs) = (a.peer.clone(), a.addrs.clone());
+            let ev = match result {
+                Ok(link) => link_up(peer.clone(), link),
                 Err(error) => Input::LinkFailed {
                     arrangement: Some(a),
                     error,
                 },
             };
             let _ = tx.send(ev).await;
-            let Some(relayed_conn) = upgrade else {
-                return;
-            };
-            let deadline = tokio::time::Instant::now() + links::UPGRADE_WINDOW;
-            while tokio::time::Instant::now() < deadline && relayed_conn.close_reason().is_none() {
-                tokio::time::sleep(UPGRADE_EVERY).await;
-                let attempt = tokio::time::timeout(UPGRADE_EVERY, dial(addrs.clone()));
-                if let Ok(Ok((conn, send, recv))) = attempt.await {
-                    if relayed_conn.close_reason().is_some() {
-                        close::close(&conn, CloseCode::DUPLICATE);
-                        return;
-                    }
-                    tracing::info!(%peer, "a direct path works now; leaving the relay");
-                    let up = LinkUp {
-                        peer,
-                        kind,
-                        conn,
-                        send,
-                        recv,
-                        accepted_fingerprint: None,
-                    };
-                    let _ = tx.send(Input::LinkUp(Box::new(up))).await;
-                    return;
+            if let Some(relayed_conn) = relayed_conn.filter(|_| !addrs.is_empty()) {
+                let upgraded = dialer
+                    .upgrade(&addrs, &relayed_conn, links::UPGRADE_WINDOW)
+                    .await;
+                if let Some(link) = upgraded {
+                    let _ = tx.send(link_up(peer, link)).await;
                 }
             }
         });

@@ -216,26 +216,14 @@ impl Net {
     /// (`nat == false`) or on a private LAN behind a masquerading router.
     fn build(&mut self, nat: bool) -> Hosts {
         let wan = self.wan();
-        let gateway = self.wan_ip(254);
-
-        let coord = self.add("coord");
-        self.attach_to_wan(&wan, &coord, "p1", &self.wan_ip(1));
-        let bob = self.add("bob");
-        self.attach_to_wan(&wan, &bob, "p2", &self.wan_ip(2));
-        for ns in [&coord, &bob] {
-            run(&["ip", "-n", ns, "route", "add", "default", "via", &gateway]);
-        }
+        let coord = self.public_host(&wan, "coord", "p1", 1);
+        let bob = self.public_host(&wan, "bob", "p2", 2);
         let (alice, router) = if nat {
             let lan = format!("192.168.{}", self.b);
             let (alice, router) = self.behind_router(&wan, "alice", "p3", 3, &lan, false);
             (alice, Some(router))
         } else {
-            let alice = self.add("alice");
-            self.attach_to_wan(&wan, &alice, "p3", &self.wan_ip(3));
-            run(&[
-                "ip", "-n", &alice, "route", "add", "default", "via", &gateway,
-            ]);
-            (alice, None)
+            (self.public_host(&wan, "alice", "p3", 3), None)
         };
         Hosts {
             coord,
@@ -251,18 +239,7 @@ impl Net {
     /// port when `bob_symmetric`: no punch can get through it).
     fn build_two_nats(&mut self, bob_symmetric: bool) -> Hosts {
         let wan = self.wan();
-        let coord = self.add("coord");
-        self.attach_to_wan(&wan, &coord, "p1", &self.wan_ip(1));
-        run(&[
-            "ip",
-            "-n",
-            &coord,
-            "route",
-            "add",
-            "default",
-            "via",
-            &self.wan_ip(254),
-        ]);
+        let coord = self.public_host(&wan, "coord", "p1", 1);
         let lan_a = format!("192.168.{}", self.b);
         let (alice, router) = self.behind_router(&wan, "alice", "p3", 3, &lan_a, false);
         let lan_b = format!("172.16.{}", self.b);
@@ -280,18 +257,7 @@ impl Net {
     /// (a bridge in the router) behind one masquerading router.
     fn build_one_lan(&mut self) -> Hosts {
         let wan = self.wan();
-        let coord = self.add("coord");
-        self.attach_to_wan(&wan, &coord, "p1", &self.wan_ip(1));
-        run(&[
-            "ip",
-            "-n",
-            &coord,
-            "route",
-            "add",
-            "default",
-            "via",
-            &self.wan_ip(254),
-        ]);
+        let coord = self.public_host(&wan, "coord", "p1", 1);
         let lan = format!("192.168.{}", self.b);
         let (alice, router) = self.behind_router(&wan, "alice", "p3", 3, &lan, false);
         // Bob on the same LAN: the router's LAN leg becomes a bridge port.
@@ -328,6 +294,16 @@ impl Net {
             bob_router: None,
             alice,
         }
+    }
+
+    /// A host `role` on the wan at `wan_ip(host)` (through `port`), routing
+    /// through the wan's address.
+    fn public_host(&mut self, wan: &str, role: &str, port: &str, host: u8) -> String {
+        let ns = self.add(role);
+        self.attach_to_wan(wan, &ns, port, &self.wan_ip(host));
+        let gateway = self.wan_ip(254);
+        run(&["ip", "-n", &ns, "route", "add", "default", "via", &gateway]);
+        ns
     }
 
     /// The wan: a bridge that does not route, at `wan_ip(254)`.
