@@ -376,6 +376,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn history_lines_carry_the_date_when_the_day_differs_and_the_delivery_state() {
+        let style = Style { color: false };
+        let now = common::ids::now_millis();
+        let line = |sent_at_ms, delivered| {
+            history_line(
+                &style,
+                &HistoryLine {
+                    from: "alice".into(),
+                    body: "hi".into(),
+                    sent_at_ms,
+                    held: false,
+                    delivered,
+                },
+            )
+        };
+        let today = line(now, Some(true));
+        assert!(
+            today.starts_with('[') && today.as_bytes()[3] == b':',
+            "{today}"
+        );
+        assert!(today.ends_with("alice: hi (delivered)"), "{today}");
+        let three_days_ago = line(now - 3 * 24 * 3600 * 1000, Some(false));
+        let date = Local
+            .timestamp_millis_opt(now - 3 * 24 * 3600 * 1000)
+            .unwrap()
+            .format("%Y-%m-%d")
+            .to_string();
+        assert!(
+            three_days_ago.starts_with(&format!("[{date} ")),
+            "{three_days_ago}"
+        );
+        assert!(
+            three_days_ago.ends_with("(not delivered yet)"),
+            "{three_days_ago}"
+        );
+        assert!(line(now, None).ends_with("alice: hi"), "received: no mark");
+    }
+
+    #[test]
     fn received_escapes_are_neutralised() {
         let style = Style { color: false };
         let line = message_line(
