@@ -48,6 +48,9 @@ use tokio_util::sync::CancellationToken;
 pub(crate) const CHANNEL: usize = 1024;
 /// Most commands taken in one turn (their sends are stored together).
 const COMMAND_BATCH: usize = 512;
+/// How long the endpoint may linger after closing, at sign-out.
+const CLOSE_LINGER: Duration = Duration::from_millis(300);
+
 /// Events waiting for the front end past which commands wait; received
 /// messages waiting for it past which link frames wait.
 const EVENT_BACKLOG: usize = 4096;
@@ -365,10 +368,12 @@ impl Driver {
         self.flush_shown();
         let finish = async { while self.store_jobs.next().await.is_some() {} };
         let _ = tokio::time::timeout(Duration::from_secs(2), finish).await;
-        // wait_idle lets the close frames go out before the socket does.
+        // The close frames leave at once; a moment more lets a lost one be
+        // sent again. Not the full draining period: a handshake with a
+        // coordinator that never answers would hold `exit` for seconds.
         self.endpoint
             .close(CloseCode::SIGNED_OUT.varint(), b"signed out");
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        let _ = tokio::time::timeout(CLOSE_LINGER, self.endpoint.wait_idle()).await;
         self.tasks.abort_all();
         let _ = self.events.send(Event::Stopped).await;
     }
