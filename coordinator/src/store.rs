@@ -54,6 +54,27 @@ pub struct Store {
     db: Db,
 }
 
+/// Stores the token whose hash is `hash` for `name`, sets its last login
+/// to now and drops expired tokens (inside the caller's transaction).
+fn issue_token(
+    c: &rusqlite::Connection,
+    name: &str,
+    hash: &[u8],
+    valid_ms: i64,
+) -> rusqlite::Result<()> {
+    let now = common::ids::now_millis();
+    c.execute("DELETE FROM tokens WHERE expires_at_ms < ?1", [now])?;
+    c.execute(
+        "UPDATE accounts SET last_login_at_ms = ?2 WHERE name = ?1",
+        rusqlite::params![name, now],
+    )?;
+    c.execute(
+        "INSERT OR REPLACE INTO tokens (hash, name, expires_at_ms) VALUES (?1, ?2, ?3)",
+        rusqlite::params![hash, name, now + valid_ms],
+    )?;
+    Ok(())
+}
+
 fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
@@ -126,19 +147,7 @@ impl Store {
     pub async fn add_token(&self, name: &str, token: &str, valid_ms: i64) -> Result<(), DbError> {
         let (name, hash) = (name.to_string(), token_hash(token));
         self.db
-            .call(move |c| {
-                let now = common::ids::now_millis();
-                c.execute("DELETE FROM tokens WHERE expires_at_ms < ?1", [now])?;
-                c.execute(
-                    "UPDATE accounts SET last_login_at_ms = ?2 WHERE name = ?1",
-                    rusqlite::params![name, now],
-                )?;
-                c.execute(
-                    "INSERT OR REPLACE INTO tokens (hash, name, expires_at_ms) VALUES (?1, ?2, ?3)",
-                    rusqlite::params![hash, name, now + valid_ms],
-                )?;
-                Ok(())
-            })
+            .call(move |c| issue_token(c, &name, &hash, valid_ms))
             .await
     }
 
@@ -163,15 +172,7 @@ impl Store {
                     rusqlite::params![old, name, now],
                 )? == 1;
                 if taken {
-                    c.execute("DELETE FROM tokens WHERE expires_at_ms < ?1", [now])?;
-                    c.execute(
-                        "UPDATE accounts SET last_login_at_ms = ?2 WHERE name = ?1",
-                        rusqlite::params![name, now],
-                    )?;
-                    c.execute(
-                        "INSERT OR REPLACE INTO tokens (hash, name, expires_at_ms) VALUES (?1, ?2, ?3)",
-                        rusqlite::params![new, name, now + valid_ms],
-                    )?;
+                    issue_token(c, &name, &new, valid_ms)?;
                 }
                 Ok(taken)
             })
