@@ -270,6 +270,12 @@ impl Cli {
         }
     }
 
+    /// A name or password that breaks a rule: the rule, and what to do.
+    fn rule_broken(&mut self, e: &common::names::RuleError, next: &str) {
+        let line = self.style.error(&format!("{} {next}", sentence(e)));
+        self.say(&line);
+    }
+
     fn say_all(&mut self, lines: Vec<String>) {
         for l in lines {
             self.say(&l);
@@ -468,7 +474,7 @@ impl Cli {
                         self.set(State::CheckingName);
                         self.send(Command::Username(trimmed.to_string())).await;
                     }
-                    Err(e) => self.say(&self.style.error(&format!("{} Try again.", sentence(&e)))),
+                    Err(e) => self.rule_broken(&e, "Try again."),
                 }
             }
             State::Password { name } => {
@@ -480,11 +486,7 @@ impl Cli {
             }
             State::NewPassword { name } => match check_password(&line) {
                 Ok(()) => self.set(State::RepeatPassword { name, first: line }),
-                Err(e) => self.say(
-                    &self
-                        .style
-                        .error(&format!("{} Choose another.", sentence(&e))),
-                ),
+                Err(e) => self.rule_broken(&e, "Choose another."),
             },
             State::RepeatPassword { name, first } => {
                 if line == first {
@@ -515,7 +517,7 @@ impl Cli {
                         self.set(State::Asking { name: name.clone() });
                         self.send(Command::Chat(name)).await;
                     }
-                    Err(e) => self.say(&self.style.error(&format!("{} Try again.", sentence(&e)))),
+                    Err(e) => self.rule_broken(&e, "Try again."),
                 }
             }
             State::Requesting { name } => {
@@ -554,11 +556,7 @@ impl Cli {
             State::OldPassword => self.set(State::ChosenPassword { old: line }),
             State::ChosenPassword { old } => match check_password(&line) {
                 Ok(()) => self.set(State::RepeatChosen { old, new: line }),
-                Err(e) => self.say(
-                    &self
-                        .style
-                        .error(&format!("{} Choose another.", sentence(&e))),
-                ),
+                Err(e) => self.rule_broken(&e, "Choose another."),
             },
             State::RepeatChosen { old, new } => {
                 if line == new {
