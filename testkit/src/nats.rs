@@ -1,0 +1,1 @@
+//! A private NATS server with JetStream for tests (to be written).
