@@ -36,6 +36,9 @@ impl CloseCode {
     pub const BUSY: CloseCode = CloseCode(12);
     /// Too many connections (or logins in progress) from one address.
     pub const TOO_MANY_CONNECTIONS: CloseCode = CloseCode(13);
+    /// A service the coordinator needs (its accounts database, its
+    /// cluster's NATS) does not answer; the login can be tried again.
+    pub const UNAVAILABLE: CloseCode = CloseCode(14);
     /// The user typed `disconnect`: they left the chat.
     pub const LEFT_CHAT: CloseCode = CloseCode(20);
     /// The user signed out of the program.
@@ -70,6 +73,10 @@ impl CloseCode {
             CloseCode::INTERNAL => "internal error",
             CloseCode::BUSY => "the coordinator is full; try again later",
             CloseCode::TOO_MANY_CONNECTIONS => "too many connections from this address",
+            CloseCode::UNAVAILABLE => {
+                "the coordinator cannot reach a service it needs (its accounts database or \
+                 its cluster); try again shortly"
+            }
             CloseCode::LEFT_CHAT => "left the chat",
             CloseCode::SIGNED_OUT => "signed out",
             CloseCode::DUPLICATE => "duplicate connection",

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 
 /// Messages queued for one session, per stream.
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Outbound {
     /// For the session stream.
     Session(SessionResponse),
@@ -36,36 +36,68 @@ pub enum Outbound {
 /// Capacity of each session's outbound queue.
 pub const OUTBOUND_QUEUE: usize = 256;
 
-/// A logged-in session.
+/// A logged-in session, on this node or (in a cluster) on another one.
 #[derive(Debug)]
 pub struct Member {
-    /// Unique per connection; tells a replaced session from its successor.
+    /// Unique per connection (cluster-wide: see `server::session_ids`);
+    /// tells a replaced session from its successor.
     pub session: u64,
-    /// The connection, to close it when it is replaced or too slow.
-    pub conn: quinn::Connection,
-    /// Its outbound queue.
-    pub tx: mpsc::Sender<Outbound>,
     /// Fingerprint of the certificate it presented.
     pub fingerprint: Fingerprint,
     /// Its candidate addresses, observed one first.
     pub addrs: Vec<SocketAddr>,
-    /// The coordinator's counters.
-    pub metrics: Arc<Metrics>,
+    /// The revision of its claim in the cluster's presence bucket (0 on a
+    /// single node): of two claims of one name, the higher one is the
+    /// session that stays.
+    pub claim: u64,
+    /// How to reach it.
+    pub reach: Reach,
+}
+
+/// Where a member's connection is.
+#[derive(Debug)]
+pub enum Reach {
+    /// On this node.
+    Local {
+        /// The connection, to close it when it is replaced or too slow.
+        conn: quinn::Connection,
+        /// Its outbound queue.
+        tx: mpsc::Sender<Outbound>,
+        /// The coordinator's counters.
+        metrics: Arc<Metrics>,
+    },
+    /// On another node of the cluster: messages go there over NATS.
+    Remote {
+        /// Its name (messages are addressed by name and session).
+        name: Arc<str>,
+        /// The node it is on.
+        node: Arc<str>,
+        /// The way to that node.
+        link: crate::cluster::Link,
+    },
 }
 
 impl Member {
     /// Queues `msg`; a full queue closes the session as too slow. The close
     /// (and its log line) happens once: a session already closing drops
     /// further messages silently, so a burst aimed at a stuck client costs
-    /// one warning, not one per message.
+    /// one warning, not one per message. A remote member's message goes to
+    /// its node.
     pub fn send(&self, msg: Outbound) {
+        let (conn, tx, metrics) = match &self.reach {
+            Reach::Local { conn, tx, metrics } => (conn, tx, metrics),
+            Reach::Remote { name, node, link } => {
+                link.deliver(node, name, self.session, msg);
+                return;
+            }
+        };
         let presence = matches!(msg, Outbound::Session(SessionResponse::Presence { .. }));
-        match self.tx.try_send(msg) {
-            Ok(()) if presence => self.metrics.presence_sent(),
+        match tx.try_send(msg) {
+            Ok(()) if presence => metrics.presence_sent(),
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.conn.close_reason().is_none() {
-                    self.metrics.queue_full();
+                if conn.close_reason().is_none() {
+                    metrics.queue_full();
                     limited!(
                         logs::QUEUE_FULL,
                         warn,
@@ -80,12 +112,24 @@ impl Member {
         }
     }
 
-    /// Closes the session's connection with `code`, counting it.
+    /// Closes the session's connection with `code`, counting it. A remote
+    /// member is closed by its own node, which learns of a second login
+    /// from the presence bucket.
     pub fn close(&self, code: CloseCode) {
-        if self.conn.close_reason().is_none() {
-            self.metrics.closed_by_coordinator(code);
+        if let Reach::Local { conn, metrics, .. } = &self.reach {
+            if conn.close_reason().is_none() {
+                metrics.closed_by_coordinator(code);
+            }
+            close::close(conn, code);
         }
-        close::close(&self.conn, code);
+    }
+
+    /// The node it is on; `None` for this node.
+    pub fn node(&self) -> Option<&Arc<str>> {
+        match &self.reach {
+            Reach::Local { .. } => None,
+            Reach::Remote { node, .. } => Some(node),
+        }
     }
 }
 
@@ -130,6 +174,12 @@ pub struct State {
     /// the coordinator started: only they learn each other's addresses for
     /// a delivery.
     pub contacts: HashSet<(String, String)>,
+    /// Requests of this node's sessions that wait on another node (the
+    /// callee's), by requester session and id, with that node: a cancel
+    /// goes there.
+    pub forwarded: HashMap<(u64, u64), Arc<str>>,
+    /// The way to the other nodes, in a cluster.
+    pub link: Option<crate::cluster::Link>,
 }
 
 /// Presence and signaling state.

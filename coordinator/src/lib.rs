@@ -6,6 +6,7 @@
 //! - [`auth`]: Argon2id hashing off the executor, login throttling.
 //! - [`hub`], [`presence`], [`signaling`]: who is online, pending requests.
 //! - [`store`]: the SQLite accounts database.
+//! - [`cluster`]: several coordinators as one, over NATS (`--nats`).
 //! - [`lock`]: the data folder's lock, held by a serving coordinator.
 //! - [`operator`]: operator commands on the accounts database (list,
 //!   delete, reset a password), refused while a coordinator serves it.
@@ -20,6 +21,7 @@
 pub mod admission;
 pub mod auth;
 pub mod backup;
+pub mod cluster;
 pub mod http;
 pub mod hub;
 pub mod lock;
@@ -84,6 +86,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// What each session may relay.
     pub relay: relay::RelayLimits,
+    /// The cluster to join, if any (`--nats`); alone by default.
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 impl Config {
@@ -103,6 +107,7 @@ impl Config {
             auth: auth::AuthLimits::default(),
             metrics_listen: None,
             relay: relay::RelayLimits::default(),
+            cluster: None,
         }
     }
 }

@@ -145,7 +145,10 @@ pub static CLOSING: Repeats = Repeats::new("closing connection", Level::Info, 5)
 /// A handshake failed or timed out.
 pub static HANDSHAKE: Repeats = Repeats::new("handshake failed", Level::Info, 5);
 
-static ALL: [&Repeats; 8] = [
+/// Something about the cluster (NATS, other nodes).
+pub static CLUSTER: Repeats = Repeats::new("cluster", Level::Warn, 5);
+
+static ALL: [&Repeats; 9] = [
     &ONLINE,
     &OFFLINE,
     &REPLACED,
@@ -154,6 +157,7 @@ static ALL: [&Repeats; 8] = [
     &QUEUE_FULL,
     &CLOSING,
     &HANDSHAKE,
+    &CLUSTER,
 ];
 
 /// Writes the summaries of every window that has ended.

@@ -48,6 +48,34 @@ struct Args {
     /// /healthz and /readyz, e.g. 127.0.0.1:9090 [default: none].
     #[arg(long, env = "P2PCHAT_COORDINATOR_METRICS")]
     metrics: Option<SocketAddr>,
+    /// NATS server(s) of a cluster, e.g. nats://127.0.0.1:4222: presence,
+    /// one login per account and signaling span every coordinator that
+    /// names the same NATS (which needs JetStream). Accounts must then be
+    /// shared too (--database) [default: none, a single coordinator].
+    #[arg(long, env = "P2PCHAT_COORDINATOR_NATS")]
+    nats: Option<String>,
+    /// This node's name in the cluster, for logs and NATS subjects
+    /// [default: the host name].
+    #[arg(long, env = "P2PCHAT_COORDINATOR_NODE", requires = "nats")]
+    node: Option<String>,
+    /// Seconds after which a node not heard from is taken for dead and its
+    /// users offline, cluster-wide.
+    #[arg(
+        long,
+        env = "P2PCHAT_COORDINATOR_NODE_TTL",
+        default_value_t = 15,
+        requires = "nats"
+    )]
+    node_ttl: u64,
+    /// Replicas of the cluster's presence bucket in JetStream: the number of
+    /// NATS servers, at most 3.
+    #[arg(
+        long,
+        env = "P2PCHAT_COORDINATOR_NATS_REPLICAS",
+        default_value_t = 1,
+        requires = "nats"
+    )]
+    nats_replicas: usize,
     /// Log format on standard error: text for people, json (one object per
     /// line) for log shippers. RUST_LOG sets the level [default: info].
     #[arg(
@@ -173,7 +201,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut config = Config::new(data_dir);
     config.request_timeout = Duration::from_secs(args.request_timeout.max(1));
     config.metrics_listen = args.metrics;
-    let coordinator = Coordinator::from_parts(config, socket, lock, &identity)?;
+    if let Some(nats_url) = args.nats {
+        config.cluster = Some(coordinator::cluster::ClusterConfig {
+            nats_url,
+            node: args.node.unwrap_or_else(host_name),
+            node_ttl: Duration::from_secs(args.node_ttl.max(1)),
+            replicas: args.nats_replicas.clamp(1, 5),
+        });
+    }
+    let mut coordinator = Coordinator::from_parts(config, socket, lock, &identity)?;
+    coordinator.join_cluster().await?;
     if let Some(addr) = coordinator.metrics_addr() {
         println!("metrics on http://{addr}/metrics");
     }
@@ -181,6 +218,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     coordinator.run(shutdown_signal()).await;
     println!("Coordinator stopped.");
     Ok(())
+}
+
+/// This machine's host name, the default node name.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_string())
 }
 
 /// The certificate the coordinator makes for itself in `tls_dir`, for

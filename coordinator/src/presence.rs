@@ -17,7 +17,7 @@
 //! slow with a reason, once. Memory never grows with a slow reader: the log
 //! is shared and bounded.
 
-use crate::hub::{Hub, Member};
+use crate::hub::{Hub, Member, State};
 use crate::logs::{self, limited};
 use common::close::CloseCode;
 use common::protocol::SessionResponse;
@@ -112,6 +112,26 @@ impl Hub {
             me: Arc::from(name),
             first: None,
         };
+        self.admit(&mut st, name, member);
+        (st.online_except(name), feed)
+    }
+
+    /// Puts `member` online as `name`, replacing (and closing) a session
+    /// that held the name before, unless that one holds a later claim (in a
+    /// cluster, the later login wins on every node alike): then `member` is
+    /// the one closed. False when `member` lost.
+    pub(crate) fn admit(&self, st: &mut State, name: &str, member: Member) -> bool {
+        if let Some(old) = st.online.get_mut(name) {
+            if old.session == member.session {
+                // The same session, heard of again (a claim seen twice).
+                old.claim = old.claim.max(member.claim);
+                return true;
+            }
+            if old.claim > member.claim {
+                member.close(CloseCode::REPLACED);
+                return false;
+            }
+        }
         match st.online.insert(name.to_string(), member) {
             Some(old) => {
                 limited!(
@@ -128,25 +148,37 @@ impl Hub {
                 self.online_count.store(st.online.len(), Ordering::Relaxed);
                 // An error only means nobody is listening.
                 let _ = self.presence.send(Change {
-                    name: feed.me.clone(),
+                    name: Arc::from(name),
                     online: true,
                 });
             }
         }
-        (st.online_except(name), feed)
+        true
     }
 
     /// Takes `session` of `name` offline (if it is still the current one) and
-    /// tells everyone else.
+    /// tells everyone else; in a cluster, its claim is withdrawn.
     pub fn leave(&self, name: &str, session: u64) {
         let mut st = self.lock();
         if st.online.get(name).is_none_or(|m| m.session != session) {
             return;
         }
-        st.online.remove(name);
+        if let Some(gone) = self.forget(&mut st, name) {
+            if let Some(link) = &st.link {
+                link.release(name, gone.claim);
+            }
+        }
+    }
+
+    /// Takes `name` offline whoever holds it, ends what its session had
+    /// going here, and tells everyone else.
+    pub(crate) fn forget(&self, st: &mut State, name: &str) -> Option<Member> {
+        let gone = st.online.remove(name)?;
+        let session = gone.session;
         self.online_count.store(st.online.len(), Ordering::Relaxed);
         st.drop_requests_of(session);
         st.relays.remove(&session);
+        st.forwarded.retain(|(s, _), _| *s != session);
         st.relay_pairs
             .retain(|(a, b), _| a.as_str() != name && b.as_str() != name);
         limited!(logs::OFFLINE, info, user = name, "offline");
@@ -154,6 +186,7 @@ impl Hub {
             name: Arc::from(name),
             online: false,
         });
+        Some(gone)
     }
 
     /// Is `name` online?

@@ -196,10 +196,24 @@ fn forward(
             "the arrangement with {to} was for another session"
         )));
     };
+    let n = packet.len();
     let Some(queue) = st.relays.get(&to_session) else {
+        // On another node of the cluster, its node forwards it.
+        let remote = st.online.get(to).filter(|m| m.session == to_session);
+        if let (Some(node), Some(link)) = (remote.and_then(|m| m.node()), &st.link) {
+            let from = from.to_string();
+            link.send(
+                node,
+                crate::cluster::NodeMsg::Relay {
+                    to_session,
+                    from,
+                    packet,
+                },
+            );
+            return Ok(n);
+        }
         return Err(Some(format!("{to} has no relay open")));
     };
-    let n = packet.len();
     match queue.try_send(RelayEvent::Packet {
         from: from.to_string(),
         packet,

@@ -49,6 +49,9 @@ pub enum ServerError {
     /// Another process works on the data folder (see [`crate::lock`]).
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// The cluster (NATS) could not be joined.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// The metrics listener's TCP socket could not be bound.
     #[error("cannot listen for metrics on {addr}: {source}")]
     MetricsBind {
@@ -75,6 +78,7 @@ pub struct Coordinator {
     metrics_listener: Option<std::net::TcpListener>,
     shared: Arc<Shared>,
     lock: DataLock,
+    cluster: Option<crate::cluster::Cluster>,
 }
 
 impl Coordinator {
@@ -138,7 +142,22 @@ impl Coordinator {
             metrics_listener,
             shared,
             lock,
+            cluster: None,
         })
+    }
+
+    /// Joins the cluster the configuration names (`--nats`), if any: from
+    /// then on, presence and signaling span every node. Before [`run`].
+    ///
+    /// [`run`]: Coordinator::run
+    pub async fn join_cluster(&mut self) -> Result<(), ServerError> {
+        let Some(config) = self.shared.config.cluster.clone() else {
+            return Ok(());
+        };
+        let cluster = crate::cluster::Cluster::join(config).await?;
+        self.shared.hub.attach(cluster.link());
+        self.cluster = Some(cluster);
+        Ok(())
     }
 
     /// The address actually bound.
@@ -161,9 +180,13 @@ impl Coordinator {
             metrics_listener,
             shared,
             lock: _lock,
+            cluster,
         } = self;
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        if let Some(cluster) = cluster {
+            cluster.spawn(shared.clone(), cancel.clone(), &mut tasks);
+        }
         tasks.spawn(sweep(shared.clone(), cancel.clone()));
         if let Some(listener) = metrics_listener {
             match tokio::net::TcpListener::from_std(listener) {

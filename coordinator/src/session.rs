@@ -8,7 +8,7 @@
 //! sends wrong ends in a close code on its own connection.
 
 use crate::admission::{ConnectionSlot, HandshakeSlot};
-use crate::hub::{Member, Outbound, OUTBOUND_QUEUE};
+use crate::hub::{Member, Outbound, Reach, OUTBOUND_QUEUE};
 use crate::logs::{self, limited};
 use crate::metrics::{FailureReason, LoginMethod, Lost, Metrics, ThrottleKind};
 use crate::presence::{Feed, FeedError};
@@ -43,7 +43,10 @@ const MAX_PRESENCE_WINDOW: Duration = Duration::from_secs(1);
 /// Signaling events held until the client opens its signaling stream.
 const MAX_EARLY_SIGNALS: usize = 64;
 
-static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+/// Session ids: a random start per process, so that ids stay distinct across
+/// the nodes of a cluster (members of other nodes are told apart by them).
+static NEXT_SESSION: std::sync::LazyLock<AtomicU64> =
+    std::sync::LazyLock::new(|| AtomicU64::new(u64::from(rand::random::<u32>()) << 32 | 1));
 
 /// Why a connection is being closed by us.
 #[derive(Debug)]
@@ -468,7 +471,7 @@ impl Session {
             {
                 Ok(()) => {
                     let token = self.new_token(&name).await?;
-                    let welcome = self.log_in(&name, token);
+                    let welcome = self.log_in(&name, token).await?;
                     self.shared.metrics.login(if exists {
                         LoginMethod::Password
                     } else {
@@ -490,7 +493,7 @@ impl Session {
                         login_failed(LoginFailure::TooManyAttempts, secs(wait)),
                     )
                 } else if let Some(new) = self.rotate_token(&name, token.expose()).await? {
-                    let welcome = self.log_in(&name, new);
+                    let welcome = self.log_in(&name, new).await?;
                     self.shared.metrics.login(LoginMethod::Token);
                     (Stage::Ready { name }, welcome)
                 } else {
@@ -704,28 +707,40 @@ impl Session {
         Ok(taken.then_some(token))
     }
 
-    /// Puts the session online with its (stored) new `token`.
-    fn log_in(&mut self, name: &str, token: String) -> SessionResponse {
+    /// Puts the session online with its (stored) new `token`. In a
+    /// cluster, the name is claimed first, so a login elsewhere before this
+    /// one is replaced by it and one after it replaces it.
+    async fn log_in(&mut self, name: &str, token: String) -> Result<SessionResponse, Fatal> {
         let ttl = self.shared.config.token_ttl;
-        let member = Member {
+        let mut member = Member {
             session: self.id,
-            conn: self.conn.clone(),
-            tx: self.out_tx.clone(),
             fingerprint: self.fingerprint,
             addrs: self.addrs.clone(),
-            metrics: self.shared.metrics.clone(),
+            claim: 0,
+            reach: Reach::Local {
+                conn: self.conn.clone(),
+                tx: self.out_tx.clone(),
+                metrics: self.shared.metrics.clone(),
+            },
         };
+        let link = self.shared.hub.lock().link.clone();
+        if let Some(link) = link {
+            member.claim = link
+                .claim(name, &link.claim_of(&member))
+                .await
+                .map_err(unavailable)?;
+        }
         let (mut online, feed) = self.shared.hub.join(name, member);
         self.feed = Some(feed);
         self.overflow = online.split_off(welcome_fit(&online));
         self.slot.logged_in();
-        SessionResponse::Welcome(Welcome {
+        Ok(SessionResponse::Welcome(Welcome {
             name: name.to_string(),
             online,
             observed: self.observed,
             token: token.into(),
             token_valid_secs: ttl.as_secs(),
-        })
+        }))
     }
 
     /// The relay stream: served by its own task until it or the session
@@ -903,6 +918,12 @@ fn login_failed(reason: LoginFailure, retry_after_secs: u32) -> SessionResponse 
 
 fn secs(d: Duration) -> u32 {
     u32::try_from(d.as_secs() + u64::from(d.subsec_nanos() > 0)).unwrap_or(u32::MAX)
+}
+
+/// A service the coordinator needs (the cluster's NATS) is away.
+fn unavailable(e: crate::cluster::ClusterError) -> Fatal {
+    limited!(logs::CLUSTER, warn, error = %e, "login refused: the cluster is unavailable");
+    fatal(CloseCode::UNAVAILABLE, e.to_string())
 }
 
 fn internal(e: impl std::fmt::Display) -> Fatal {

@@ -21,7 +21,9 @@ pub enum SignalRefusal {
 impl Hub {
     /// Forwards a request from `from` (session `from_session`, its own id
     /// `from_id`) to `to`, which must exist and not be `from`. An immediate
-    /// outcome (offline, too many, duplicate id) is returned as `Err`.
+    /// outcome (offline, too many, duplicate id) is returned as `Err`. A
+    /// callee on another node of the cluster gets the request there, and
+    /// that node keeps it until it is answered.
     pub fn request(
         &self,
         from: &str,
@@ -34,57 +36,25 @@ impl Hub {
         let Some(callee) = st.online.get(to) else {
             return Err(Outcome::Offline);
         };
-        let to_session = callee.session;
-        let mine = st
-            .pending
-            .values()
-            .filter(|p| p.from_session == from_session);
-        let (mut count, mut duplicate) = (0, false);
-        for p in mine {
-            count += 1;
-            duplicate |= p.from_id == from_id;
-        }
-        if duplicate {
-            return Err(Outcome::DuplicateId);
-        }
-        if count >= MAX_PENDING_PER_REQUESTER {
-            return Err(Outcome::TooManyRequests);
-        }
-        // Many requesters together must not flood one callee (its queue is
-        // bounded and a full one closes it): past a few, the callee is busy.
-        let waiting = st
-            .pending
-            .values()
-            .filter(|p| p.to_session == to_session)
-            .count();
-        if waiting >= MAX_PENDING_PER_CALLEE {
-            return Err(Outcome::Busy);
-        }
-        st.next_request += 1;
-        let id = st.next_request;
-        st.pending.insert(
-            id,
-            Pending {
+        st.check_requester(from_session, from_id)?;
+        if let (Some(node), Some(link)) = (callee.node().cloned(), st.link.clone()) {
+            let Some(me) = st.online.get(from).filter(|m| m.session == from_session) else {
+                return Err(Outcome::TooManyRequests);
+            };
+            let msg = crate::cluster::NodeMsg::Request {
                 from: from.to_string(),
-                from_session,
+                claim: link.claim_of(me),
+                claim_revision: me.claim,
                 from_id,
                 to: to.to_string(),
-                to_session,
                 kind,
-                deadline: Instant::now() + self.request_timeout,
-            },
-        );
-        tracing::debug!(from, to, ?kind, id, "request forwarded");
-        st.send_to(
-            to,
-            to_session,
-            Outbound::Signal(SignalEvent::Incoming {
-                id,
-                from: from.to_string(),
-                kind,
-            }),
-        );
-        Ok(())
+            };
+            link.send(&node, msg);
+            st.forwarded.insert((from_session, from_id), node);
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.request_timeout;
+        st.request_here(from, from_session, from_id, to, kind, deadline)
     }
 
     /// The callee in `to_session` answers request `id`.
@@ -102,9 +72,9 @@ impl Hub {
         tracing::debug!(from = p.from, to = p.to, ?answer, id, "request answered");
         let outcome = match answer {
             Answer::Accept => {
-                st.connect(&p, id)?;
                 // The two may now relay through us (until either leaves).
-                st.allow_relay(&p);
+                st.allow_relay(&p.from, p.from_session, &p.to, p.to_session);
+                st.connect(&p, id)?;
                 return Ok(());
             }
             Answer::Decline => Outcome::Declined,
@@ -122,7 +92,17 @@ impl Hub {
             .iter()
             .find(|(_, p)| p.from_session == from_session && p.from_id == from_id);
         let Some((&id, _)) = found else {
-            return Err(SignalRefusal::UnknownRequest);
+            // Perhaps it waits on the callee's node.
+            let node = st.forwarded.remove(&(from_session, from_id));
+            let (Some(node), Some(link)) = (node, st.link.clone()) else {
+                return Err(SignalRefusal::UnknownRequest);
+            };
+            let msg = crate::cluster::NodeMsg::Cancel {
+                from_session,
+                from_id,
+            };
+            link.send(&node, msg);
+            return Ok(());
         };
         if let Some(p) = st.pending.remove(&id) {
             st.send_to(&p.to, p.to_session, withdrawn(id, Withdrawal::Cancelled));
@@ -179,11 +159,91 @@ fn withdrawn(id: u64, reason: Withdrawal) -> Outbound {
 }
 
 impl State {
-    /// Lets the two sides of an accepted request relay to each other. A
-    /// session keeps at most [`MAX_RELAY_PAIRS`] such pairs: past it, its
-    /// oldest is forgotten (a chat or delivery that old is over or direct).
-    fn allow_relay(&mut self, p: &Pending) {
-        for session in [p.from_session, p.to_session] {
+    /// Refuses a request id this session already uses, or one request too
+    /// many (those waiting here and those waiting on other nodes count).
+    fn check_requester(&self, from_session: u64, from_id: u64) -> Result<(), Outcome> {
+        let mine = self
+            .pending
+            .values()
+            .filter(|p| p.from_session == from_session)
+            .map(|p| p.from_id);
+        let forwarded = self
+            .forwarded
+            .keys()
+            .filter(|(s, _)| *s == from_session)
+            .map(|(_, id)| *id);
+        let (mut count, mut duplicate) = (0, false);
+        for id in mine.chain(forwarded) {
+            count += 1;
+            duplicate |= id == from_id;
+        }
+        if duplicate {
+            return Err(Outcome::DuplicateId);
+        }
+        if count >= MAX_PENDING_PER_REQUESTER {
+            return Err(Outcome::TooManyRequests);
+        }
+        Ok(())
+    }
+
+    /// Keeps a request for `to`, whose session is on this node, and tells
+    /// it; `from` may be on any node.
+    pub(crate) fn request_here(
+        &mut self,
+        from: &str,
+        from_session: u64,
+        from_id: u64,
+        to: &str,
+        kind: RequestKind,
+        deadline: Instant,
+    ) -> Result<(), Outcome> {
+        let Some(callee) = self.online.get(to) else {
+            return Err(Outcome::Offline);
+        };
+        let to_session = callee.session;
+        // Many requesters together must not flood one callee (its queue is
+        // bounded and a full one closes it): past a few, the callee is busy.
+        let waiting = self
+            .pending
+            .values()
+            .filter(|p| p.to_session == to_session)
+            .count();
+        if waiting >= MAX_PENDING_PER_CALLEE {
+            return Err(Outcome::Busy);
+        }
+        self.next_request += 1;
+        let id = self.next_request;
+        self.pending.insert(
+            id,
+            Pending {
+                from: from.to_string(),
+                from_session,
+                from_id,
+                to: to.to_string(),
+                to_session,
+                kind,
+                deadline,
+            },
+        );
+        tracing::debug!(from, to, ?kind, id, "request forwarded");
+        self.send_to(
+            to,
+            to_session,
+            Outbound::Signal(SignalEvent::Incoming {
+                id,
+                from: from.to_string(),
+                kind,
+            }),
+        );
+        Ok(())
+    }
+
+    /// Lets `a` (in `a_session`) and `b` (in `b_session`) relay to each
+    /// other. A session keeps at most [`MAX_RELAY_PAIRS`] such pairs: past
+    /// it, its oldest is forgotten (a chat or delivery that old is over or
+    /// direct).
+    pub(crate) fn allow_relay(&mut self, a: &str, a_session: u64, b: &str, b_session: u64) {
+        for session in [a_session, b_session] {
             let of_session: Vec<_> = self
                 .relay_pairs
                 .iter()
@@ -197,18 +257,20 @@ impl State {
             }
         }
         self.next_relay_pair += 1;
-        let value = (p.from_session, p.to_session, self.next_relay_pair);
-        self.relay_pairs.insert(relay_pair(&p.from, &p.to), value);
+        let value = (a_session, b_session, self.next_relay_pair);
+        self.relay_pairs.insert(relay_pair(a, b), value);
     }
 
     /// Sends both sides of an accepted request what they need to connect.
     /// Addresses go only to the two sides of an accepted chat, or of a
     /// delivery between people who have chatted (since this coordinator
     /// started): anyone else's delivery runs through the relay, so sending
-    /// one does not reveal where a user is.
+    /// one does not reveal where a user is. A requester on another node is
+    /// told through its node, which then lets it relay too.
     fn connect(&mut self, p: &Pending, id: u64) -> Result<(), SignalRefusal> {
         let pair = relay_pair(&p.from, &p.to);
-        if p.kind == RequestKind::Chat {
+        let chat = p.kind == RequestKind::Chat;
+        if chat {
             self.contacts.insert(pair.clone());
         }
         let share = self.contacts.contains(&pair);
@@ -220,14 +282,28 @@ impl State {
             return Ok(());
         }
         let addrs = |m: &crate::hub::Member| if share { m.addrs.clone() } else { Vec::new() };
-        caller.send(Outbound::Signal(SignalEvent::Connect {
+        let to_caller = SignalEvent::Connect {
             id: p.from_id,
             peer: p.to.clone(),
             kind: p.kind,
             role: Role::Dialer,
             fingerprint: callee.fingerprint,
             addrs: addrs(callee),
-        }));
+        };
+        match (caller.node(), self.link.as_ref()) {
+            (Some(node), Some(link)) => link.send(
+                node,
+                crate::cluster::NodeMsg::Arranged {
+                    name: p.from.clone(),
+                    session: p.from_session,
+                    peer: p.to.clone(),
+                    peer_session: p.to_session,
+                    chat,
+                    event: to_caller,
+                },
+            ),
+            _ => caller.send(Outbound::Signal(to_caller)),
+        }
         callee.send(Outbound::Signal(SignalEvent::Connect {
             id,
             peer: p.from.clone(),

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod bad_input;
+mod cluster;
 mod lifecycle;
 mod limits;
 mod log_flood;

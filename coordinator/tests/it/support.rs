@@ -88,20 +88,23 @@ impl TestCoordinator {
             task: None,
             dir,
         };
-        tc.launch();
+        tc.launch().await;
         tc
     }
 
-    fn launch(&mut self) {
+    async fn launch(&mut self) {
         let tls = self.config.data_dir.join("tls");
         let (identity, _) =
             certs::ensure_coordinator_files(&tls).expect("coordinator certificates");
-        let coordinator = Coordinator::bind(
+        let mut coordinator = Coordinator::bind(
             self.config.clone(),
             "127.0.0.1:0".parse().unwrap(),
             &identity,
         )
         .expect("bind the coordinator");
+        within("joining the cluster", coordinator.join_cluster())
+            .await
+            .expect("join the cluster");
         self.addr = coordinator.local_addr().unwrap();
         self.metrics = coordinator.metrics_addr();
         let (tx, rx) = oneshot::channel::<()>();
@@ -121,6 +124,16 @@ impl TestCoordinator {
         self.dir.path()
     }
 
+    /// Stops the coordinator at once, as a crash would: its tasks are
+    /// dropped without a word to peers or to the cluster.
+    pub async fn crash(&mut self) {
+        self.stop = None;
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
     /// Triggers the shutdown and waits until the server has stopped.
     pub async fn shutdown(&mut self) {
         if let Some(tx) = self.stop.take() {
@@ -136,7 +149,7 @@ impl TestCoordinator {
     /// Stops the coordinator and starts a new one on the same data folder.
     pub async fn restart(&mut self) {
         self.shutdown().await;
-        self.launch();
+        self.launch().await;
     }
 
     /// A connected client (session stream opened, nothing sent yet).

@@ -1,0 +1,390 @@
+//! Several coordinators as one (issue 12), in process, over a real private
+//! NATS server: presence crosses nodes both ways, a request is declined,
+//! accepted and cancelled across nodes, relayed packets cross nodes, a
+//! second login on another node replaces the first, a crashed node's users
+//! go offline everywhere, and logins fail clearly while NATS is away and
+//! work again once it is back.
+//!
+//! Each node keeps its accounts in its own SQLite file here (shared
+//! accounts in PostgreSQL are tested with the real binaries), so a test
+//! registers a name on each node it logs in on.
+
+use crate::support::*;
+use common::close::CloseCode;
+use common::protocol::{
+    Answer, Outcome, RelayEvent, RelayRequest, RequestKind, SessionResponse, SignalEvent,
+    SignalRequest, Welcome, Withdrawal,
+};
+use common::wire::{read_frame, write_frame};
+use coordinator::cluster::ClusterConfig;
+use std::time::Duration;
+use testkit::nats::NatsServer;
+
+/// A node not heard from for this long is dead (short, for the tests).
+const TTL: Duration = Duration::from_secs(2);
+
+/// `n` coordinators joined through `nats`.
+async fn nodes(nats: &NatsServer, n: usize) -> Vec<TestCoordinator> {
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let url = nats.url();
+        nodes.push(
+            TestCoordinator::start_with(move |c| {
+                c.cluster = Some(ClusterConfig {
+                    nats_url: url,
+                    node: format!("n{i}"),
+                    node_ttl: TTL,
+                    replicas: 1,
+                });
+            })
+            .await,
+        );
+    }
+    nodes
+}
+
+/// Waits until `c` is told `name` is `online` (by the welcome's list or
+/// by a presence push), skipping other pushes.
+async fn sees(c: &mut Client, welcome: &Welcome, name: &str, online: bool) {
+    if online && welcome.online.iter().any(|n| n == name) {
+        return;
+    }
+    let limit = TTL * 4;
+    within_for(limit, &format!("{name} online={online}"), async {
+        loop {
+            if let SessionResponse::Presence { name: n, online: o } = c.recv_for(limit).await {
+                if n == name && o == online {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// A user logged in on `tc` with its signaling stream open.
+async fn signed_in(tc: &TestCoordinator, name: &str) -> (Client, Welcome) {
+    let mut c = tc.client().await;
+    let w = c.register(name, PASSWORD).await;
+    c.open_signal().await;
+    (c, w)
+}
+
+#[tokio::test]
+async fn presence_crosses_nodes_both_ways() {
+    let nats = NatsServer::start();
+    let n = nodes(&nats, 3).await;
+    let (mut alice, wa) = signed_in(&n[0], "alice").await;
+    let (mut bob, wb) = signed_in(&n[1], "bob").await;
+    sees(&mut bob, &wb, "alice", true).await;
+    sees(&mut alice, &wa, "bob", true).await;
+    let (mut carol, wc) = signed_in(&n[2], "carol").await;
+    sees(&mut carol, &wc, "alice", true).await;
+    sees(&mut carol, &wc, "bob", true).await;
+
+    // A look-up on one node answers for a user on another.
+    let mut dave = n[2].client().await;
+    dave.register("dave", PASSWORD).await;
+    let (_, answer) = within("a look-up", async {
+        dave.send(common::protocol::SessionRequest::Lookup {
+            name: "alice".into(),
+        })
+        .await;
+        dave.recv_past_presence().await
+    })
+    .await;
+    assert!(
+        matches!(answer, SessionResponse::LookupResult { online: true, .. }),
+        "{answer:?}"
+    );
+
+    drop(bob);
+    sees(&mut alice, &wa, "bob", false).await;
+    sees(&mut carol, &wc, "bob", false).await;
+}
+
+#[tokio::test]
+async fn a_request_is_declined_cancelled_and_accepted_across_nodes() {
+    let nats = NatsServer::start();
+    let n = nodes(&nats, 2).await;
+    let (mut alice, wa) = signed_in(&n[0], "alice").await;
+    let (mut bob, wb) = signed_in(&n[1], "bob").await;
+    sees(&mut alice, &wa, "bob", true).await;
+    sees(&mut bob, &wb, "alice", true).await;
+    let ask = |id| SignalRequest::Request {
+        id,
+        to: "bob".into(),
+        kind: RequestKind::Chat,
+    };
+
+    alice.signal(ask(1)).await;
+    let SignalEvent::Incoming { id, from, kind } = bob.recv_signal().await else {
+        panic!("bob should be asked");
+    };
+    assert_eq!((from.as_str(), kind), ("alice", RequestKind::Chat));
+    bob.signal(SignalRequest::Answer {
+        id,
+        answer: Answer::Decline,
+    })
+    .await;
+    assert_eq!(
+        alice.recv_signal().await,
+        SignalEvent::Outcome {
+            id: 1,
+            outcome: Outcome::Declined
+        }
+    );
+
+    alice.signal(ask(2)).await;
+    let SignalEvent::Incoming { id, .. } = bob.recv_signal().await else {
+        panic!("bob should be asked again");
+    };
+    // The same id twice is refused on the requester's node.
+    alice.signal(ask(2)).await;
+    assert_eq!(
+        alice.recv_signal().await,
+        SignalEvent::Outcome {
+            id: 2,
+            outcome: Outcome::DuplicateId
+        }
+    );
+    alice.signal(SignalRequest::Cancel { id: 2 }).await;
+    assert_eq!(
+        bob.recv_signal().await,
+        SignalEvent::Withdrawn {
+            id,
+            reason: Withdrawal::Cancelled
+        }
+    );
+
+    alice.signal(ask(3)).await;
+    let SignalEvent::Incoming { id, .. } = bob.recv_signal().await else {
+        panic!("bob should be asked a third time");
+    };
+    bob.signal(SignalRequest::Answer {
+        id,
+        answer: Answer::Accept,
+    })
+    .await;
+    match alice.recv_signal().await {
+        SignalEvent::Connect {
+            id: 3,
+            peer,
+            fingerprint,
+            addrs,
+            ..
+        } => {
+            assert_eq!(peer, "bob");
+            assert_eq!(fingerprint, bob.fingerprint);
+            assert!(!addrs.is_empty(), "a chat shares addresses");
+        }
+        other => panic!("alice should connect, got {other:?}"),
+    }
+    match bob.recv_signal().await {
+        SignalEvent::Connect {
+            peer, fingerprint, ..
+        } => {
+            assert_eq!(peer, "alice");
+            assert_eq!(fingerprint, alice.fingerprint);
+        }
+        other => panic!("bob should connect, got {other:?}"),
+    }
+    // Cancelling what was accepted is an error, said to the requester.
+    alice.signal(SignalRequest::Cancel { id: 3 }).await;
+    assert!(matches!(
+        alice.recv_signal().await,
+        SignalEvent::Error { .. }
+    ));
+}
+
+#[tokio::test]
+async fn relayed_packets_cross_nodes_only_for_an_arranged_pair() {
+    let nats = NatsServer::start();
+    let n = nodes(&nats, 2).await;
+    let (mut alice, wa) = signed_in(&n[0], "alice").await;
+    let (mut bob, wb) = signed_in(&n[1], "bob").await;
+    sees(&mut alice, &wa, "bob", true).await;
+    sees(&mut bob, &wb, "alice", true).await;
+    let (mut a_send, mut a_recv) = alice.conn.open_bi().await.unwrap();
+    write_frame(&mut a_send, &RelayRequest::Open).await.unwrap();
+    let (mut b_send, mut b_recv) = bob.conn.open_bi().await.unwrap();
+    write_frame(&mut b_send, &RelayRequest::Open).await.unwrap();
+    let packet = |to: &str, bytes: Vec<u8>| RelayRequest::Packet {
+        to: to.into(),
+        packet: bytes,
+    };
+
+    write_frame(&mut a_send, &packet("bob", vec![1]))
+        .await
+        .unwrap();
+    let refused = within("a refusal", read_frame::<RelayEvent, _>(&mut a_recv))
+        .await
+        .unwrap();
+    assert!(
+        matches!(refused, Some(RelayEvent::Refused { .. })),
+        "{refused:?}"
+    );
+
+    alice
+        .signal(SignalRequest::Request {
+            id: 1,
+            to: "bob".into(),
+            kind: RequestKind::Deliver,
+        })
+        .await;
+    let SignalEvent::Incoming { id, .. } = bob.recv_signal().await else {
+        panic!("bob should be asked");
+    };
+    bob.signal(SignalRequest::Answer {
+        id,
+        answer: Answer::Accept,
+    })
+    .await;
+    assert!(matches!(
+        alice.recv_signal().await,
+        SignalEvent::Connect { .. }
+    ));
+    assert!(matches!(
+        bob.recv_signal().await,
+        SignalEvent::Connect { .. }
+    ));
+
+    let sealed: Vec<u8> = (0..1200u32).map(|i| (i * 7) as u8).collect();
+    write_frame(&mut a_send, &packet("bob", sealed.clone()))
+        .await
+        .unwrap();
+    let got = within("a packet at bob", read_frame::<RelayEvent, _>(&mut b_recv))
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        Some(RelayEvent::Packet {
+            from: "alice".into(),
+            packet: sealed
+        })
+    );
+    write_frame(&mut b_send, &packet("alice", vec![9, 9]))
+        .await
+        .unwrap();
+    let got = within(
+        "a packet at alice",
+        read_frame::<RelayEvent, _>(&mut a_recv),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        got,
+        Some(RelayEvent::Packet {
+            from: "bob".into(),
+            packet: vec![9, 9]
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_second_login_on_another_node_replaces_the_first_cluster_wide() {
+    let nats = NatsServer::start();
+    let n = nodes(&nats, 3).await;
+    let (mut carol, wc) = signed_in(&n[2], "carol").await;
+    let (first, _) = signed_in(&n[0], "alice").await;
+    sees(&mut carol, &wc, "alice", true).await;
+
+    let (mut second, _) = signed_in(&n[1], "alice").await;
+    assert_eq!(
+        within("the first session to close", first.close_code()).await,
+        CloseCode::REPLACED
+    );
+    // The second one stays, and carol can still reach alice there.
+    carol
+        .signal(SignalRequest::Request {
+            id: 5,
+            to: "alice".into(),
+            kind: RequestKind::Chat,
+        })
+        .await;
+    assert!(matches!(
+        second.recv_signal().await,
+        SignalEvent::Incoming { .. }
+    ));
+    assert!(second.conn.close_reason().is_none());
+    // Alice never went offline for carol.
+    let quiet = tokio::time::timeout(QUIET, async {
+        loop {
+            if let SessionResponse::Presence {
+                name,
+                online: false,
+            } = carol.recv().await
+            {
+                if name == "alice" {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "carol was told alice left");
+}
+
+#[tokio::test]
+async fn a_crashed_nodes_users_go_offline_everywhere_within_the_ttl() {
+    let nats = NatsServer::start();
+    let mut n = nodes(&nats, 2).await;
+    let (mut alice, wa) = signed_in(&n[0], "alice").await;
+    let (_bob, _) = signed_in(&n[1], "bob").await;
+    sees(&mut alice, &wa, "bob", true).await;
+    n[1].crash().await;
+    let started = std::time::Instant::now();
+    sees(&mut alice, &wa, "bob", false).await;
+    // Within the TTL and a heartbeat or two of sweeping.
+    assert!(
+        started.elapsed() < TTL * 3,
+        "bob went offline only after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn logins_fail_clearly_while_nats_is_away_and_work_again_when_it_is_back() {
+    let mut nats = NatsServer::start();
+    let n = nodes(&nats, 2).await;
+    let (mut alice, wa) = signed_in(&n[0], "alice").await;
+
+    nats.stop();
+    let mut bob = n[1].client().await;
+    bob.hello().await;
+    bob.username("bob").await;
+    bob.send(common::protocol::SessionRequest::Password {
+        password: PASSWORD.to_string().into(),
+    })
+    .await;
+    let closed = within_for(Duration::from_secs(15), "bob's refusal", bob.closed()).await;
+    let said = closed.to_string();
+    assert!(
+        said.contains("cannot reach a service it needs"),
+        "bob was told: {said}"
+    );
+
+    nats.start_again();
+    // Service resumes by itself: a login on the other node is seen here.
+    let mut resumed = None;
+    for _ in 0..40 {
+        let mut c = n[1].client().await;
+        c.hello().await;
+        c.username("bob").await;
+        c.send(common::protocol::SessionRequest::Password {
+            password: PASSWORD.to_string().into(),
+        })
+        .await;
+        match tokio::time::timeout(Duration::from_secs(5), c.recv()).await {
+            Ok(SessionResponse::Welcome(w)) => {
+                resumed = Some((c, w));
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+    let (mut bob, wb) = resumed.expect("bob logs in once NATS is back");
+    bob.open_signal().await;
+    sees(&mut alice, &wa, "bob", true).await;
+    sees(&mut bob, &wb, "alice", true).await;
+}
