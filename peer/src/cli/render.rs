@@ -97,12 +97,18 @@ fn history_line(style: &Style, l: &HistoryLine) -> String {
 
 /// `/status`: the coordinator, who you are, and each open connection.
 fn status_lines(style: &Style, st: &crate::engine::Status) -> Vec<String> {
-    let coord = if st.connected {
-        "connected"
-    } else {
-        "not connected; retrying"
+    // The node is named unless the coordinator was given as that address.
+    let coord = match (st.connected, st.node) {
+        (true, Some(node)) if node.to_string() != st.coordinator => {
+            format!("connected to {node}")
+        }
+        (true, _) => "connected".to_string(),
+        (false, _) => "not connected; retrying".to_string(),
     };
-    let mut out = vec![style.info(&format!("Coordinator: {} ({coord}).", st.coordinator))];
+    let mut out = vec![style.info(&format!(
+        "Coordinator: {} ({coord}).",
+        listed(&st.coordinator)
+    ))];
     out.push(style.info(&match &st.me {
         Some(me) => format!("Logged in as {me}; this peer listens on {}.", st.local),
         None => format!("Not logged in; this peer listens on {}.", st.local),
@@ -247,6 +253,11 @@ pub fn refusal_text(command: CommandKind, reason: &Refusal) -> String {
     format!("{what}: {why}.")
 }
 
+/// The coordinator as given, a list with a space after each comma.
+fn listed(coordinator: &str) -> String {
+    crate::engine::coordinator_entries(coordinator).join(", ")
+}
+
 /// Why the engine stopped, as a sentence.
 pub fn fatal_text(fatal: &Fatal) -> String {
     match fatal {
@@ -260,11 +271,15 @@ pub fn fatal_text(fatal: &Fatal) -> String {
 /// The lines for events that need no state to render; `None` for the rest.
 pub fn simple_event(style: &Style, ev: &Event) -> Option<Vec<String>> {
     let lines = match ev {
-        Event::Connecting { coordinator } => vec![style.info(&format!("Connecting to the coordinator at {coordinator}..."))],
+        Event::Connecting { coordinator } => vec![style.info(&format!("Connecting to the coordinator at {}...", listed(coordinator)))],
         Event::ConnectFailed { coordinator, reason, retry_in } => vec![style.error(&format!(
-            "Cannot reach the coordinator at {coordinator}: {}. Retrying in {} s (type exit to quit).",
+            "Cannot reach the coordinator at {}: {}. Retrying in {} s (type exit to quit).",
+            listed(coordinator),
             sanitize_for_display(&reason.to_string()),
             retry_in.as_secs().max(1)
+        ))],
+        Event::CoordinatorReached { addr, addresses } => vec![style.info(&format!(
+            "Reached the coordinator at {addr} (one of its {addresses} addresses)."
         ))],
         Event::CoordinatorPinned { coordinator, fingerprint, file } => vec![
             style.info(&format!(
