@@ -743,6 +743,15 @@ impl Driver {
                     addresses,
                     pinned_now,
                 } = c;
+                let deadline = self.config.timings.coordinator_write;
+                let io =
+                    CoordIo::start(g, conn, send, recv, deadline, &self.inputs, &mut self.tasks);
+                self.coord = Some(io);
+                let addrs = local_candidates(self.local_addr(), self.config.advertise);
+                let a = self.login.on_connected(addrs, addr, addresses);
+                self.act(a);
+                // Told after which node was reached; nothing the coordinator
+                // answers can come first (this loop reads it).
                 if let Some((coordinator, fingerprint, file)) = pinned_now {
                     self.emit(
                         Event::CoordinatorPinned {
@@ -753,13 +762,6 @@ impl Driver {
                         false,
                     );
                 }
-                let deadline = self.config.timings.coordinator_write;
-                let io =
-                    CoordIo::start(g, conn, send, recv, deadline, &self.inputs, &mut self.tasks);
-                self.coord = Some(io);
-                let addrs = local_candidates(self.local_addr(), self.config.advertise);
-                let a = self.login.on_connected(addrs, addr, addresses);
-                self.act(a);
             }
             Input::CoordFailed(g, e) if g == gen => {
                 let a = self.login.on_connect_failed(e);
