@@ -391,6 +391,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn status_names_the_node_unless_the_coordinator_was_given_as_it() {
+        let style = Style { color: false };
+        let node: std::net::SocketAddr = "127.0.0.1:7070".parse().unwrap();
+        let status = |coordinator: &str, connected| crate::engine::Status {
+            coordinator: coordinator.into(),
+            connected,
+            node: connected.then_some(node),
+            me: None,
+            local: "127.0.0.1:5000".parse().unwrap(),
+            links: Vec::new(),
+        };
+        let first = |st| status_lines(&style, &st).remove(0);
+        assert_eq!(
+            first(status("a.example:7070,b.example:7070", true)),
+            "Coordinator: a.example:7070, b.example:7070 (connected to 127.0.0.1:7070)."
+        );
+        assert_eq!(
+            first(status("127.0.0.1:7070", true)),
+            "Coordinator: 127.0.0.1:7070 (connected)."
+        );
+        assert_eq!(
+            first(status("localhost:7070", false)),
+            "Coordinator: localhost:7070 (not connected; retrying)."
+        );
+    }
+
+    #[test]
     fn history_lines_carry_the_date_when_the_day_differs_and_the_delivery_state() {
         let style = Style { color: false };
         let now = common::ids::now_millis();
