@@ -265,45 +265,84 @@ pub(crate) async fn connect(
             _ => ConnectError::NoUsableAddress(coordinator.to_string()),
         });
     }
+    let raced = race(targets.len(), HEAD_START, |i| {
+        attempt(
+            endpoint,
+            identity,
+            trust,
+            &entries[targets[i].entry],
+            targets[i],
+        )
+    })
+    .await;
+    match raced {
+        Ok(won) => finish(won, targets.len()).await,
+        Err(mut failed) => match failed.pop() {
+            Some((_, e)) if e.is_fatal() => Err(e),
+            last => {
+                failed.extend(last);
+                let tried = failed
+                    .into_iter()
+                    .map(|(i, e)| (targets[i].addr, e))
+                    .collect();
+                Err(none_answered(tried, unresolved))
+            }
+        },
+    }
+}
+
+/// Runs attempts `0..n`, each started `head_start` after the one before,
+/// or at once when every attempt started so far has failed. The first to
+/// succeed wins and the others are dropped. A fatal failure ends the race
+/// at once; otherwise, when all fail, every failure is returned (attempt
+/// index and error, in the order they failed), the fatal one last if any.
+async fn race<T, F, Fut>(
+    n: usize,
+    head_start: Duration,
+    mut start: F,
+) -> Result<T, Vec<(usize, ConnectError)>>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ConnectError>>,
+{
     let mut attempts = FuturesUnordered::new();
     let mut next = 0;
-    let mut tried = Vec::new();
-    let head_start = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(head_start);
-    let won = loop {
-        if next < targets.len() && (attempts.is_empty() || head_start.is_elapsed()) {
-            let target = targets[next];
+    let mut failed = Vec::new();
+    // The next attempt is due: at the start, and when the head start of
+    // the one before has passed.
+    let mut due = true;
+    let timer = tokio::time::sleep(head_start);
+    tokio::pin!(timer);
+    loop {
+        if next < n && (due || attempts.is_empty()) {
+            let i = next;
             next += 1;
-            head_start
+            due = false;
+            timer
                 .as_mut()
-                .reset(tokio::time::Instant::now() + HEAD_START);
-            attempts.push(attempt(
-                endpoint,
-                identity,
-                trust,
-                &entries[target.entry],
-                target,
-            ));
+                .reset(tokio::time::Instant::now() + head_start);
+            let attempt = start(i);
+            attempts.push(async move { (i, attempt.await) });
             continue;
         }
+        if attempts.is_empty() {
+            return Err(failed);
+        }
         tokio::select! {
-            Some(result) = attempts.next() => match result {
-                Ok(won) => break won,
-                Err((_, e)) if e.is_fatal() => return Err(e),
-                Err((addr, e)) => {
-                    tracing::info!(%addr, error = %e, "coordinator address failed");
-                    tried.push((addr, e));
-                    if attempts.is_empty() && next == targets.len() {
-                        return Err(none_answered(tried, unresolved));
+            Some((i, result)) = attempts.next() => match result {
+                Ok(won) => return Ok(won),
+                Err(e) => {
+                    let fatal = e.is_fatal();
+                    tracing::info!(attempt = i, error = %e, "coordinator address failed");
+                    failed.push((i, e));
+                    if fatal {
+                        return Err(failed);
                     }
                 }
             },
-            () = &mut head_start, if next < targets.len() => {}
+            () = &mut timer, if next < n => due = true,
         }
-    };
-    // The other attempts are dropped, which closes their connections.
-    drop(attempts);
-    finish(won, targets.len()).await
+    }
 }
 
 /// The error of a round in which every address failed: one address's own,
@@ -340,10 +379,9 @@ async fn attempt(
     trust: &Trust,
     entry: &Entry,
     target: Target,
-) -> Result<Handshaken, (SocketAddr, ConnectError)> {
+) -> Result<Handshaken, ConnectError> {
     let addr = target.addr;
-    let fail = |e| (addr, e);
-    let fatal_cfg = |e: tls::TlsError| fail(ConnectError::Setup(e.to_string()));
+    let fatal_cfg = |e: tls::TlsError| ConnectError::Setup(e.to_string());
     let (config, pin) = match trust {
         Trust::Ca { certs, .. } => (
             tls::coordinator_client_config_ca(identity, certs.clone()).map_err(fatal_cfg)?,
@@ -352,7 +390,7 @@ async fn attempt(
         Trust::Pinned(pins) => {
             let pinned = pins
                 .get(&entry.spec)
-                .map_err(|e| fail(ConnectError::Setup(e.to_string())))?;
+                .map_err(|e| ConnectError::Setup(e.to_string()))?;
             let verifier = PinVerifier::new(pinned);
             let config = tls::coordinator_client_config_pinned(identity, verifier.clone())
                 .map_err(fatal_cfg)?;
@@ -361,28 +399,18 @@ async fn attempt(
     };
     let connecting = endpoint
         .connect_with(config, addr, &entry.host)
-        .map_err(|e| {
-            fail(ConnectError::Unreachable {
-                addr,
-                detail: e.to_string(),
-            })
+        .map_err(|e| ConnectError::Unreachable {
+            addr,
+            detail: e.to_string(),
         })?;
     let conn = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Err(_) => {
-            return Err(fail(ConnectError::Unreachable {
+            return Err(ConnectError::Unreachable {
                 addr,
                 detail: format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
-            }))
+            })
         }
-        Ok(Err(e)) => {
-            return Err(fail(explain_failure(
-                e,
-                addr,
-                trust,
-                &entry.spec,
-                pin.as_ref(),
-            )))
-        }
+        Ok(Err(e)) => return Err(explain_failure(e, addr, trust, &entry.spec, pin.as_ref())),
         Ok(Ok(conn)) => conn,
     };
     let first_use = match &pin {
@@ -525,6 +553,106 @@ mod tests {
             addrs(&plan(&resolved, true, Some(v4(9, 1)))),
             [v4(1, 1), v4(2, 1), v4(3, 1)]
         );
+    }
+
+    fn unreachable(i: u8) -> ConnectError {
+        ConnectError::Unreachable {
+            addr: v4(i, 1),
+            detail: "no answer".into(),
+        }
+    }
+
+    /// Runs `race` over scripted attempts: each waits its delay, then gives
+    /// its result (`None`: never finishes). Returns the outcome and the
+    /// attempts started, in order.
+    async fn scripted(
+        head_start: Duration,
+        script: Vec<(Duration, Option<Result<usize, ConnectError>>)>,
+    ) -> (Result<usize, Vec<(usize, ConnectError)>>, Vec<usize>) {
+        let started = std::sync::Mutex::new(Vec::new());
+        let outcome = race(script.len(), head_start, |i| {
+            started.lock().unwrap().push(i);
+            let (delay, result) = script[i].clone();
+            async move {
+                tokio::time::sleep(delay).await;
+                match result {
+                    Some(r) => r,
+                    None => std::future::pending().await,
+                }
+            }
+        })
+        .await;
+        (outcome, started.into_inner().unwrap())
+    }
+
+    const LONG: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn an_address_that_does_not_answer_costs_only_its_head_start() {
+        let t = std::time::Instant::now();
+        let (won, started) = scripted(
+            Duration::from_millis(50),
+            vec![(LONG, None), (Duration::ZERO, Some(Ok(1))), (LONG, None)],
+        )
+        .await;
+        assert_eq!(won.unwrap(), 1);
+        assert_eq!(started, [0, 1], "the third was not needed");
+        assert!(
+            t.elapsed() >= Duration::from_millis(50),
+            "the head start was kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_attempt_starts_the_next_at_once() {
+        let round = scripted(
+            LONG,
+            vec![
+                (Duration::ZERO, Some(Err(unreachable(1)))),
+                (Duration::ZERO, Some(Err(unreachable(2)))),
+                (Duration::ZERO, Some(Ok(2))),
+            ],
+        );
+        let (won, started) = tokio::time::timeout(Duration::from_secs(10), round)
+            .await
+            .expect("no head start waited for after failures");
+        assert_eq!(won.unwrap(), 2);
+        assert_eq!(started, [0, 1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_certificate_ends_the_round_and_all_failures_are_kept_in_order() {
+        let refused = ConnectError::CaRejected {
+            coordinator: "c:1".into(),
+            ca_file: "ca.pem".into(),
+            detail: "unknown issuer".into(),
+        };
+        let (out, started) = scripted(
+            LONG,
+            vec![
+                (Duration::ZERO, Some(Err(unreachable(1)))),
+                (Duration::ZERO, Some(Err(refused.clone()))),
+                (Duration::ZERO, Some(Ok(2))),
+            ],
+        )
+        .await;
+        assert_eq!(out.unwrap_err(), vec![(0, unreachable(1)), (1, refused)]);
+        assert_eq!(
+            started,
+            [0, 1],
+            "nothing is tried after a refused certificate"
+        );
+
+        let (out, _) = scripted(
+            Duration::from_millis(10),
+            vec![
+                (Duration::from_millis(200), Some(Err(unreachable(1)))),
+                (Duration::from_millis(20), Some(Err(unreachable(2)))),
+            ],
+        )
+        .await;
+        let order: Vec<usize> = out.unwrap_err().into_iter().map(|(i, _)| i).collect();
+        assert_eq!(order, [1, 0], "in the order they failed");
     }
 
     #[test]
