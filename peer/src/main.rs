@@ -19,7 +19,9 @@ struct Args {
     /// Without a command: the interactive chat.
     #[command(subcommand)]
     command: Option<Cmd>,
-    /// The coordinator, as HOST:PORT.
+    /// The coordinator, as HOST:PORT (a name with several addresses is
+    /// tried at each in turn), or several as HOST:PORT,HOST:PORT,... (nodes
+    /// of one coordinator: a session resumes on any of them).
     #[arg(
         long,
         global = true,
@@ -88,21 +90,34 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Checks at start that the coordinator is `HOST:PORT` and that the name
-/// resolves: a typo is told at once, not after "Connecting...".
+/// Checks at start that every coordinator entry is `HOST:PORT` and that its
+/// name resolves: a typo is told at once, not after "Connecting...".
 fn check_coordinator(coordinator: &str) -> anyhow::Result<()> {
+    for entry in engine::coordinator_entries(coordinator) {
+        check_entry(entry, coordinator)?;
+    }
+    Ok(())
+}
+
+/// One entry of the coordinator list (`all`).
+fn check_entry(entry: &str, all: &str) -> anyhow::Result<()> {
     use std::net::ToSocketAddrs;
-    let port = coordinator.rsplit_once(':').map(|(_, p)| p);
-    if port.and_then(|p| p.parse::<u16>().ok()).is_none() {
+    if entry.is_empty() {
         anyhow::bail!(
-            "the coordinator '{coordinator}' has no port; give it as HOST:PORT, e.g. {coordinator}:7070"
+            "the coordinator list '{all}' has an empty entry; give HOST:PORT or HOST:PORT,HOST:PORT"
         );
     }
-    let mut addrs = coordinator
+    let port = entry.rsplit_once(':').map(|(_, p)| p);
+    if port.and_then(|p| p.parse::<u16>().ok()).is_none() {
+        anyhow::bail!(
+            "the coordinator '{entry}' has no port; give it as HOST:PORT, e.g. {entry}:7070"
+        );
+    }
+    let mut addrs = entry
         .to_socket_addrs()
-        .with_context(|| format!("the coordinator's name in '{coordinator}' does not resolve"))?;
+        .with_context(|| format!("the coordinator's name in '{entry}' does not resolve"))?;
     if addrs.next().is_none() {
-        anyhow::bail!("the coordinator's name in '{coordinator}' resolves to no address");
+        anyhow::bail!("the coordinator's name in '{entry}' resolves to no address");
     }
     Ok(())
 }

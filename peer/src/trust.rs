@@ -2,6 +2,12 @@
 //! or, without one, the coordinator's certificate fingerprint pinned on first
 //! use in `DATA_DIR/known_coordinators` (one `HOST:PORT sha256:HEX` line per
 //! coordinator, as SSH's known_hosts). A changed certificate is refused.
+//!
+//! With several entries (`--coordinator a:7070,b:7070`) each entry has its
+//! own pin, made when it first answers; every address a name resolves to
+//! must present the certificate pinned for that name. Pins are never shared
+//! between entries, even when the certificates are the same: a pin says
+//! what was seen at that name, nothing more.
 
 use common::Fingerprint;
 use std::path::{Path, PathBuf};

@@ -97,12 +97,18 @@ fn history_line(style: &Style, l: &HistoryLine) -> String {
 
 /// `/status`: the coordinator, who you are, and each open connection.
 fn status_lines(style: &Style, st: &crate::engine::Status) -> Vec<String> {
-    let coord = if st.connected {
-        "connected"
-    } else {
-        "not connected; retrying"
+    // The node is named unless the coordinator was given as that address.
+    let coord = match (st.connected, st.node) {
+        (true, Some(node)) if node.to_string() != st.coordinator => {
+            format!("connected to {node}")
+        }
+        (true, _) => "connected".to_string(),
+        (false, _) => "not connected; retrying".to_string(),
     };
-    let mut out = vec![style.info(&format!("Coordinator: {} ({coord}).", st.coordinator))];
+    let mut out = vec![style.info(&format!(
+        "Coordinator: {} ({coord}).",
+        listed(&st.coordinator)
+    ))];
     out.push(style.info(&match &st.me {
         Some(me) => format!("Logged in as {me}; this peer listens on {}.", st.local),
         None => format!("Not logged in; this peer listens on {}.", st.local),
@@ -247,6 +253,11 @@ pub fn refusal_text(command: CommandKind, reason: &Refusal) -> String {
     format!("{what}: {why}.")
 }
 
+/// The coordinator as given, a list with a space after each comma.
+fn listed(coordinator: &str) -> String {
+    crate::engine::coordinator_entries(coordinator).join(", ")
+}
+
 /// Why the engine stopped, as a sentence.
 pub fn fatal_text(fatal: &Fatal) -> String {
     match fatal {
@@ -260,11 +271,15 @@ pub fn fatal_text(fatal: &Fatal) -> String {
 /// The lines for events that need no state to render; `None` for the rest.
 pub fn simple_event(style: &Style, ev: &Event) -> Option<Vec<String>> {
     let lines = match ev {
-        Event::Connecting { coordinator } => vec![style.info(&format!("Connecting to the coordinator at {coordinator}..."))],
+        Event::Connecting { coordinator } => vec![style.info(&format!("Connecting to the coordinator at {}...", listed(coordinator)))],
         Event::ConnectFailed { coordinator, reason, retry_in } => vec![style.error(&format!(
-            "Cannot reach the coordinator at {coordinator}: {}. Retrying in {} s (type exit to quit).",
+            "Cannot reach the coordinator at {}: {}. Retrying in {} s (type exit to quit).",
+            listed(coordinator),
             sanitize_for_display(&reason.to_string()),
             retry_in.as_secs().max(1)
+        ))],
+        Event::CoordinatorReached { addr, addresses } => vec![style.info(&format!(
+            "Reached the coordinator at {addr} (one of its {addresses} addresses)."
         ))],
         Event::CoordinatorPinned { coordinator, fingerprint, file } => vec![
             style.info(&format!(
@@ -374,6 +389,33 @@ pub fn help() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_names_the_node_unless_the_coordinator_was_given_as_it() {
+        let style = Style { color: false };
+        let node: std::net::SocketAddr = "127.0.0.1:7070".parse().unwrap();
+        let status = |coordinator: &str, connected| crate::engine::Status {
+            coordinator: coordinator.into(),
+            connected,
+            node: connected.then_some(node),
+            me: None,
+            local: "127.0.0.1:5000".parse().unwrap(),
+            links: Vec::new(),
+        };
+        let first = |st| status_lines(&style, &st).remove(0);
+        assert_eq!(
+            first(status("a.example:7070,b.example:7070", true)),
+            "Coordinator: a.example:7070, b.example:7070 (connected to 127.0.0.1:7070)."
+        );
+        assert_eq!(
+            first(status("127.0.0.1:7070", true)),
+            "Coordinator: 127.0.0.1:7070 (connected)."
+        );
+        assert_eq!(
+            first(status("localhost:7070", false)),
+            "Coordinator: localhost:7070 (not connected; retrying)."
+        );
+    }
 
     #[test]
     fn history_lines_carry_the_date_when_the_day_differs_and_the_delivery_state() {

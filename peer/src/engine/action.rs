@@ -29,6 +29,8 @@ pub(crate) enum Action {
         gen: u64,
         /// The wait before the attempt.
         after: Duration,
+        /// The address of a connection just lost: tried last.
+        avoid: Option<std::net::SocketAddr>,
     },
     /// Drop the coordinator connection (closing it with `code`).
     DropCoordinator(CloseCode),

@@ -14,7 +14,8 @@ use std::time::Duration;
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The coordinator as `HOST:PORT`.
+    /// The coordinator as `HOST:PORT` (a name may resolve to several
+    /// addresses) or a comma-separated list `HOST:PORT,HOST:PORT,…`.
     pub coordinator: String,
     /// Folder for the identity, pins and account databases.
     pub data_dir: PathBuf,
@@ -190,6 +191,9 @@ pub struct Status {
     pub coordinator: String,
     /// Connected to it now.
     pub connected: bool,
+    /// The address of the coordinator node the session is on, when
+    /// connected.
+    pub node: Option<std::net::SocketAddr>,
     /// The account logged in, if any.
     pub me: Option<String>,
     /// This peer's UDP address.
@@ -306,12 +310,12 @@ pub struct HistoryLine {
 pub enum Event {
     /// Trying to reach the coordinator.
     Connecting {
-        /// `HOST:PORT`.
+        /// `HOST:PORT`, or the list, as given.
         coordinator: String,
     },
     /// The coordinator could not be reached; another try follows.
     ConnectFailed {
-        /// `HOST:PORT`.
+        /// `HOST:PORT`, or the list, as given.
         coordinator: String,
         /// Why.
         reason: ConnectError,
@@ -321,12 +325,20 @@ pub enum Event {
     /// The coordinator's certificate was seen for the first time and
     /// pinned (trust on first use): later runs accept only this one.
     CoordinatorPinned {
-        /// `HOST:PORT`.
+        /// The entry pinned, `HOST:PORT` (each entry of a list has its own pin).
         coordinator: String,
         /// The fingerprint pinned, as the coordinator prints it.
         fingerprint: common::Fingerprint,
         /// The pin file.
         file: std::path::PathBuf,
+    },
+    /// A connection to the coordinator was made at `addr`, one of several
+    /// addresses (not told when there is only one). The login follows.
+    CoordinatorReached {
+        /// The address (the node) connected to.
+        addr: std::net::SocketAddr,
+        /// How many addresses there were to choose from.
+        addresses: usize,
     },
     /// Connected: send a username.
     Connected,

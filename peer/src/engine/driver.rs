@@ -391,7 +391,7 @@ impl Driver {
             Action::Emit(ev) => self.emit(ev, false),
             Action::EmitUnshown(ev) => self.emit(ev, true),
             Action::Stop => self.stopping = true,
-            Action::Connect { gen, after } => self.connect(gen, after),
+            Action::Connect { gen, after, avoid } => self.connect(gen, after, avoid),
             Action::DropCoordinator(code) => {
                 if let Some(c) = self.coord.take() {
                     c.close(code);
@@ -507,7 +507,9 @@ impl Driver {
         }
     }
 
-    fn connect(&mut self, gen: u64, after: Duration) {
+    /// One round of connecting: after `after`, the coordinator's names are
+    /// resolved again and its addresses tried (`avoid` last).
+    fn connect(&mut self, gen: u64, after: Duration, avoid: Option<SocketAddr>) {
         let (endpoint, identity, trust) = (
             self.endpoint.clone(),
             self.identity.clone(),
@@ -518,7 +520,8 @@ impl Driver {
         self.tasks.spawn(async move {
             tokio::time::sleep(after).await;
             let _ = tx.send(Input::Attempting(gen)).await;
-            let ev = match connect::connect(&endpoint, &identity, &trust, &coordinator).await {
+            let ev = match connect::connect(&endpoint, &identity, &trust, &coordinator, avoid).await
+            {
                 Ok(c) => Input::CoordConnected(gen, c),
                 Err(e) => Input::CoordFailed(gen, e),
             };
@@ -698,6 +701,7 @@ impl Driver {
                 vec![Action::Emit(Event::Status(Status {
                     coordinator: self.config.coordinator.clone(),
                     connected: self.coord.is_some(),
+                    node: self.coord.as_ref().and(self.login.node()),
                     me: self.login.me().map(str::to_string),
                     local: self.local_addr(),
                     links,
@@ -735,25 +739,29 @@ impl Driver {
                     conn,
                     send,
                     recv,
+                    addr,
+                    addresses,
                     pinned_now,
                 } = c;
-                if let Some((fingerprint, file)) = pinned_now {
+                let deadline = self.config.timings.coordinator_write;
+                let io =
+                    CoordIo::start(g, conn, send, recv, deadline, &self.inputs, &mut self.tasks);
+                self.coord = Some(io);
+                let addrs = local_candidates(self.local_addr(), self.config.advertise);
+                let a = self.login.on_connected(addrs, addr, addresses);
+                self.act(a);
+                // Told after which node was reached; nothing the coordinator
+                // answers can come first (this loop reads it).
+                if let Some((coordinator, fingerprint, file)) = pinned_now {
                     self.emit(
                         Event::CoordinatorPinned {
-                            coordinator: self.config.coordinator.clone(),
+                            coordinator,
                             fingerprint,
                             file,
                         },
                         false,
                     );
                 }
-                let deadline = self.config.timings.coordinator_write;
-                let io =
-                    CoordIo::start(g, conn, send, recv, deadline, &self.inputs, &mut self.tasks);
-                self.coord = Some(io);
-                let addrs = local_candidates(self.local_addr(), self.config.advertise);
-                let a = self.login.on_connected(addrs);
-                self.act(a);
             }
             Input::CoordFailed(g, e) if g == gen => {
                 let a = self.login.on_connect_failed(e);

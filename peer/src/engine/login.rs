@@ -1,5 +1,6 @@
-//! The coordinator client's state: reconnection with back-off, the login
-//! conversation, token resume, and presence. Sans I/O: it takes what
+//! The coordinator client's state: reconnection with back-off (and, when
+//! the coordinator has several addresses, away from the one just lost), the
+//! login conversation, token resume, and presence. Sans I/O: it takes what
 //! arrived and returns [`Action`]s.
 
 use super::action::Action;
@@ -52,6 +53,11 @@ pub(crate) struct Login {
     welcome: Option<(bool, Vec<String>)>,
     /// Who is online, as presence says.
     online: BTreeSet<String>,
+    /// The address (the coordinator node) of the current connection.
+    node: Option<SocketAddr>,
+    /// The address of the last connection lost: the next rounds try it
+    /// last, until a connection is made.
+    avoid: Option<SocketAddr>,
 }
 
 impl Login {
@@ -67,6 +73,8 @@ impl Login {
             token: None,
             welcome: None,
             online: BTreeSet::new(),
+            node: None,
+            avoid: None,
         }
     }
 
@@ -91,11 +99,17 @@ impl Login {
         self.online.contains(name)
     }
 
+    /// The address of the coordinator node connected to, if any.
+    pub(crate) fn node(&self) -> Option<SocketAddr> {
+        self.node
+    }
+
     fn connect_after(&mut self, after: Duration) -> Action {
         self.gen += 1;
         Action::Connect {
             gen: self.gen,
             after,
+            avoid: self.avoid,
         }
     }
 
@@ -110,13 +124,29 @@ impl Login {
         })]
     }
 
-    /// Connected: say hello with our candidate addresses.
-    pub(crate) fn on_connected(&mut self, addrs: Vec<SocketAddr>) -> Vec<Action> {
+    /// Connected to `node`, one of `addresses`: say so when there was a
+    /// choice, and say hello with our candidate addresses.
+    pub(crate) fn on_connected(
+        &mut self,
+        addrs: Vec<SocketAddr>,
+        node: SocketAddr,
+        addresses: usize,
+    ) -> Vec<Action> {
         self.stage = Stage::Hello;
-        vec![Action::Session(SessionRequest::Hello {
+        self.node = Some(node);
+        self.avoid = None;
+        let mut out = Vec::new();
+        if addresses > 1 {
+            out.push(Action::Emit(Event::CoordinatorReached {
+                addr: node,
+                addresses,
+            }));
+        }
+        out.push(Action::Session(SessionRequest::Hello {
             version: PROTOCOL_VERSION,
             addrs,
-        })]
+        }));
+        out
     }
 
     pub(crate) fn on_connect_failed(&mut self, e: ConnectError) -> Vec<Action> {
@@ -143,6 +173,9 @@ impl Login {
         let was_ready = self.stage == Stage::Ready;
         self.stage = Stage::Offline;
         self.online.clear();
+        // The next round starts with another address than this one.
+        let lost = self.node.take();
+        self.avoid = lost.or(self.avoid);
         let mut out = vec![Action::DropCoordinator(CloseCode::NORMAL)];
         if code == Some(CloseCode::REPLACED) {
             out.push(Action::Emit(Event::Fatal(Fatal::Replaced)));
@@ -156,7 +189,7 @@ impl Login {
             out.push(self.connect_after(first));
         } else {
             out.extend(self.on_connect_failed(ConnectError::Unreachable {
-                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                addr: lost.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
                 detail: reason,
             }));
         }
@@ -358,6 +391,10 @@ mod tests {
         Login::new("c:1".into(), &Timings::default())
     }
 
+    fn node(n: u8) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, n], 7070))
+    }
+
     fn welcome(name: &str) -> SessionResponse {
         SessionResponse::Welcome(Welcome {
             name: name.into(),
@@ -406,7 +443,7 @@ mod tests {
     fn a_lost_session_resumes_by_token_and_a_refused_token_asks_again() {
         let mut l = login();
         l.start();
-        l.on_connected(Vec::new());
+        l.on_connected(Vec::new(), node(1), 1);
         assert_eq!(
             emitted(&l.on_session(SessionResponse::HelloOk)),
             [&Event::Connected]
@@ -428,7 +465,7 @@ mod tests {
         let a = l.on_gone(None, "timed out".into());
         assert!(matches!(emitted(&a)[..], [Event::CoordinatorLost { .. }]));
         assert!(!l.is_online("bob"));
-        l.on_connected(Vec::new());
+        l.on_connected(Vec::new(), node(1), 1);
         let a = l.on_session(SessionResponse::HelloOk);
         assert!(
             matches!(&a[..], [Action::Session(SessionRequest::Resume { name, .. })] if name == "alice")
@@ -443,11 +480,72 @@ mod tests {
         assert_eq!(l.me(), None);
     }
 
+    fn avoided(actions: &[Action]) -> Option<Option<SocketAddr>> {
+        actions.iter().find_map(|a| match a {
+            Action::Connect { avoid, .. } => Some(*avoid),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_lost_node_is_tried_last_until_a_connection_is_made_elsewhere() {
+        let mut l = login();
+        assert_eq!(
+            avoided(&l.start()),
+            Some(None),
+            "the first round: no preference"
+        );
+        // Reached node 2 of 3: said, since there was a choice.
+        let a = l.on_connected(Vec::new(), node(2), 3);
+        assert_eq!(
+            emitted(&a),
+            [&Event::CoordinatorReached {
+                addr: node(2),
+                addresses: 3
+            }]
+        );
+        assert_eq!(l.node(), Some(node(2)));
+        l.on_session(SessionResponse::HelloOk);
+        l.username("alice".into());
+        l.on_session(SessionResponse::AccountStatus {
+            name: "alice".into(),
+            exists: true,
+        });
+        l.on_session(welcome("alice"));
+        l.on_session_open();
+
+        // Node 2 is lost: the reconnection avoids it, and so do the rounds
+        // after a failed one.
+        let a = l.on_gone(None, "timed out".into());
+        assert_eq!(avoided(&a), Some(Some(node(2))));
+        assert_eq!(l.node(), None);
+        let e = ConnectError::NoneAnswered {
+            tried: vec![(node(3), "no answer within 4 s".into())],
+            unresolved: Vec::new(),
+        };
+        assert_eq!(avoided(&l.on_connect_failed(e)), Some(Some(node(2))));
+
+        // Connected to node 3, which closes before the welcome: now it is
+        // the one to avoid, and the failure names it.
+        l.on_connected(Vec::new(), node(3), 3);
+        let a = l.on_gone(None, "reset".into());
+        assert_eq!(avoided(&a), Some(Some(node(3))));
+        assert!(matches!(
+            emitted(&a)[..],
+            [Event::ConnectFailed { reason: ConnectError::Unreachable { addr, .. }, .. }] if *addr == node(3)
+        ));
+
+        // One address only: nothing said about which.
+        let a = l.on_connected(Vec::new(), node(1), 1);
+        assert!(emitted(&a).is_empty());
+        assert_eq!(l.node(), Some(node(1)));
+    }
+
     #[test]
     fn a_welcome_naming_a_path_is_refused_before_anything_is_opened() {
         let mut l = login();
         l.start();
-        l.on_connected(Vec::new());
+        l.on_connected(Vec::new(), node(1), 1);
         l.on_session(SessionResponse::HelloOk);
         l.username("alice".into());
         l.on_session(SessionResponse::AccountStatus {
@@ -479,7 +577,7 @@ mod tests {
     fn a_replaced_session_stops_instead_of_reconnecting() {
         let mut l = login();
         l.start();
-        l.on_connected(Vec::new());
+        l.on_connected(Vec::new(), node(1), 1);
         l.on_session(SessionResponse::HelloOk);
         l.username("alice".into());
         l.on_session(SessionResponse::AccountStatus {
@@ -506,7 +604,7 @@ mod tests {
             }]
         );
         l.start();
-        l.on_connected(Vec::new());
+        l.on_connected(Vec::new(), node(1), 1);
         l.on_session(SessionResponse::HelloOk);
         let a = l.password("pw".into());
         assert_eq!(

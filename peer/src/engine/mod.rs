@@ -13,7 +13,7 @@
 //! `.await`, and are unit-tested without sockets or real time. The parts do
 //! not call each other: `driver` runs the one loop that feeds them inputs,
 //! carries out their actions and routes those meant for another part.
-//! The I/O lives in `connect` (reaching the coordinator), `coord_io` (its
+//! The I/O lives in `connect` (reaching the coordinator at one of its addresses), `coord_io` (its
 //! streams, writes under a deadline), `direct` (dialing, punching, hellos),
 //! `admission` (which incoming attempts get a handshake), `relay_path` (the
 //! socket quinn sees, with the coordinator relay as a second way out),
@@ -42,7 +42,7 @@ pub use api::{
     ChatEnd, ChatFailure, Command, CommandKind, Config, Event, Fatal, HistoryLine, LinkFault,
     LinkStatus, Refusal, Status, Timings, Withdrawn,
 };
-pub use connect::ConnectError;
+pub use connect::{coordinator_entries, ConnectError};
 pub use direct::DialError;
 
 use crate::trust::Pins;

@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod addresses;
 mod cli;
 mod e2e;
 mod e2e_support;
