@@ -92,7 +92,7 @@ struct Heartbeats {
 pub struct Link {
     node: Arc<str>,
     tx: mpsc::Sender<(Arc<str>, NodeMsg)>,
-    kv: kv::Store,
+    kv: Arc<kv::Store>,
 }
 
 impl std::fmt::Debug for Link {
@@ -213,7 +213,11 @@ impl Cluster {
         Ok(Cluster {
             config,
             client,
-            link: Link { node, tx, kv },
+            link: Link {
+                node,
+                tx,
+                kv: Arc::new(kv),
+            },
             rx,
             inbox,
         })

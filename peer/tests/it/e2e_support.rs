@@ -167,6 +167,13 @@ impl Coordinator {
         self.printed = printed;
     }
 
+    /// Kills the coordinator with SIGKILL, as a crash would (it says
+    /// nothing to anyone).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The lines it printed on its standard output so far.
     pub fn printed(&self) -> Vec<String> {
         self.printed.lock().unwrap().clone()
