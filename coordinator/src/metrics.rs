@@ -348,7 +348,10 @@ impl Metrics {
     pub fn render(&self, shared: &Shared) -> String {
         let (online, pending) = {
             let st = shared.hub.lock();
-            (st.online.len(), st.pending.len())
+            // This node's sessions (in a cluster, the hub also lists the
+            // other nodes' users).
+            let here = st.online.values().filter(|m| m.node().is_none()).count();
+            (here, st.pending.len())
         };
         self.sessions_online.set(count(online));
         self.pending_requests.set(count(pending));

@@ -49,7 +49,9 @@ impl Hub {
         let mut st = self.lock();
         let member = st.online.get(name)?;
         match member.node() {
-            None => Some(link.claim_of(member)),
+            // Removed after this node's claim was made: put it back.
+            None if member.claim < revision => Some(link.claim_of(member)),
+            None => None,
             Some(_) if member.claim < revision => {
                 self.forget(&mut st, name);
                 None
