@@ -905,6 +905,9 @@ pub fn check_variables_documented(body: &Body) -> Vec<Violation> {
 pub const TAGGABLE: &[&str] = &[
     "aws_cloudwatch_log_group",
     "aws_cloudwatch_metric_alarm",
+    "aws_db_instance",
+    "aws_db_parameter_group",
+    "aws_db_subnet_group",
     "aws_default_security_group",
     "aws_dlm_lifecycle_policy",
     "aws_ebs_volume",
@@ -932,6 +935,7 @@ pub const UNTAGGABLE: &[&str] = &[
     "aws_iam_role_policy",
     "aws_iam_role_policy_attachment",
     "aws_route",
+    "aws_route53_record",
     "aws_route_table_association",
     "aws_s3_bucket_ownership_controls",
     "aws_s3_bucket_policy",
@@ -940,6 +944,7 @@ pub const UNTAGGABLE: &[&str] = &[
     "aws_s3_bucket_versioning",
     "aws_security_group_rule",
     "aws_volume_attachment",
+    "random_password",
     "terraform_data",
 ];
 
