@@ -175,7 +175,7 @@ resource "aws_instance" "coordinator" {
       # The parameter's name, never its value.
       database_password_parameter = try(aws_ssm_parameter.database_password[0].name, "")
       database_url_options        = var.database_require_tls ? "?sslmode=require" : ""
-      fetch_script                = file("${path.module}/files/p2pchat-cluster-fetch.sh")
+      cluster_fetch_script        = file("${path.module}/files/p2pchat-cluster-fetch.sh")
       nats_unit                   = file("${path.module}/files/p2pchat-nats.service")
       coordinator_dropin          = file("${path.module}/files/p2pchat-coordinator-cluster.conf")
     })) : ""
