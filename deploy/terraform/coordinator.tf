@@ -62,6 +62,11 @@ locals {
     for i in range(var.coordinator_count) : cidrhost(local.subnet_cidr, var.coordinator_private_ip_host_offset + i)
   ]
 
+  # NATS routes go to the first three nodes (the seeds; the others are
+  # learned by gossip), so adding a fourth or later node changes no existing
+  # node's user data and replaces none of them.
+  nats_seed_ips = slice(local.coordinator_private_ips, 0, min(var.coordinator_count, 3))
+
   # Every node's HOST:PORT, and what peers use as --coordinator: the DNS name
   # when there is one, else the comma-separated list of all nodes (a peer
   # tries them in turn). One coordinator without DNS: its EIP:PORT, as before.
@@ -166,7 +171,7 @@ resource "aws_instance" "coordinator" {
       cluster_name       = var.name
       private_ip         = local.coordinator_private_ips[count.index]
       nats_cluster_port  = var.nats_cluster_port
-      nats_routes        = join("\n", [for j, ip in local.coordinator_private_ips : "    nats-route://${ip}:${var.nats_cluster_port}" if j != count.index])
+      nats_routes        = join("\n", [for j, ip in local.nats_seed_ips : "    nats-route://${ip}:${var.nats_cluster_port}" if j != count.index])
       nats_binary_object = try(aws_s3_object.nats_server_binary[0].key, "")
       database_host      = try(aws_db_instance.accounts[0].address, "")
       database_port      = try(aws_db_instance.accounts[0].port, 5432)
