@@ -2104,8 +2104,15 @@ pub fn check_single_node_default(body: &Body, instance: &str, nats_port: i64) ->
             "no local `cluster = var.coordinator_count > 1` to switch cluster mode on",
         ));
     }
-    let counted = |res: &Body| {
-        attr(res, "count").is_some_and(|c| references(&expr_text(c), "local", "cluster"))
+    // `count = local.cluster ? N : 0` (or `X && local.cluster ? N : 0`): none
+    // with the default of one coordinator.
+    let counted = |res: &Body| match attr(res, "count") {
+        Some(Expression::Conditional(c)) => {
+            let cond: String = expr_text(&c.cond_expr).split_whitespace().collect();
+            (cond == "local.cluster" || cond.ends_with("&&local.cluster"))
+                && matches!(&c.false_expr, Expression::Number(n) if n.as_i64() == Some(0))
+        }
+        _ => false,
     };
     let cluster_rules: Vec<String> = ingress_rules(body)
         .into_iter()
@@ -2125,7 +2132,7 @@ pub fn check_single_node_default(body: &Body, instance: &str, nats_port: i64) ->
             out.push(violation(
                 rule,
                 &location,
-                "exists in cluster mode only, but its count does not depend on local.cluster",
+                "exists in cluster mode only, but its count is not `local.cluster ? N : 0`",
             ));
         }
     }

@@ -1551,6 +1551,11 @@ mod cluster_snippets {
             "storage_encrypted",
         );
         assert_eq!(rules(&v), vec![Rule::SingleNodeDefault], "{v:?}");
+        let v = broken(
+            "count   = local.cluster ? 1 : 0\n          length",
+            "count   = local.cluster ? 0 : 1\n          length",
+        );
+        assert_eq!(rules(&v), vec![Rule::SingleNodeDefault], "{v:?}");
         let v = broken(") : \"\"", ") : \"\\n\"");
         assert_eq!(rules(&v), vec![Rule::SingleNodeDefault], "{v:?}");
     }
