@@ -132,7 +132,8 @@ resource "aws_iam_role_policy" "dlm" {
 }
 
 resource "aws_dlm_lifecycle_policy" "coordinator_data" {
-  description        = "${var.name}: daily snapshots of the coordinator data volume"
+  # DLM accepts only letters, digits, spaces, "_" and "-" here (no ":").
+  description        = "${var.name} daily snapshots of the coordinator data volume"
   execution_role_arn = aws_iam_role.dlm.arn
   state              = "ENABLED"
 
