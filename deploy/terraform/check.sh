@@ -12,6 +12,11 @@
 #      files/ together, and rendered as one node of a 3-node cluster (the
 #      largest user data: the cluster part, two NATS routes) with every
 #      file the .tf passes and 63-character dummy values.
+#   5. terraform test (tests/*.tftest.hcl: the single-node default and the
+#      cluster, applied against mocked providers) on a copy of the directory,
+#      when `terraform init` can install the providers there (network, or a
+#      mirror named by a CLI configuration in P2PCHAT_TF_CLI_CONFIG);
+#      skipped, with the reason, when it cannot.
 # Exits non-zero if any check fails. Run from anywhere; CI runs it as root and
 # it installs shellcheck with apt-get when missing.
 set -euo pipefail
@@ -172,6 +177,27 @@ if rendered=$(render) && [ -n "$rendered" ]; then
   fi
 else
   fail "could not render the 3-node cluster user data"
+fi
+
+# --- 5. terraform test against mocked providers
+if command -v terraform >/dev/null 2>&1; then
+  copy="$work/tf"
+  mkdir -p "$copy"
+  # A copy: init writes .terraform/ and may add checksums to the lock file.
+  (cd "$here" && tar --exclude=.terraform -cf - .) | (cd "$copy" && tar -xf -)
+  export TF_CLI_CONFIG_FILE="${P2PCHAT_TF_CLI_CONFIG:-/dev/null}"
+  if (cd "$copy" && terraform init -backend=false -input=false -no-color >"$work/init.out" 2>&1); then
+    if (cd "$copy" && terraform test -no-color >"$work/test.out" 2>&1); then
+      pass "terraform test ($(grep -o '[0-9]* passed' "$work/test.out" | tail -1))"
+    else
+      cat "$work/test.out"
+      fail "terraform test"
+    fi
+  else
+    skip "terraform test: terraform init cannot install the providers here ($(grep -m1 -o 'Error: .*' "$work/init.out" || echo 'see terraform init'))"
+  fi
+else
+  skip "terraform is not installed: terraform test not run"
 fi
 
 echo
