@@ -12,6 +12,7 @@ locals {
 
   object_keys = {
     coordinator_binary = "bin/coordinator"
+    nats_server_binary = "bin/nats-server"
     peer_binary        = "bin/peer"
     ca_cert            = "pki/ca.pem"
     coordinator_cert   = "pki/coordinator.pem"

@@ -8,8 +8,15 @@
 #      on a copy whose Exec*= commands point at /bin/true (the real binaries
 #      exist only on the instances); the User= account is not checked.
 #   4. the coordinator's user data, gzipped as Terraform sends it, fits EC2's
-#      16 KiB limit (bounded above by the template and every file under
-#      files/ together).
+#      16 KiB limit: bounded above by the template and every file under
+#      files/ together, and rendered as one node of a 3-node cluster (the
+#      largest user data: the cluster part, two NATS routes) with every
+#      file the .tf passes and 63-character dummy values.
+#   5. terraform test (tests/*.tftest.hcl: the single-node default and the
+#      cluster, applied against mocked providers) on a copy of the directory,
+#      when `terraform init` can install the providers there (network, or a
+#      mirror named by a CLI configuration in P2PCHAT_TF_CLI_CONFIG);
+#      skipped, with the reason, when it cannot.
 # Exits non-zero if any check fails. Run from anywhere; CI runs it as root and
 # it installs shellcheck with apt-get when missing.
 set -euo pipefail
@@ -123,6 +130,74 @@ if [ "$size" -lt "$limit" ]; then
   pass "coordinator user data, gzipped, at most $size of $limit bytes"
 else
   fail "coordinator user data may exceed EC2's $limit bytes even gzipped ($size)"
+fi
+
+# One node of a 3-node cluster, rendered the way coordinator.tf does: each
+# `NAME = file(".../files/F")` or `templatefile(".../files/F", …)` in the
+# .tf files gives ${NAME} the content of F (nested templates rendered with
+# dummies), ${cluster_setup} is a newline and the rendered cluster part,
+# ${nats_routes} the routes to the two other nodes, anything else a
+# 63-character dummy (longer than the bucket, endpoint and parameter names).
+render() {
+  perl -e '
+    use strict; use warnings;
+    my ($files, $tf, $main, $cluster) = @ARGV;
+    my %src;
+    for my $line (split /\n/, $tf) {
+      $src{$1} = $2 if $line =~ /^\s*([a-z_]+)\s*=\s*(?:file|templatefile)\("\$\{path\.module\}\/files\/([^"]+)"/;
+    }
+    sub slurp { local $/; open my $f, "<", $_[0] or die "$_[0]: $!"; my $t = <$f>; return $t }
+    my $dummy = "x" x 63;
+    my %value;
+    sub fill {
+      my ($text) = @_;
+      $text =~ s/\$\{([a-z_]+)\}/exists $value{$1} ? $value{$1} : (exists $src{$1} ? fill(slurp("$files\/$src{$1}")) : $dummy)/ge;
+      return $text;
+    }
+    $value{nats_routes} = join "\n", map { "    nats-route://10.42.1.1$_:6222" } (1, 2);
+    $value{cluster_setup} = "\n" . fill(slurp("$files/$cluster"));
+    print fill(slurp("$files/$main"));
+  ' "$files" "$(cat "$here"/*.tf)" coordinator-user-data.sh.tftpl coordinator-cluster.sh.tftpl
+}
+if rendered=$(render) && [ -n "$rendered" ]; then
+  printf '%s\n' "$rendered" >"$work/cluster-user-data.sh"
+  # A template placeholder (lower case; the embedded scripts' own variables
+  # are upper case, as the templates require).
+  # shellcheck disable=SC2016 # literal "${" is what is searched for
+  if grep -n -E '\$\{[a-z_][a-z0-9_]*\}' "$work/cluster-user-data.sh"; then
+    fail "3-node cluster user data: a placeholder was left unrendered"
+  fi
+  check_script "3-node cluster user data (rendered)" "$work/cluster-user-data.sh"
+  size=$(gzip -9 <"$work/cluster-user-data.sh" | wc -c)
+  raw=$(wc -c <"$work/cluster-user-data.sh")
+  if [ "$size" -lt "$limit" ]; then
+    pass "3-node cluster node's user data: $raw bytes, $size gzipped, of $limit"
+  else
+    fail "3-node cluster node's user data is $size bytes gzipped: over EC2's $limit"
+  fi
+else
+  fail "could not render the 3-node cluster user data"
+fi
+
+# --- 5. terraform test against mocked providers
+if command -v terraform >/dev/null 2>&1; then
+  copy="$work/tf"
+  mkdir -p "$copy"
+  # A copy: init writes .terraform/ and may add checksums to the lock file.
+  (cd "$here" && tar --exclude=.terraform -cf - .) | (cd "$copy" && tar -xf -)
+  export TF_CLI_CONFIG_FILE="${P2PCHAT_TF_CLI_CONFIG:-/dev/null}"
+  if (cd "$copy" && terraform init -backend=false -input=false -no-color >"$work/init.out" 2>&1); then
+    if (cd "$copy" && terraform test -no-color >"$work/test.out" 2>&1); then
+      pass "terraform test ($(grep -o '[0-9]* passed' "$work/test.out" | tail -1))"
+    else
+      cat "$work/test.out"
+      fail "terraform test"
+    fi
+  else
+    skip "terraform test: terraform init cannot install the providers here ($(grep -m1 -o 'Error: .*' "$work/init.out" || echo 'see terraform init'))"
+  fi
+else
+  skip "terraform is not installed: terraform test not run"
 fi
 
 echo

@@ -1,6 +1,8 @@
 # Instance roles, least privilege:
 #   coordinator: s3:GetObject on its binary and its certificate, ssm:GetParameter
 #                on its key parameter, kms:Decrypt only through SSM for that parameter;
+#                in cluster mode also the nats-server binary and the database
+#                password's parameter (the same way: that ARN, kms:Decrypt via SSM);
 #                writing its metrics log group (CloudWatch agent) and putting
 #                metrics in its own namespace only (readiness reporter).
 #   clients:     s3:GetObject on the peer binary, the CA certificate and the
@@ -51,16 +53,18 @@ data "aws_iam_policy_document" "coordinator" {
   statement {
     sid     = "ReadCoordinatorArtifacts"
     actions = ["s3:GetObject"]
-    resources = [
+    # Cluster mode adds the nats-server binary (the list is empty otherwise).
+    resources = concat([
       "${aws_s3_bucket.artifacts.arn}/${aws_s3_object.coordinator_binary.key}",
       "${aws_s3_bucket.artifacts.arn}/${aws_s3_object.coordinator_cert.key}",
-    ]
+    ], [for o in aws_s3_object.nats_server_binary : "${aws_s3_bucket.artifacts.arn}/${o.key}"])
   }
 
+  # The TLS key's parameter, and in cluster mode the database password's.
   statement {
     sid       = "ReadCoordinatorKeyParameter"
     actions   = ["ssm:GetParameter"]
-    resources = [aws_ssm_parameter.coordinator_key.arn]
+    resources = concat([aws_ssm_parameter.coordinator_key.arn], aws_ssm_parameter.database_password[*].arn)
   }
 
   # The parameter is encrypted with the AWS-managed aws/ssm key, whose key
@@ -80,7 +84,7 @@ data "aws_iam_policy_document" "coordinator" {
     condition {
       test     = "StringEquals"
       variable = "kms:EncryptionContext:PARAMETER_ARN"
-      values   = [aws_ssm_parameter.coordinator_key.arn]
+      values   = concat([aws_ssm_parameter.coordinator_key.arn], aws_ssm_parameter.database_password[*].arn)
     }
   }
 }

@@ -52,6 +52,35 @@ resource "aws_cloudwatch_metric_alarm" "coordinator_unready" {
   tags = { Name = "${var.name}-coordinator-down-or-unready" }
 }
 
+# Cluster mode: every node reports CoordinatorReady under the same dimension,
+# so the alarm above sees the worst node that reports, and misses a node that
+# reports nothing while the others report 1. One alarm per node on its EC2
+# status check covers that: a stopped, terminated or impaired instance (no
+# data is breaching too). A replaced node's alarm follows its new instance id
+# in the same apply.
+resource "aws_cloudwatch_metric_alarm" "coordinator_node_down" {
+  count = local.cluster ? var.coordinator_count : 0
+
+  alarm_name        = "${local.coordinator_names[count.index]}-down"
+  alarm_description = "p2pchat coordinator node ${local.coordinator_names[count.index]} is stopped, gone or fails its EC2 status checks (the cluster goes on with the other nodes)."
+  namespace         = "AWS/EC2"
+  metric_name       = "StatusCheckFailed"
+  dimensions = {
+    InstanceId = aws_instance.coordinator[count.index].id
+  }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 3
+  datapoints_to_alarm = 3
+  threshold           = 1
+  comparison_operator = "GreaterThanOrEqualToThreshold"
+  treat_missing_data  = "breaching"
+  alarm_actions       = var.alarm_actions
+  ok_actions          = var.alarm_actions
+
+  tags = { Name = "${local.coordinator_names[count.index]}-down" }
+}
+
 # ---------------------------------------------------------------- snapshots
 
 data "aws_iam_policy_document" "dlm_assume" {
@@ -103,7 +132,8 @@ resource "aws_iam_role_policy" "dlm" {
 }
 
 resource "aws_dlm_lifecycle_policy" "coordinator_data" {
-  description        = "${var.name}: daily snapshots of the coordinator data volume"
+  # DLM accepts only letters, digits, spaces, "_" and "-" here (no ":").
+  description        = "${var.name} daily snapshots of the coordinator data volume"
   execution_role_arn = aws_iam_role.dlm.arn
   state              = "ENABLED"
 

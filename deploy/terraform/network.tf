@@ -3,6 +3,10 @@
 #   coordinator: UDP coordinator_port (QUIC) from the client instances and
 #                from var.coordinator_allowed_cidrs; TCP 22 from
 #                var.operator_ssh_cidrs only (default none: SSM Session Manager).
+#                Cluster mode (coordinator_count > 1) only: TCP
+#                nats_cluster_port (NATS routes) from the coordinator group
+#                itself, nothing else.
+#   database:    (cluster mode only) TCP 5432 from the coordinator group only.
 #   clients:     UDP peer_port from the other client instances and from
 #                var.peer_allowed_cidrs; TCP 22 from var.user_ssh_cidrs (the
 #                chat users) and var.operator_ssh_cidrs.
@@ -18,6 +22,11 @@ locals {
   subnet_id         = local.create_network ? aws_subnet.public[0].id : var.existing_subnet_id
   vpc_id            = local.create_network ? aws_vpc.main[0].id : data.aws_subnet.existing[0].vpc_id
   availability_zone = local.create_network ? aws_subnet.public[0].availability_zone : data.aws_subnet.existing[0].availability_zone
+  # Known at plan time for a created subnet, so the nodes' fixed addresses are too.
+  subnet_cidr = local.create_network ? var.public_subnet_cidr : data.aws_subnet.existing[0].cidr_block
+
+  # The database's subnets (cluster mode): private, in two availability zones.
+  private_subnet_ids = local.create_network ? aws_subnet.private[*].id : var.existing_private_subnet_ids
 
   # Elastic IPs of the client instances, keyed by index so that the keys are
   # known at plan time.
@@ -82,6 +91,20 @@ resource "aws_route_table_association" "public" {
   count          = local.create_network ? 1 : 0
   subnet_id      = aws_subnet.public[0].id
   route_table_id = aws_route_table.public[0].id
+}
+
+# Cluster mode: two private subnets for the database (an RDS subnet group
+# spans two availability zones). They have no route to the internet: the
+# VPC's main route table only routes inside the VPC.
+resource "aws_subnet" "private" {
+  count = local.create_network && local.cluster ? 2 : 0
+
+  vpc_id                  = aws_vpc.main[0].id
+  cidr_block              = var.private_subnet_cidrs[count.index]
+  availability_zone       = data.aws_availability_zones.available.names[count.index]
+  map_public_ip_on_launch = false
+
+  tags = { Name = "${var.name}-private-${count.index}" }
 }
 
 # ---------------------------------------------------------------- coordinator
@@ -149,7 +172,24 @@ resource "aws_vpc_security_group_ingress_rule" "coordinator_ssh" {
   tags = { Name = "${var.name}-coordinator-ssh-${each.value}" }
 }
 
-# Outbound: HTTPS to S3 and SSM, DNS, NTP, OS updates, QUIC replies.
+# Cluster mode: NATS routes between the coordinator nodes, from this group
+# only (the nodes dial each other's fixed private addresses). The NATS client
+# port 4222 listens on 127.0.0.1 and has no rule.
+resource "aws_vpc_security_group_ingress_rule" "coordinator_nats_cluster" {
+  count = local.cluster ? 1 : 0
+
+  security_group_id            = aws_security_group.coordinator.id
+  description                  = "NATS cluster routes between coordinator nodes only"
+  ip_protocol                  = "tcp"
+  from_port                    = var.nats_cluster_port
+  to_port                      = var.nats_cluster_port
+  referenced_security_group_id = aws_security_group.coordinator.id
+
+  tags = { Name = "${var.name}-coordinator-nats-cluster" }
+}
+
+# Outbound: HTTPS to S3 and SSM, DNS, NTP, OS updates, QUIC replies; in
+# cluster mode also NATS routes to the other nodes and PostgreSQL.
 resource "aws_vpc_security_group_egress_rule" "coordinator_all" {
   security_group_id = aws_security_group.coordinator.id
   description       = "All outbound"
@@ -157,6 +197,38 @@ resource "aws_vpc_security_group_egress_rule" "coordinator_all" {
   cidr_ipv4         = "0.0.0.0/0"
 
   tags = { Name = "${var.name}-coordinator-egress" }
+}
+
+# ---------------------------------------------------------------- database
+
+# Cluster mode: the database admits PostgreSQL from the coordinators only. No
+# egress rule: Terraform removes AWS's default allow-all egress, and the
+# database dials nothing.
+resource "aws_security_group" "database" {
+  count = local.cluster ? 1 : 0
+
+  name_prefix = "${var.name}-database-"
+  description = "p2pchat accounts database: PostgreSQL from the coordinators only"
+  vpc_id      = local.vpc_id
+
+  tags = { Name = "${var.name}-database" }
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+resource "aws_vpc_security_group_ingress_rule" "database_from_coordinators" {
+  count = local.cluster ? 1 : 0
+
+  security_group_id            = aws_security_group.database[0].id
+  description                  = "PostgreSQL from the coordinator nodes only"
+  ip_protocol                  = "tcp"
+  from_port                    = 5432
+  to_port                      = 5432
+  referenced_security_group_id = aws_security_group.coordinator.id
+
+  tags = { Name = "${var.name}-database-from-coordinators" }
 }
 
 # ---------------------------------------------------------------- clients

@@ -417,3 +417,182 @@ variable "snapshot_retention_count" {
     error_message = "snapshot_retention_count must be between 1 and 1000."
   }
 }
+
+# ---------------------------------------------------------------- cluster
+
+variable "coordinator_count" {
+  description = "Number of coordinator nodes. 1 (the default) is today's single coordinator with its SQLite database and nothing else. 2 or more is cluster mode: accounts in an RDS PostgreSQL instance, presence and signaling over a NATS JetStream cluster running on the coordinator nodes, one shared certificate. Use 3 (or another odd number): NATS JetStream needs a majority of the nodes up, so 2 nodes tolerate no failure."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.coordinator_count >= 1 && var.coordinator_count <= 9 && floor(var.coordinator_count) == var.coordinator_count
+    error_message = "coordinator_count must be a whole number from 1 to 9."
+  }
+}
+
+variable "coordinator_private_ip_host_offset" {
+  description = "Cluster mode: node i gets the fixed private address cidrhost(<public subnet>, offset + i), so that each node's NATS routes name the others at first boot. With existing_subnet_id, pick an offset whose addresses are free in that subnet. Ignored with one coordinator (its address is assigned by AWS, as before)."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.coordinator_private_ip_host_offset >= 4 && var.coordinator_private_ip_host_offset <= 240 && floor(var.coordinator_private_ip_host_offset) == var.coordinator_private_ip_host_offset
+    error_message = "coordinator_private_ip_host_offset must be a whole number from 4 (AWS reserves .0 to .3) to 240."
+  }
+}
+
+variable "private_subnet_cidrs" {
+  description = "Cluster mode with a created VPC: CIDRs of the two private subnets (no route to the internet) created for the database, in the region's first two availability zones (an RDS subnet group spans at least two). Inside vpc_cidr, apart from public_subnet_cidr."
+  type        = list(string)
+  default     = ["10.42.101.0/24", "10.42.102.0/24"]
+
+  validation {
+    condition     = length(var.private_subnet_cidrs) == 2 && alltrue([for c in var.private_subnet_cidrs : can(cidrhost(c, 0)) && can(regex("^[0-9.]+/[0-9]+$", c))])
+    error_message = "private_subnet_cidrs must be two IPv4 CIDR blocks."
+  }
+}
+
+variable "existing_private_subnet_ids" {
+  description = "Cluster mode with existing_subnet_id: IDs of at least two private subnets of the same VPC, in different availability zones, for the database's subnet group. Ignored with one coordinator or a created VPC."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for s in var.existing_private_subnet_ids : can(regex("^subnet-[0-9a-f]{8,17}$", s))])
+    error_message = "existing_private_subnet_ids must be subnet ids such as subnet-0123456789abcdef0."
+  }
+
+  validation {
+    condition     = var.coordinator_count == 1 || var.existing_subnet_id == null || length(var.existing_private_subnet_ids) >= 2
+    error_message = "a cluster (coordinator_count > 1) in an existing subnet needs existing_private_subnet_ids: two or more private subnets in different availability zones for the database."
+  }
+}
+
+variable "nats_server_binary_path" {
+  description = "Cluster mode: path of the nats-server executable (a release from github.com/nats-io/nats-server, for architecture; check its SHA-256 against the release's SHA256SUMS). Uploaded to the artifact bucket and fetched by every coordinator node, like the coordinator binary. Not read with one coordinator."
+  type        = string
+  default     = "../../target/nats-server/nats-server"
+
+  validation {
+    condition     = var.coordinator_count == 1 || fileexists(pathexpand(var.nats_server_binary_path))
+    error_message = "nats_server_binary_path does not name a file: a cluster needs the nats-server binary (README, 'A cluster of coordinators')."
+  }
+}
+
+variable "nats_cluster_port" {
+  description = "Cluster mode: TCP port of the NATS cluster routes between coordinator nodes (open only from the coordinators' own security group). The NATS client port 4222 listens on 127.0.0.1 only."
+  type        = number
+  default     = 6222
+
+  validation {
+    condition     = var.nats_cluster_port >= 1024 && var.nats_cluster_port <= 65535 && var.nats_cluster_port != 4222 && floor(var.nats_cluster_port) == var.nats_cluster_port
+    error_message = "nats_cluster_port must be a whole number from 1024 to 65535, other than the client port 4222."
+  }
+}
+
+variable "database_instance_class" {
+  description = "Cluster mode: RDS instance class of the PostgreSQL database (db.t4g.micro: 2 vCPU burstable, 1 GiB)."
+  type        = string
+  default     = "db.t4g.micro"
+
+  validation {
+    condition     = can(regex("^db\\.[a-z0-9]+\\.[a-z0-9]+$", var.database_instance_class))
+    error_message = "database_instance_class must look like db.t4g.micro."
+  }
+}
+
+variable "database_engine_version" {
+  description = "Cluster mode: PostgreSQL major version (RDS picks the latest minor version and applies minor upgrades in the maintenance window)."
+  type        = string
+  default     = "16"
+
+  validation {
+    condition     = can(regex("^1[3-9]$", var.database_engine_version))
+    error_message = "database_engine_version must be a PostgreSQL major version from 13 to 19, e.g. 16."
+  }
+}
+
+variable "database_allocated_storage_gb" {
+  description = "Cluster mode: storage of the database in GiB (gp3, encrypted); RDS grows it up to 5 times this when it fills."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.database_allocated_storage_gb >= 20 && var.database_allocated_storage_gb <= 10000
+    error_message = "database_allocated_storage_gb must be between 20 (the gp3 minimum) and 10000."
+  }
+}
+
+variable "database_multi_az" {
+  description = "Cluster mode: run the database as Multi-AZ (a standby in the second private subnet's zone, failover in 1-2 minutes; twice the cost). Without it a failed database instance stops logins until RDS replaces it."
+  type        = bool
+  default     = false
+}
+
+variable "database_backup_retention_days" {
+  description = "Cluster mode: days RDS keeps automated backups (point-in-time restore). 0 would turn backups off and is refused."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.database_backup_retention_days >= 1 && var.database_backup_retention_days <= 35
+    error_message = "database_backup_retention_days must be between 1 and 35."
+  }
+}
+
+variable "database_deletion_protection" {
+  description = "Cluster mode: RDS deletion protection. While true, `terraform destroy` (or going back to one coordinator) fails at the database: set it to false and apply first."
+  type        = bool
+  default     = true
+}
+
+variable "database_skip_final_snapshot" {
+  description = "Cluster mode: delete the database without a final snapshot. false (the default) keeps a snapshot named <name>-accounts-final when the database is deleted."
+  type        = bool
+  default     = false
+}
+
+variable "database_require_tls" {
+  description = "Cluster mode: the database refuses connections without TLS (rds.force_ssl = 1) and the coordinators connect with sslmode=require. Set false only for a coordinator built without TLS support for PostgreSQL; the traffic then stays inside the VPC, between the coordinators' and the database's security groups, unencrypted."
+  type        = bool
+  default     = true
+}
+
+variable "database_password_version" {
+  description = "Cluster mode: change this number to rotate the database password: a new random password is generated and sent, in the same apply, to RDS and to its SSM parameter (write-only arguments); then restart the coordinators."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.database_password_version >= 1 && floor(var.database_password_version) == var.database_password_version
+    error_message = "database_password_version must be a whole number from 1."
+  }
+}
+
+variable "dns_zone_id" {
+  description = "Route 53 hosted zone id in which to create dns_name: one A record holding every coordinator's Elastic IP. null = no DNS record (peers get the list of addresses)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.dns_zone_id == null || can(regex("^Z[A-Z0-9]{1,31}$", var.dns_zone_id))
+    error_message = "dns_zone_id must be null or a Route 53 hosted zone id such as Z0123456789ABCDEFGHIJ."
+  }
+}
+
+variable "dns_name" {
+  description = "The DNS name peers use for the coordinators (e.g. chat.example.com), in dns_zone_id; the coordinator certificate must name it (p2pchat-certs --dns). Set both or neither."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = (var.dns_name == null) == (var.dns_zone_id == null)
+    error_message = "set both dns_zone_id and dns_name, or neither."
+  }
+
+  validation {
+    condition     = var.dns_name == null || can(regex("^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]{2,63}$", coalesce(var.dns_name, "x.invalid")))
+    error_message = "dns_name must be a lower-case DNS name such as chat.example.com."
+  }
+}

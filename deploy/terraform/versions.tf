@@ -9,5 +9,11 @@ terraform {
       # value_wo on aws_ssm_parameter is available in every 6.x release from 6.8.
       version = ">= 6.8, < 7.0"
     }
+    # The cluster's database password (random_password); in the lock file
+    # like the AWS provider, although a single coordinator creates none.
+    random = {
+      source  = "hashicorp/random"
+      version = ">= 3.6, < 4.0"
+    }
   }
 }

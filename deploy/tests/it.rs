@@ -418,6 +418,106 @@ mod config {
     }
 
     #[test]
+    fn one_coordinator_is_the_default_and_creates_nothing_of_the_cluster() {
+        assert_clean(
+            "single node",
+            check_single_node_default(&body(), "aws_instance.coordinator", 6222),
+        );
+    }
+
+    #[test]
+    fn the_cluster_database_is_private_encrypted_and_backed_up() {
+        assert_clean("database", check_database_private(&body()));
+    }
+
+    #[test]
+    fn cluster_ports_are_open_only_between_the_cluster_machines() {
+        let body = body();
+        assert_eq!(
+            variable_default(&body, "nats_cluster_port").map(|e| expr_text(&e)),
+            Some("6222".to_string())
+        );
+        assert_clean(
+            "cluster ports",
+            check_cluster_ports(&body, "aws_security_group.coordinator", 6222),
+        );
+    }
+
+    #[test]
+    fn the_database_password_goes_to_rds_and_ssm_only() {
+        let body = body();
+        assert_clean("password", check_database_password(&body));
+        for call in user_data_template_calls(&body) {
+            let rel = call
+                .path
+                .trim_matches('"')
+                .trim_start_matches("${path.module}/")
+                .to_string();
+            let text = std::fs::read_to_string(tf_dir().join(&rel)).expect("template");
+            assert_clean(&rel, check_template_has_no_password(&rel, &text));
+        }
+        let cluster = read("coordinator-cluster.sh.tftpl");
+        assert_clean(
+            "cluster template",
+            check_template_has_no_password("coordinator-cluster.sh.tftpl", &cluster),
+        );
+        // The instance builds the URL into a root-only file, not a command line.
+        let fetch = read("p2pchat-cluster-fetch.sh");
+        assert!(
+            shell_code(&fetch).contains("install -m 0600 -o root -g root \"$work/database.env\"")
+        );
+        for (name, text) in files(&[".service", ".conf", ".tftpl"]) {
+            assert!(
+                !text.contains("postgres://"),
+                "{name} spells a database URL: it is built on the instance"
+            );
+        }
+    }
+
+    #[test]
+    fn nats_runs_on_every_node_before_the_coordinator() {
+        assert_clean(
+            "nats",
+            check_nats_files(
+                (
+                    "coordinator-cluster.sh.tftpl",
+                    &read("coordinator-cluster.sh.tftpl"),
+                ),
+                ("p2pchat-nats.service", &read("p2pchat-nats.service")),
+                (
+                    "p2pchat-coordinator-cluster.conf",
+                    &read("p2pchat-coordinator-cluster.conf"),
+                ),
+            ),
+        );
+        let unit = "p2pchat-nats.service";
+        assert_clean(unit, check_unit_retries(unit, &read(unit)));
+        for script in ["p2pchat-cluster-fetch.sh", "coordinator-cluster.sh.tftpl"] {
+            assert_clean(script, check_fetch_retries(script, &read(script)));
+        }
+    }
+
+    #[test]
+    fn a_single_coordinator_renders_the_user_data_it_had_before_the_cluster() {
+        // The cluster part is appended to the end of an existing line and is
+        // "" for one coordinator (checked by SingleNodeDefault), so removing
+        // its placeholder gives back the template as it was: an existing
+        // single coordinator is not replaced by this change.
+        let now = read("coordinator-user-data.sh.tftpl");
+        let before = std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/before-issue-12/files/coordinator-user-data.sh.tftpl"),
+        )
+        .expect("fixture");
+        assert_eq!(now.matches("${cluster_setup}").count(), 1);
+        assert!(
+            now.contains(".service${cluster_setup}\n"),
+            "the placeholder must end an existing line, not make a new one"
+        );
+        assert_eq!(now.replace("${cluster_setup}", ""), before);
+    }
+
+    #[test]
     fn the_elastic_ip_is_its_own_resource() {
         let body = body();
         assert!(resource(&body, "aws_eip", "coordinator").is_some());
@@ -1283,5 +1383,258 @@ mod before_issue_13 {
     fn the_data_volume_had_no_snapshots() {
         let v = check_data_volume_snapshots(&body(), "aws_ebs_volume.coordinator_data");
         assert_eq!(rules(&v), vec![Rule::DataVolumeSnapshots], "{v:?}");
+    }
+}
+
+/// The deployment as it was before issue 12 (tests/fixtures/before-issue-12):
+/// one coordinator only, so every cluster rule fails on it.
+mod before_issue_12 {
+    use super::*;
+
+    fn dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/before-issue-12")
+    }
+
+    fn body() -> hcl::Body {
+        load_dir(&dir()).expect("the fixture parses")
+    }
+
+    fn rules(v: &[Violation]) -> Vec<Rule> {
+        v.iter().map(|v| v.rule).collect()
+    }
+
+    #[test]
+    fn there_was_no_way_to_run_more_than_one_coordinator() {
+        let v = check_single_node_default(&body(), "aws_instance.coordinator", 6222);
+        assert_eq!(rules(&v), vec![Rule::SingleNodeDefault; 3], "{v:?}");
+    }
+
+    #[test]
+    fn there_was_no_shared_database_nor_its_password() {
+        let v = check_database_private(&body());
+        assert_eq!(rules(&v), vec![Rule::DatabasePrivate], "{v:?}");
+        let v = check_database_password(&body());
+        assert_eq!(rules(&v), vec![Rule::DatabasePasswordInSsmOnly], "{v:?}");
+    }
+
+    #[test]
+    fn there_was_no_cluster_port() {
+        let v = check_cluster_ports(&body(), "aws_security_group.coordinator", 6222);
+        assert_eq!(rules(&v), vec![Rule::ClusterPortsInternal; 2], "{v:?}");
+    }
+
+    #[test]
+    fn no_node_ran_nats() {
+        let ud = std::fs::read_to_string(dir().join("files/coordinator-user-data.sh.tftpl"))
+            .expect("fixture file");
+        let v = check_nats_files(("ud", &ud), ("unit", ""), ("dropin", ""));
+        assert!(v.len() >= 8, "{v:?}");
+        assert!(v.iter().all(|v| v.rule == Rule::NatsOnTheNodes), "{v:?}");
+    }
+}
+
+/// Cluster rules against small inline configurations: each breach is
+/// reported, and the fixed version passes.
+mod cluster_snippets {
+    use super::*;
+
+    fn parse(text: &str) -> hcl::Body {
+        hcl::parse(text).expect("snippet parses")
+    }
+
+    fn rules(v: &[Violation]) -> Vec<Rule> {
+        v.iter().map(|v| v.rule).collect()
+    }
+
+    const GOOD: &str = r#"
+        variable "coordinator_count" {
+          type    = number
+          default = 1
+        }
+        variable "nats_cluster_port" {
+          type    = number
+          default = 6222
+        }
+        locals {
+          cluster            = var.coordinator_count > 1
+          private_subnet_ids = aws_subnet.private[*].id
+        }
+        resource "aws_security_group" "coordinator" {}
+        resource "aws_security_group" "database" {
+          count = local.cluster ? 1 : 0
+        }
+        resource "aws_vpc_security_group_ingress_rule" "coordinator_nats_cluster" {
+          count                        = local.cluster ? 1 : 0
+          security_group_id            = aws_security_group.coordinator.id
+          ip_protocol                  = "tcp"
+          from_port                    = var.nats_cluster_port
+          to_port                      = var.nats_cluster_port
+          referenced_security_group_id = aws_security_group.coordinator.id
+        }
+        resource "aws_vpc_security_group_ingress_rule" "database_from_coordinators" {
+          count                        = local.cluster ? 1 : 0
+          security_group_id            = aws_security_group.database[0].id
+          ip_protocol                  = "tcp"
+          from_port                    = 5432
+          to_port                      = 5432
+          referenced_security_group_id = aws_security_group.coordinator.id
+        }
+        resource "random_password" "database" {
+          count   = local.cluster ? 1 : 0
+          length  = 40
+          special = false
+        }
+        resource "aws_ssm_parameter" "database_password" {
+          count    = local.cluster ? 1 : 0
+          type     = "SecureString"
+          value_wo = random_password.database[0].result
+        }
+        resource "aws_db_subnet_group" "accounts" {
+          count      = local.cluster ? 1 : 0
+          subnet_ids = local.private_subnet_ids
+        }
+        resource "aws_db_instance" "accounts" {
+          count                   = local.cluster ? 1 : 0
+          storage_encrypted       = true
+          publicly_accessible     = false
+          db_subnet_group_name    = aws_db_subnet_group.accounts[0].name
+          vpc_security_group_ids  = [aws_security_group.database[0].id]
+          backup_retention_period = var.database_backup_retention_days
+          deletion_protection     = var.database_deletion_protection
+          password_wo             = random_password.database[0].result
+        }
+        resource "aws_instance" "coordinator" {
+          count = var.coordinator_count
+          user_data_base64 = base64gzip(templatefile("ud.sh.tftpl", {
+            cluster_setup = local.cluster ? format("\n%s", templatefile("c.sh.tftpl", {
+              database_password_parameter = try(aws_ssm_parameter.database_password[0].name, "")
+            })) : ""
+          }))
+        }
+        output "database_password_parameter" {
+          value = local.cluster ? aws_ssm_parameter.database_password[0].name : null
+        }
+    "#;
+
+    fn good() -> hcl::Body {
+        parse(GOOD)
+    }
+
+    fn all(body: &hcl::Body) -> Vec<Violation> {
+        let mut v = check_single_node_default(body, "aws_instance.coordinator", 6222);
+        v.extend(check_database_private(body));
+        v.extend(check_cluster_ports(
+            body,
+            "aws_security_group.coordinator",
+            6222,
+        ));
+        v.extend(check_database_password(body));
+        v
+    }
+
+    fn broken(from: &str, to: &str) -> Vec<Violation> {
+        assert!(GOOD.contains(from), "snippet lacks {from}");
+        all(&parse(&GOOD.replacen(from, to, 1)))
+    }
+
+    #[test]
+    fn the_good_snippet_passes() {
+        assert_clean("good", all(&good()));
+    }
+
+    #[test]
+    fn a_cluster_by_default_or_uncounted_cluster_resources_are_reported() {
+        let v = broken("default = 1", "default = 3");
+        assert_eq!(rules(&v), vec![Rule::SingleNodeDefault], "{v:?}");
+        let v = broken(
+            "count                   = local.cluster ? 1 : 0\n          storage_encrypted",
+            "storage_encrypted",
+        );
+        assert_eq!(rules(&v), vec![Rule::SingleNodeDefault], "{v:?}");
+        let v = broken(
+            "count   = local.cluster ? 1 : 0\n          length",
+            "count   = local.cluster ? 0 : 1\n          length",
+        );
+        assert_eq!(rules(&v), vec![Rule::SingleNodeDefault], "{v:?}");
+        let v = broken(") : \"\"", ") : \"\\n\"");
+        assert_eq!(rules(&v), vec![Rule::SingleNodeDefault], "{v:?}");
+    }
+
+    #[test]
+    fn a_public_unencrypted_or_unprotected_database_is_reported() {
+        let v = broken(
+            "storage_encrypted       = true",
+            "storage_encrypted       = false",
+        );
+        assert_eq!(rules(&v), vec![Rule::DatabasePrivate], "{v:?}");
+        let v = broken(
+            "publicly_accessible     = false",
+            "publicly_accessible     = true",
+        );
+        assert_eq!(rules(&v), vec![Rule::DatabasePrivate], "{v:?}");
+        let v = broken("aws_subnet.private[*].id", "[aws_subnet.public[0].id]");
+        assert_eq!(rules(&v), vec![Rule::DatabasePrivate], "{v:?}");
+        let v = broken(
+            "backup_retention_period = var.database_backup_retention_days",
+            "backup_retention_period = 0",
+        );
+        assert_eq!(rules(&v), vec![Rule::DatabasePrivate], "{v:?}");
+        let v = broken(
+            "deletion_protection     = var.database_deletion_protection",
+            "",
+        );
+        assert_eq!(rules(&v), vec![Rule::DatabasePrivate], "{v:?}");
+    }
+
+    #[test]
+    fn cluster_ports_open_to_anything_but_the_coordinators_are_reported() {
+        let v = broken(
+            "referenced_security_group_id = aws_security_group.coordinator.id\n        }\n        resource \"aws_vpc_security_group_ingress_rule\" \"database_from_coordinators\"",
+            "cidr_ipv4 = var.nats_cidr\n        }\n        resource \"aws_vpc_security_group_ingress_rule\" \"database_from_coordinators\"",
+        );
+        // The world-reachable route port, and no rule left from the group itself.
+        assert_eq!(rules(&v), vec![Rule::ClusterPortsInternal; 2], "{v:?}");
+        let v = broken("to_port                      = 5432\n          referenced_security_group_id = aws_security_group.coordinator.id",
+            "to_port                      = 5432\n          cidr_ipv4                    = \"10.0.0.0/8\"");
+        assert_eq!(rules(&v), vec![Rule::ClusterPortsInternal; 2], "{v:?}");
+        let open_client_port = format!(
+            "{GOOD}\nresource \"aws_vpc_security_group_ingress_rule\" \"nats_clients\" {{\n count = local.cluster ? 1 : 0\n security_group_id = aws_security_group.coordinator.id\n ip_protocol = \"tcp\"\n from_port = 4222\n to_port = 4222\n referenced_security_group_id = aws_security_group.coordinator.id\n}}\n"
+        );
+        let v = check_cluster_ports(
+            &parse(&open_client_port),
+            "aws_security_group.coordinator",
+            6222,
+        );
+        assert_eq!(rules(&v), vec![Rule::ClusterPortsInternal], "{v:?}");
+    }
+
+    #[test]
+    fn a_password_anywhere_but_rds_and_ssm_is_reported() {
+        let v = broken(
+            "value = local.cluster ? aws_ssm_parameter.database_password[0].name : null",
+            "value = random_password.database[0].result",
+        );
+        assert_eq!(rules(&v), vec![Rule::DatabasePasswordInSsmOnly], "{v:?}");
+        let v = broken("value_wo = random_password", "value = random_password");
+        assert_eq!(rules(&v), vec![Rule::DatabasePasswordInSsmOnly], "{v:?}");
+        let v = broken("type     = \"SecureString\"", "type     = \"String\"");
+        assert_eq!(rules(&v), vec![Rule::DatabasePasswordInSsmOnly], "{v:?}");
+        let v = broken(
+            "password_wo             = random_password.database[0].result",
+            "password                = random_password.database[0].result",
+        );
+        assert_eq!(
+            rules(&v),
+            vec![Rule::DatabasePrivate, Rule::DatabasePasswordInSsmOnly],
+            "{v:?}"
+        );
+        let v = broken(
+            "database_password_parameter = try(aws_ssm_parameter.database_password[0].name, \"\")",
+            "database_password = try(random_password.database[0].result, \"\")",
+        );
+        assert_eq!(rules(&v), vec![Rule::DatabasePasswordInSsmOnly], "{v:?}");
+        let v = check_template_has_no_password("t", "URL=postgres://u:${database_password}@h/db");
+        assert_eq!(rules(&v), vec![Rule::DatabasePasswordInSsmOnly], "{v:?}");
+        assert!(check_template_has_no_password("t", "P=${database_password_parameter}").is_empty());
     }
 }
