@@ -36,6 +36,10 @@ impl CloseCode {
     pub const BUSY: CloseCode = CloseCode(12);
     /// Too many connections (or logins in progress) from one address.
     pub const TOO_MANY_CONNECTIONS: CloseCode = CloseCode(13);
+    /// The coordinator cannot reach its accounts database (a shared
+    /// PostgreSQL that is down); nothing is wrong with the peer's request,
+    /// and trying again shortly works once the database is back.
+    pub const UNAVAILABLE: CloseCode = CloseCode(14);
     /// The user typed `disconnect`: they left the chat.
     pub const LEFT_CHAT: CloseCode = CloseCode(20);
     /// The user signed out of the program.
@@ -70,6 +74,9 @@ impl CloseCode {
             CloseCode::INTERNAL => "internal error",
             CloseCode::BUSY => "the coordinator is full; try again later",
             CloseCode::TOO_MANY_CONNECTIONS => "too many connections from this address",
+            CloseCode::UNAVAILABLE => {
+                "the coordinator cannot reach its accounts database; try again shortly"
+            }
             CloseCode::LEFT_CHAT => "left the chat",
             CloseCode::SIGNED_OUT => "signed out",
             CloseCode::DUPLICATE => "duplicate connection",

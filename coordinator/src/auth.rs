@@ -306,6 +306,8 @@ enum Outcome {
     Pending,
     Succeeded,
     Failed,
+    /// Never judged: the password was not checked at all.
+    Abandoned,
 }
 
 /// A reserved login attempt. Until [`Attempt::succeeded`] is called it
@@ -469,6 +471,12 @@ impl Auth {
         match (&attempt.account, attempt.outcome) {
             (Some(account), outcome) => {
                 release(&mut st.by_account, account);
+                if outcome == Outcome::Abandoned {
+                    for key in [Key::Pair(account.clone(), attempt.source), Key::Source(attempt.source)] {
+                        st.unbump(&key, l.free_failures, now, l);
+                    }
+                    st.unbump(&Key::Account(account.clone()), u32::MAX, now, l);
+                }
                 if outcome == Outcome::Succeeded {
                     st.counters
                         .remove(&Key::Pair(account.clone(), attempt.source));
@@ -592,6 +600,13 @@ impl Attempt<'_> {
     /// failure is taken back and the source is known for the account.
     pub fn succeeded(mut self) {
         self.outcome = Outcome::Succeeded;
+    }
+
+    /// The password could not be checked (the accounts database did not
+    /// answer): the reserved failure is taken back, and nothing else
+    /// changes. No guess was judged, so none is counted against the user.
+    pub fn abandoned(mut self) {
+        self.outcome = Outcome::Abandoned;
     }
 
     /// The password was wrong: the reserved failure stays. The wait it imposes

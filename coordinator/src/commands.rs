@@ -12,13 +12,15 @@
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use coordinator::operator::Accounts;
+use coordinator::Database;
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 
 /// Commands an operator runs beside (not while) a serving coordinator.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Work on the accounts database (refused while a coordinator serves it).
+    /// Work on the accounts database (in a data folder: refused while a
+    /// coordinator serves it; in PostgreSQL: also while coordinators serve).
     #[command(subcommand)]
     Accounts(AccountsCommand),
     /// Print the certificate fingerprint peers pin on first use (and the CA's).
@@ -91,6 +93,8 @@ pub struct Inherited {
     pub data_dir: Option<PathBuf>,
     /// `--cert` before the subcommand.
     pub cert: Option<PathBuf>,
+    /// `--database` (global: before or after the subcommand).
+    pub database: Database,
 }
 
 /// Runs one operator command.
@@ -100,14 +104,22 @@ pub fn run(
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<()> {
     let dir = |d: DataDirArg| crate::data_dir(d.data_dir.or(inherited.data_dir.clone()));
+    // The accounts: in PostgreSQL (no data folder needed), or in the data
+    // folder's SQLite file under its lock.
+    let open = |d: DataDirArg| -> anyhow::Result<Accounts> {
+        match &inherited.database {
+            Database::Postgres(url) => Ok(runtime.block_on(Accounts::open_postgres(url))?),
+            Database::DataDir => Ok(Accounts::open(&dir(d)?)?),
+        }
+    };
     match command {
         Command::Accounts(AccountsCommand::List(data)) => {
-            let accounts = open(&dir(data)?)?;
+            let accounts = open(data)?;
             let list = runtime.block_on(accounts.list())?;
             print!("{}", account_table(&list));
         }
         Command::Accounts(AccountsCommand::Delete { name, data }) => {
-            let accounts = open(&dir(data)?)?;
+            let accounts = open(data)?;
             let name = runtime.block_on(accounts.delete(&name))?;
             println!("Deleted the account {name} and its session tokens.");
         }
@@ -116,7 +128,7 @@ pub fn run(
             password_file,
             data,
         }) => {
-            let accounts = open(&dir(data)?)?;
+            let accounts = open(data)?;
             let password = new_password(&name, password_file.as_deref())?;
             let name = runtime.block_on(accounts.reset_password(&name, password))?;
             println!(
@@ -126,6 +138,13 @@ pub fn run(
         }
         Command::Backup { dest, force, data } => {
             let data_dir = dir(data)?;
+            if inherited.database != Database::DataDir {
+                anyhow::bail!(
+                    "backup copies the SQLite database of a data folder, and the accounts \
+                     are in {}: back them up with pg_dump",
+                    inherited.database.describe(&data_dir)
+                );
+            }
             let report =
                 coordinator::backup::backup(&data_dir, &dest, force).with_context(|| {
                     format!(
@@ -153,10 +172,6 @@ pub fn run(
         }
     }
     Ok(())
-}
-
-fn open(data_dir: &Path) -> anyhow::Result<Accounts> {
-    Ok(Accounts::open(data_dir)?)
 }
 
 /// The lines `coordinator fingerprint` prints: the leaf's, then the CA's

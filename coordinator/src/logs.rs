@@ -144,8 +144,11 @@ pub static QUEUE_FULL: Repeats =
 pub static CLOSING: Repeats = Repeats::new("closing connection", Level::Info, 5);
 /// A handshake failed or timed out.
 pub static HANDSHAKE: Repeats = Repeats::new("handshake failed", Level::Info, 5);
+/// The accounts database could not be reached (PostgreSQL down).
+pub static DATABASE: Repeats =
+    Repeats::new("accounts database unreachable", Level::Warn, 3);
 
-static ALL: [&Repeats; 8] = [
+static ALL: [&Repeats; 9] = [
     &ONLINE,
     &OFFLINE,
     &REPLACED,
@@ -154,6 +157,7 @@ static ALL: [&Repeats; 8] = [
     &QUEUE_FULL,
     &CLOSING,
     &HANDSHAKE,
+    &DATABASE,
 ];
 
 /// Writes the summaries of every window that has ended.

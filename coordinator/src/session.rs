@@ -12,6 +12,7 @@ use crate::hub::{Member, Outbound, OUTBOUND_QUEUE};
 use crate::logs::{self, limited};
 use crate::metrics::{FailureReason, LoginMethod, Lost, Metrics, ThrottleKind};
 use crate::presence::{Feed, FeedError};
+use crate::store::StoreError;
 use crate::Shared;
 use common::close::{self, CloseCode};
 use common::limits::TokenBucket;
@@ -453,7 +454,12 @@ impl Session {
                         login_failed(LoginFailure::Invalid(e.to_string()), 0),
                     ),
                     Ok(name) => {
-                        let exists = self.shared.store.exists(&name).await.map_err(internal)?;
+                        let exists = self
+                            .shared
+                            .store
+                            .exists(&name)
+                            .await
+                            .map_err(store_failed)?;
                         let reply = SessionResponse::AccountStatus {
                             name: name.clone(),
                             exists,
@@ -506,10 +512,21 @@ impl Session {
                     Err(e) => SessionResponse::Error {
                         message: e.to_string(),
                     },
-                    Ok(wanted) => SessionResponse::LookupResult {
-                        exists: self.shared.store.exists(&wanted).await.map_err(internal)?,
-                        online: self.shared.hub.is_online(&wanted),
-                        name: wanted,
+                    // A logged-in session outlives an outage of the
+                    // accounts database: the look-up fails, not the session.
+                    Ok(wanted) => match self.shared.store.exists(&wanted).await {
+                        Ok(exists) => SessionResponse::LookupResult {
+                            exists,
+                            online: self.shared.hub.is_online(&wanted),
+                            name: wanted,
+                        },
+                        Err(e) if e.is_unavailable() => {
+                            store_unavailable(&e);
+                            SessionResponse::Error {
+                                message: CloseCode::UNAVAILABLE.describe().to_string(),
+                            }
+                        }
+                        Err(e) => return Err(store_failed(e)),
                     },
                 };
                 (Stage::Ready { name }, reply)
@@ -590,7 +607,15 @@ impl Session {
                 Ok(a) => a,
                 Err(r) => return too_many(r),
             };
-            let Some(phc) = shared.store.password_hash(name).await.map_err(internal)? else {
+            let phc = match shared.store.password_hash(name).await {
+                Ok(phc) => phc,
+                Err(e) => {
+                    // Nothing was checked: not a failure of the user's.
+                    attempt.abandoned();
+                    return Err(store_failed(e));
+                }
+            };
+            let Some(phc) = phc else {
                 return Ok(Err(login_failed(
                     LoginFailure::Invalid("the account no longer exists".into()),
                     0,
@@ -618,7 +643,7 @@ impl Session {
                 .store
                 .create_account(name, phc)
                 .await
-                .map_err(internal)?
+                .map_err(store_failed)?
             {
                 let taken =
                     LoginFailure::Invalid("that name was just taken; choose another".into());
@@ -664,7 +689,7 @@ impl Session {
             .store
             .set_password(name, phc)
             .await
-            .map_err(internal)?
+            .map_err(store_failed)?
         {
             return Ok(refused(
                 LoginFailure::Invalid("the account no longer exists".into()),
@@ -686,7 +711,7 @@ impl Session {
             .store
             .add_token(name, &token, ttl.as_millis() as i64)
             .await
-            .map_err(internal)?;
+            .map_err(store_failed)?;
         Ok(token)
     }
 
@@ -700,7 +725,7 @@ impl Session {
             .store
             .rotate_token(name, old, &token, ttl.as_millis() as i64)
             .await
-            .map_err(internal)?;
+            .map_err(store_failed)?;
         Ok(taken.then_some(token))
     }
 
@@ -770,6 +795,21 @@ impl Session {
         Ok(())
     }
 
+    /// Does the offline callee `to` exist? While the accounts database is
+    /// unreachable it is taken to exist: the request then meets an offline
+    /// callee, which the peer already handles (it keeps the messages), and
+    /// the session survives the outage.
+    async fn callee_exists(&self, to: &str) -> Result<bool, Fatal> {
+        match self.shared.store.exists(to).await {
+            Ok(exists) => Ok(exists),
+            Err(e) if e.is_unavailable() => {
+                store_unavailable(&e);
+                Ok(true)
+            }
+            Err(e) => Err(store_failed(e)),
+        }
+    }
+
     async fn on_signal(&mut self, req: SignalRequest) -> Result<(), Fatal> {
         let Stage::Ready { name } = &self.stage else {
             return Err(fatal(CloseCode::PROTOCOL_ERROR, "signaling before login"));
@@ -785,9 +825,7 @@ impl Session {
                         // An online callee exists: only an offline one costs
                         // a database look-up, which may wait behind a storm
                         // of login writes on the database thread.
-                        if !hub.is_online(&to)
-                            && !self.shared.store.exists(&to).await.map_err(internal)?
-                        {
+                        if !hub.is_online(&to) && !self.callee_exists(&to).await? {
                             Some(Outcome::NoSuchUser)
                         } else {
                             hub.request(&me, self.id, id, &to, kind).err()
@@ -903,6 +941,23 @@ fn login_failed(reason: LoginFailure, retry_after_secs: u32) -> SessionResponse 
 
 fn secs(d: Duration) -> u32 {
     u32::try_from(d.as_secs() + u64::from(d.subsec_nanos() > 0)).unwrap_or(u32::MAX)
+}
+
+/// A store error ends the connection: an outage of the accounts database
+/// with [`CloseCode::UNAVAILABLE`], whose reason tells the user to try
+/// again shortly (nothing was changed), anything else as an internal error.
+fn store_failed(e: StoreError) -> Fatal {
+    if e.is_unavailable() {
+        store_unavailable(&e);
+        return fatal(CloseCode::UNAVAILABLE, e.to_string());
+    }
+    internal(e)
+}
+
+/// Logs an outage of the accounts database, a few lines per window however
+/// many connections meet it.
+fn store_unavailable(e: &StoreError) {
+    limited!(logs::DATABASE, warn, error = %e, "accounts database unreachable");
 }
 
 fn internal(e: impl std::fmt::Display) -> Fatal {
