@@ -472,7 +472,10 @@ impl Auth {
             (Some(account), outcome) => {
                 release(&mut st.by_account, account);
                 if outcome == Outcome::Abandoned {
-                    for key in [Key::Pair(account.clone(), attempt.source), Key::Source(attempt.source)] {
+                    for key in [
+                        Key::Pair(account.clone(), attempt.source),
+                        Key::Source(attempt.source),
+                    ] {
                         st.unbump(&key, l.free_failures, now, l);
                     }
                     st.unbump(&Key::Account(account.clone()), u32::MAX, now, l);

@@ -145,8 +145,7 @@ pub static CLOSING: Repeats = Repeats::new("closing connection", Level::Info, 5)
 /// A handshake failed or timed out.
 pub static HANDSHAKE: Repeats = Repeats::new("handshake failed", Level::Info, 5);
 /// The accounts database could not be reached (PostgreSQL down).
-pub static DATABASE: Repeats =
-    Repeats::new("accounts database unreachable", Level::Warn, 3);
+pub static DATABASE: Repeats = Repeats::new("accounts database unreachable", Level::Warn, 3);
 
 static ALL: [&Repeats; 9] = [
     &ONLINE,

@@ -117,9 +117,10 @@ impl Coordinator {
         // migrates) at the first call, so a coordinator starts while its
         // database is down and `/readyz` says so.
         let store = match &config.database {
-            Database::DataDir => {
-                Store::Sqlite(SqliteStore::open_observed(&config.data_dir, Some(observer))?)
-            }
+            Database::DataDir => Store::Sqlite(SqliteStore::open_observed(
+                &config.data_dir,
+                Some(observer),
+            )?),
             Database::Postgres(url) => Store::Postgres(PgStore::connect(url)?),
         };
         let metrics_listener = match config.metrics_listen {

@@ -89,7 +89,9 @@ pub enum StoreError {
         detail: String,
     },
     /// The `--database` URL does not parse.
-    #[error("--database is not a PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE): {0}")]
+    #[error(
+        "--database is not a PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE): {0}"
+    )]
     BadUrl(String),
     /// The PostgreSQL database holds a schema newer than this coordinator
     /// knows (a newer release migrated it).

@@ -378,10 +378,7 @@ impl PgStore {
             let stmt = client
                 .prepare_cached("SELECT phc FROM accounts WHERE name = $1")
                 .await?;
-            Ok(client
-                .query_opt(&stmt, &[&name])
-                .await?
-                .map(|r| r.get(0)))
+            Ok(client.query_opt(&stmt, &[&name]).await?.map(|r| r.get(0)))
         })
         .await
     }
@@ -404,7 +401,12 @@ impl PgStore {
     }
 
     /// See [`super::Store::add_token`].
-    pub async fn add_token(&self, name: &str, token: &str, valid_ms: i64) -> Result<(), StoreError> {
+    pub async fn add_token(
+        &self,
+        name: &str,
+        token: &str,
+        valid_ms: i64,
+    ) -> Result<(), StoreError> {
         let hash = token_hash(token);
         self.call(|mut client| async move {
             let tx = client.transaction().await?;
