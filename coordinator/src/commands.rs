@@ -137,14 +137,14 @@ pub fn run(
             );
         }
         Command::Backup { dest, force, data } => {
-            let data_dir = dir(data)?;
             if inherited.database != Database::DataDir {
                 anyhow::bail!(
                     "backup copies the SQLite database of a data folder, and the accounts \
                      are in {}: back them up with pg_dump",
-                    inherited.database.describe(&data_dir)
+                    inherited.database.describe(Path::new(""))
                 );
             }
+            let data_dir = dir(data)?;
             let report =
                 coordinator::backup::backup(&data_dir, &dest, force).with_context(|| {
                     format!(

@@ -88,10 +88,9 @@ pub enum StoreError {
         /// The server's message.
         detail: String,
     },
-    /// The `--database` URL does not parse.
-    #[error(
-        "--database is not a PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE): {0}"
-    )]
+    /// The `--database` URL does not parse, or asks for what the store
+    /// does not do (TLS).
+    #[error("the --database URL is refused: {0}")]
     BadUrl(String),
     /// The PostgreSQL database holds a schema newer than this coordinator
     /// knows (a newer release migrated it).

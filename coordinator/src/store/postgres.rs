@@ -73,10 +73,32 @@ fn known_version() -> i32 {
 
 /// `host:port/database` of a URL, for messages (never its password).
 pub fn target(url: &str) -> Result<String, StoreError> {
-    let config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e: tokio_postgres::Error| StoreError::BadUrl(e.to_string()))?;
+    let config: tokio_postgres::Config = url.parse().map_err(bad_url)?;
     Ok(target_of(&config))
+}
+
+fn bad_url(e: tokio_postgres::Error) -> StoreError {
+    StoreError::BadUrl(format!(
+        "{}; the form is postgres://USER:PASSWORD@HOST:PORT/DATABASE",
+        chain(&e)
+    ))
+}
+
+/// An error and its causes, each once ("error connecting to server:
+/// Connection refused (os error 111)"): the driver's own message names only
+/// the step that failed.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 fn target_of(config: &tokio_postgres::Config) -> String {
@@ -162,13 +184,11 @@ impl PgStore {
     /// opens one and migrates). Refuses a URL that does not parse or asks
     /// for TLS.
     pub fn connect(url: &str) -> Result<PgStore, StoreError> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| StoreError::BadUrl(e.to_string()))?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(bad_url)?;
         if !matches!(config.get_ssl_mode(), SslMode::Disable | SslMode::Prefer) {
             return Err(StoreError::BadUrl(
                 "it asks for TLS (sslmode), which the coordinator does not speak to \
-                 PostgreSQL: reach it over a private network, without sslmode"
+                 PostgreSQL; reach it over a private network, without sslmode"
                     .into(),
             ));
         }
@@ -287,7 +307,7 @@ impl PgStore {
             };
         }
         let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
-        let text = e.to_string();
+        let text = chain(&e);
         if e.is_closed() || io || text.contains("connect") || text.contains("timeout") {
             StoreError::Unreachable {
                 target,
