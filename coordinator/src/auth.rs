@@ -713,6 +713,24 @@ mod tests {
     }
 
     #[test]
+    fn attempts_the_store_could_not_check_count_for_nothing() {
+        let auth = Auth::new(AuthLimits {
+            base_delay: Duration::from_secs(1),
+            ..Default::default()
+        });
+        fail(&auth, "bob", ip(1));
+        for _ in 0..20 {
+            auth.begin("bob", ip(1))
+                .expect("an outage never makes the owner wait")
+                .abandoned();
+        }
+        // Still the one real failure: two more are free, the fourth waits.
+        assert_eq!(fail(&auth, "bob", ip(1)), Duration::ZERO);
+        assert_eq!(fail(&auth, "bob", ip(1)), Duration::ZERO);
+        assert!(fail(&auth, "bob", ip(1)) > Duration::ZERO);
+    }
+
+    #[test]
     fn a_second_attempt_on_an_account_is_refused_while_one_is_in_flight() {
         let auth = Auth::new(AuthLimits::default());
         let first = auth.begin("bob", ip(1)).unwrap();

@@ -40,6 +40,9 @@ pub const POOL_SIZE: usize = 16;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Deadline of one call as a whole (a connection, then its statements).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long an established connection may go unanswered (keep-alives or
+/// unacknowledged data) before TCP declares it dead.
+const DEAD_AFTER: Duration = Duration::from_secs(10);
 
 /// Key of the advisory lock the migrations take ("p2pchat" and 1).
 const MIGRATION_LOCK: i64 = 0x7032_7063_6861_7401;
@@ -192,9 +195,18 @@ impl PgStore {
                     .into(),
             ));
         }
+        // A server that vanishes without closing (a partition, a dead
+        // host) must not leave pooled connections that look alive and
+        // make each call wait out its deadline: TCP gives up on it within
+        // about DEAD_AFTER, the connection closes, and the pool drops it.
         config
             .connect_timeout(CONNECT_TIMEOUT)
-            .application_name("p2pchat-coordinator");
+            .application_name("p2pchat-coordinator")
+            .keepalives(true)
+            .keepalives_idle(DEAD_AFTER / 2)
+            .keepalives_interval(DEAD_AFTER / 4)
+            .keepalives_retries(2)
+            .tcp_user_timeout(DEAD_AFTER);
         let target = target_of(&config);
         let manager = Manager::from_config(
             config,
