@@ -77,6 +77,11 @@ pub enum ConnectError {
     /// The pin file or the TLS configuration is unusable.
     #[error("{0}")]
     Setup(String),
+    /// The coordinator closed the connection before the login was done,
+    /// saying why (it is full, shutting down, or cannot reach its accounts
+    /// database); worth retrying.
+    #[error("{0}")]
+    Closed(String),
 }
 
 impl ConnectError {
