@@ -73,6 +73,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     an_account_is_created_once_and_found_by_name,
     a_token_resumes_once_and_not_when_wrong_or_expired,
+    a_token_rotated_twice_at_once_works_once,
     deleting_an_account_revokes_its_tokens,
     a_new_password_revokes_the_tokens,
     accounts_are_listed_by_name_with_their_times,
@@ -148,6 +149,23 @@ async fn a_token_resumes_once_and_not_when_wrong_or_expired(place: Place) {
     assert!(alice.last_login_at_ms.is_some(), "{alice:?}");
     let bob = list.iter().find(|a| a.name == "bob").unwrap();
     assert_eq!(bob.last_login_at_ms, None, "{bob:?}");
+}
+
+async fn a_token_rotated_twice_at_once_works_once(place: Place) {
+    let store = place.open().await;
+    store.create_account("alice", "phc".into()).await.unwrap();
+    for round in 0..10 {
+        let old = format!("t{round}");
+        store.add_token("alice", &old, DAY_MS).await.unwrap();
+        let (a, b) = tokio::join!(
+            store.rotate_token("alice", &old, "a", DAY_MS),
+            store.rotate_token("alice", &old, "b", DAY_MS),
+        );
+        assert!(
+            a.unwrap() ^ b.unwrap(),
+            "round {round}: exactly one rotation wins"
+        );
+    }
 }
 
 async fn deleting_an_account_revokes_its_tokens(place: Place) {
