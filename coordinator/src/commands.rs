@@ -27,6 +27,7 @@ pub enum Command {
     Fingerprint(FingerprintArgs),
     /// Copy the accounts database to DEST, consistently, also while a
     /// coordinator serves it (SQLite's online backup; it takes no lock).
+    /// Refused with --database: use pg_dump for PostgreSQL.
     Backup {
         /// The file to write (made with mode 0600).
         dest: PathBuf,
@@ -68,8 +69,9 @@ pub enum AccountsCommand {
 /// The data folder option, as the server takes it.
 #[derive(Args, Debug)]
 pub struct DataDirArg {
-    /// Folder of the accounts database [default: the platform data folder,
-    /// e.g. ~/.local/share/p2pchat-coordinator].
+    /// Folder of the accounts database, unless --database names one
+    /// [default: the platform data folder, e.g.
+    /// ~/.local/share/p2pchat-coordinator].
     #[arg(long, env = "P2PCHAT_COORDINATOR_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 }

@@ -22,7 +22,8 @@ struct Args {
     /// UDP address to listen on [default: [::]:7070, or 0.0.0.0:7070 without IPv6].
     #[arg(long, env = "P2PCHAT_COORDINATOR_LISTEN")]
     listen: Option<SocketAddr>,
-    /// Folder for the accounts database and, by default, the certificates
+    /// Folder for the accounts database (unless --database) and, by default,
+    /// the certificates
     /// [default: the platform data folder, e.g. ~/.local/share/p2pchat-coordinator].
     #[arg(long, env = "P2PCHAT_COORDINATOR_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -202,13 +203,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.metrics_listen = args.metrics;
     let coordinator = Coordinator::from_parts(config, socket, lock, &identity)?;
     println!("accounts: {accounts}");
-    if let Err(e) = coordinator.store().probe().await {
-        // PostgreSQL may come up after the coordinator: serve anyway, and
-        // let /readyz and the peers' "try again shortly" tell the story.
-        tracing::warn!(
-            error = %e,
-            "the accounts database does not answer yet: logins fail until it does"
-        );
+    if let coordinator::store::Store::Postgres(_) = coordinator.store() {
+        if let Err(e) = coordinator.store().probe().await {
+            // PostgreSQL may come up after the coordinator: serve anyway,
+            // and let /readyz and the peers' "try again shortly" tell.
+            tracing::warn!(
+                error = %e,
+                "the accounts database does not answer yet: logins fail until it does"
+            );
+        }
     }
     if let Some(addr) = coordinator.metrics_addr() {
         println!("metrics on http://{addr}/metrics");
