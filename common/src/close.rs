@@ -36,9 +36,13 @@ impl CloseCode {
     pub const BUSY: CloseCode = CloseCode(12);
     /// Too many connections (or logins in progress) from one address.
     pub const TOO_MANY_CONNECTIONS: CloseCode = CloseCode(13);
-    /// A service the coordinator needs (its accounts database, its
-    /// cluster's NATS) does not answer; the login can be tried again.
+    /// The coordinator cannot reach its accounts database (a shared
+    /// PostgreSQL that is down); nothing is wrong with the peer's request,
+    /// and trying again shortly works once the database is back.
     pub const UNAVAILABLE: CloseCode = CloseCode(14);
+    /// The coordinator cannot reach the rest of its cluster (its NATS is
+    /// down); as with [`CloseCode::UNAVAILABLE`], trying again shortly works.
+    pub const CLUSTER_UNAVAILABLE: CloseCode = CloseCode(15);
     /// The user typed `disconnect`: they left the chat.
     pub const LEFT_CHAT: CloseCode = CloseCode(20);
     /// The user signed out of the program.
@@ -74,8 +78,10 @@ impl CloseCode {
             CloseCode::BUSY => "the coordinator is full; try again later",
             CloseCode::TOO_MANY_CONNECTIONS => "too many connections from this address",
             CloseCode::UNAVAILABLE => {
-                "the coordinator cannot reach a service it needs (its accounts database or \
-                 its cluster); try again shortly"
+                "the coordinator cannot reach its accounts database; try again shortly"
+            }
+            CloseCode::CLUSTER_UNAVAILABLE => {
+                "the coordinator cannot reach the rest of its cluster (NATS); try again shortly"
             }
             CloseCode::LEFT_CHAT => "left the chat",
             CloseCode::SIGNED_OUT => "signed out",

@@ -306,6 +306,8 @@ enum Outcome {
     Pending,
     Succeeded,
     Failed,
+    /// Never judged: the password was not checked at all.
+    Abandoned,
 }
 
 /// A reserved login attempt. Until [`Attempt::succeeded`] is called it
@@ -469,6 +471,15 @@ impl Auth {
         match (&attempt.account, attempt.outcome) {
             (Some(account), outcome) => {
                 release(&mut st.by_account, account);
+                if outcome == Outcome::Abandoned {
+                    for key in [
+                        Key::Pair(account.clone(), attempt.source),
+                        Key::Source(attempt.source),
+                    ] {
+                        st.unbump(&key, l.free_failures, now, l);
+                    }
+                    st.unbump(&Key::Account(account.clone()), u32::MAX, now, l);
+                }
                 if outcome == Outcome::Succeeded {
                     st.counters
                         .remove(&Key::Pair(account.clone(), attempt.source));
@@ -594,6 +605,13 @@ impl Attempt<'_> {
         self.outcome = Outcome::Succeeded;
     }
 
+    /// The password could not be checked (the accounts database did not
+    /// answer): the reserved failure is taken back, and nothing else
+    /// changes. No guess was judged, so none is counted against the user.
+    pub fn abandoned(mut self) {
+        self.outcome = Outcome::Abandoned;
+    }
+
     /// The password was wrong: the reserved failure stays. The wait it imposes
     /// on this (account, source) and source.
     pub fn failed(mut self) -> Duration {
@@ -692,6 +710,24 @@ mod tests {
         auth.begin("bob", ip(2))
             .expect("another source")
             .succeeded();
+    }
+
+    #[test]
+    fn attempts_the_store_could_not_check_count_for_nothing() {
+        let auth = Auth::new(AuthLimits {
+            base_delay: Duration::from_secs(1),
+            ..Default::default()
+        });
+        fail(&auth, "bob", ip(1));
+        for _ in 0..20 {
+            auth.begin("bob", ip(1))
+                .expect("an outage never makes the owner wait")
+                .abandoned();
+        }
+        // Still the one real failure: two more are free, the fourth waits.
+        assert_eq!(fail(&auth, "bob", ip(1)), Duration::ZERO);
+        assert_eq!(fail(&auth, "bob", ip(1)), Duration::ZERO);
+        assert!(fail(&auth, "bob", ip(1)) > Duration::ZERO);
     }
 
     #[test]

@@ -12,19 +12,22 @@
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use coordinator::operator::Accounts;
+use coordinator::Database;
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 
 /// Commands an operator runs beside (not while) a serving coordinator.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Work on the accounts database (refused while a coordinator serves it).
+    /// Work on the accounts database (in a data folder: refused while a
+    /// coordinator serves it; in PostgreSQL: also while coordinators serve).
     #[command(subcommand)]
     Accounts(AccountsCommand),
     /// Print the certificate fingerprint peers pin on first use (and the CA's).
     Fingerprint(FingerprintArgs),
     /// Copy the accounts database to DEST, consistently, also while a
     /// coordinator serves it (SQLite's online backup; it takes no lock).
+    /// Refused with --database: use pg_dump for PostgreSQL.
     Backup {
         /// The file to write (made with mode 0600).
         dest: PathBuf,
@@ -66,8 +69,9 @@ pub enum AccountsCommand {
 /// The data folder option, as the server takes it.
 #[derive(Args, Debug)]
 pub struct DataDirArg {
-    /// Folder of the accounts database [default: the platform data folder,
-    /// e.g. ~/.local/share/p2pchat-coordinator].
+    /// Folder of the accounts database, unless --database names one
+    /// [default: the platform data folder, e.g.
+    /// ~/.local/share/p2pchat-coordinator].
     #[arg(long, env = "P2PCHAT_COORDINATOR_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 }
@@ -91,6 +95,8 @@ pub struct Inherited {
     pub data_dir: Option<PathBuf>,
     /// `--cert` before the subcommand.
     pub cert: Option<PathBuf>,
+    /// `--database` (global: before or after the subcommand).
+    pub database: Database,
 }
 
 /// Runs one operator command.
@@ -100,14 +106,22 @@ pub fn run(
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<()> {
     let dir = |d: DataDirArg| crate::data_dir(d.data_dir.or(inherited.data_dir.clone()));
+    // The accounts: in PostgreSQL (no data folder needed), or in the data
+    // folder's SQLite file under its lock.
+    let open = |d: DataDirArg| -> anyhow::Result<Accounts> {
+        match &inherited.database {
+            Database::Postgres(url) => Ok(runtime.block_on(Accounts::open_postgres(url))?),
+            Database::DataDir => Ok(Accounts::open(&dir(d)?)?),
+        }
+    };
     match command {
         Command::Accounts(AccountsCommand::List(data)) => {
-            let accounts = open(&dir(data)?)?;
+            let accounts = open(data)?;
             let list = runtime.block_on(accounts.list())?;
             print!("{}", account_table(&list));
         }
         Command::Accounts(AccountsCommand::Delete { name, data }) => {
-            let accounts = open(&dir(data)?)?;
+            let accounts = open(data)?;
             let name = runtime.block_on(accounts.delete(&name))?;
             println!("Deleted the account {name} and its session tokens.");
         }
@@ -116,7 +130,7 @@ pub fn run(
             password_file,
             data,
         }) => {
-            let accounts = open(&dir(data)?)?;
+            let accounts = open(data)?;
             let password = new_password(&name, password_file.as_deref())?;
             let name = runtime.block_on(accounts.reset_password(&name, password))?;
             println!(
@@ -125,6 +139,13 @@ pub fn run(
             );
         }
         Command::Backup { dest, force, data } => {
+            if inherited.database != Database::DataDir {
+                anyhow::bail!(
+                    "backup copies the SQLite database of a data folder, and the accounts \
+                     are in {}: back them up with pg_dump",
+                    inherited.database.describe(Path::new(""))
+                );
+            }
             let data_dir = dir(data)?;
             let report =
                 coordinator::backup::backup(&data_dir, &dest, force).with_context(|| {
@@ -153,10 +174,6 @@ pub fn run(
         }
     }
     Ok(())
-}
-
-fn open(data_dir: &Path) -> anyhow::Result<Accounts> {
-    Ok(Accounts::open(data_dir)?)
 }
 
 /// The lines `coordinator fingerprint` prints: the leaf's, then the CA's

@@ -5,7 +5,8 @@
 //! - [`session`]: one task per connection (login, then presence and signaling).
 //! - [`auth`]: Argon2id hashing off the executor, login throttling.
 //! - [`hub`], [`presence`], [`signaling`]: who is online, pending requests.
-//! - [`store`]: the SQLite accounts database.
+//! - [`store`]: the accounts database (SQLite in the data folder, or
+//!   PostgreSQL shared by several coordinators).
 //! - [`cluster`]: several coordinators as one, over NATS (`--nats`).
 //! - [`lock`]: the data folder's lock, held by a serving coordinator.
 //! - [`operator`]: operator commands on the accounts database (list,
@@ -44,12 +45,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use server::{bind_socket, Coordinator, ServerError};
+pub use store::Database;
 
 /// Coordinator settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Folder of the accounts database.
+    /// The data folder: the lock, the certificates made here and, by
+    /// default, the accounts database.
     pub data_dir: PathBuf,
+    /// Where the accounts live: SQLite in `data_dir` (the default) or
+    /// PostgreSQL.
+    pub database: Database,
     /// How long a callee has to answer a chat request.
     pub request_timeout: Duration,
     /// How long a session token stays valid.
@@ -95,6 +101,7 @@ impl Config {
     pub fn new(data_dir: PathBuf) -> Config {
         Config {
             data_dir,
+            database: Database::DataDir,
             request_timeout: Duration::from_secs(60),
             token_ttl: Duration::from_secs(7 * 24 * 3600),
             login_timeout: Duration::from_secs(300),

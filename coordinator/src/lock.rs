@@ -9,6 +9,11 @@
 //! is using it. The kernel drops the lock when its holder exits, however it
 //! exits, so a crash never leaves a stale lock behind; the file itself stays
 //! and is harmless.
+//!
+//! With the accounts in PostgreSQL (`--database`) the lock still keeps a
+//! second coordinator out of the folder (its certificates), but the
+//! database itself is shared on purpose, and the operator commands on it
+//! take no lock.
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};

@@ -144,11 +144,13 @@ pub static QUEUE_FULL: Repeats =
 pub static CLOSING: Repeats = Repeats::new("closing connection", Level::Info, 5);
 /// A handshake failed or timed out.
 pub static HANDSHAKE: Repeats = Repeats::new("handshake failed", Level::Info, 5);
+/// The accounts database could not be reached (PostgreSQL down).
+pub static DATABASE: Repeats = Repeats::new("accounts database unreachable", Level::Warn, 3);
 
 /// Something about the cluster (NATS, other nodes).
 pub static CLUSTER: Repeats = Repeats::new("cluster", Level::Warn, 5);
 
-static ALL: [&Repeats; 9] = [
+static ALL: [&Repeats; 10] = [
     &ONLINE,
     &OFFLINE,
     &REPLACED,
@@ -158,6 +160,7 @@ static ALL: [&Repeats; 9] = [
     &CLOSING,
     &HANDSHAKE,
     &CLUSTER,
+    &DATABASE,
 ];
 
 /// Writes the summaries of every window that has ended.

@@ -7,7 +7,7 @@ mod commands;
 use anyhow::Context;
 use clap::Parser;
 use coordinator::lock::DataLock;
-use coordinator::{Config, Coordinator, ServerError};
+use coordinator::{Config, Coordinator, Database, ServerError};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,10 +22,22 @@ struct Args {
     /// UDP address to listen on [default: [::]:7070, or 0.0.0.0:7070 without IPv6].
     #[arg(long, env = "P2PCHAT_COORDINATOR_LISTEN")]
     listen: Option<SocketAddr>,
-    /// Folder for the accounts database and, by default, the certificates
+    /// Folder for the accounts database (unless --database) and, by default,
+    /// the certificates
     /// [default: the platform data folder, e.g. ~/.local/share/p2pchat-coordinator].
     #[arg(long, env = "P2PCHAT_COORDINATOR_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Keep the accounts in PostgreSQL instead of DATA_DIR, e.g.
+    /// postgres://USER:PASSWORD@HOST:5432/DATABASE (several coordinators may
+    /// share one). Plain TCP, no TLS: keep it on a private network
+    /// [default: SQLite in DATA_DIR].
+    #[arg(
+        long,
+        env = "P2PCHAT_COORDINATOR_DATABASE",
+        global = true,
+        hide_env_values = true
+    )]
+    database: Option<String>,
     /// Certificate chain (PEM) to present; without it one is made in DATA_DIR/tls.
     #[arg(long, env = "P2PCHAT_COORDINATOR_CERT", requires = "key")]
     cert: Option<PathBuf>,
@@ -121,6 +133,7 @@ fn main() -> std::process::ExitCode {
             let inherited = commands::Inherited {
                 data_dir: args.data_dir.take(),
                 cert: args.cert.take(),
+                database: database(args.database.take()),
             };
             commands::run(command, inherited, &runtime)
         }
@@ -143,6 +156,14 @@ fn data_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         None => dirs::data_dir()
             .map(|d| d.join("p2pchat-coordinator"))
             .context("there is no platform data folder; give --data-dir"),
+    }
+}
+
+/// Where the accounts live: `--database`, or SQLite in the data folder.
+fn database(url: Option<String>) -> Database {
+    match url {
+        Some(url) if !url.trim().is_empty() => Database::Postgres(url),
+        _ => Database::DataDir,
     }
 }
 
@@ -169,10 +190,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // The address first: a taken port is reported before anything is written.
     let socket = bind(args.listen)?;
     private_dir(&data_dir)?;
+    // The lock is taken with PostgreSQL too: the folder still holds this
+    // coordinator's certificates, and two coordinators must not share it.
     let lock = DataLock::acquire(&data_dir)?;
-    for suffix in ["", "-wal", "-shm"] {
-        let name = format!("{}{suffix}", coordinator::store::DB_FILE);
-        private_file(&data_dir.join(name))?;
+    let database = database(args.database);
+    if database == Database::DataDir {
+        for suffix in ["", "-wal", "-shm"] {
+            let name = format!("{}{suffix}", coordinator::store::DB_FILE);
+            private_file(&data_dir.join(name))?;
+        }
     }
     let identity = match (&args.cert, &args.key) {
         (Some(cert), Some(key)) => {
@@ -198,7 +224,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "{}",
         common::tls::certificate_fingerprint_line(&identity.fingerprint())
     );
+    let accounts = database.describe(&data_dir);
     let mut config = Config::new(data_dir);
+    config.database = database;
     config.request_timeout = Duration::from_secs(args.request_timeout.max(1));
     config.metrics_listen = args.metrics;
     if let Some(nats_url) = args.nats {
@@ -210,6 +238,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         });
     }
     let mut coordinator = Coordinator::from_parts(config, socket, lock, &identity)?;
+    println!("accounts: {accounts}");
+    if let coordinator::store::Store::Postgres(_) = coordinator.store() {
+        if let Err(e) = coordinator.store().probe().await {
+            // PostgreSQL may come up after the coordinator: serve anyway,
+            // and let /readyz and the peers' "try again shortly" tell.
+            tracing::warn!(
+                error = %e,
+                "the accounts database does not answer yet: logins fail until it does"
+            );
+        }
+    }
     coordinator.join_cluster().await?;
     if let Some(addr) = coordinator.metrics_addr() {
         println!("metrics on http://{addr}/metrics");

@@ -549,6 +549,7 @@ fn code_label(code: CloseCode) -> &'static str {
         CloseCode::INTERNAL => "internal",
         CloseCode::BUSY => "busy",
         CloseCode::TOO_MANY_CONNECTIONS => "too_many_connections",
+        CloseCode::UNAVAILABLE => "unavailable",
         CloseCode::LEFT_CHAT => "left_chat",
         CloseCode::SIGNED_OUT => "signed_out",
         CloseCode::DUPLICATE => "duplicate",

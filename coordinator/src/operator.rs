@@ -1,10 +1,13 @@
 //! Operator commands on the accounts database: list accounts, delete one,
 //! reset a password.
 //!
-//! They work on the database file directly, so they first take the data
-//! folder's lock ([`crate::lock`]): while a coordinator serves the folder
-//! they are refused with a sentence saying so, and a coordinator cannot
-//! start while one of them runs. Names and passwords follow the same rules
+//! On SQLite they work on the database file directly, so they first take
+//! the data folder's lock ([`crate::lock`]): while a coordinator serves the
+//! folder they are refused with a sentence saying so, and a coordinator
+//! cannot start while one of them runs. On PostgreSQL, which several
+//! coordinators share while they serve, they take no lock: each change is
+//! one transaction. A deleted or reset account's sessions already online
+//! stay until they end; its tokens are revoked at once, so none resumes. Names and passwords follow the same rules
 //! as a login ([`common::names`]); a new password is hashed exactly as the
 //! server hashes one ([`crate::auth::Auth::hash`]). Deleting an account or
 //! resetting its password revokes its session tokens, so no peer resumes
@@ -12,7 +15,7 @@
 
 use crate::auth::{Auth, AuthError, AuthLimits};
 use crate::lock::{DataLock, LockError};
-use crate::store::{AccountInfo, Store, DB_FILE};
+use crate::store::{AccountInfo, PgStore, Store, StoreError, DB_FILE};
 use common::db::DbError;
 use common::names::{check_password, normalize_username, RuleError};
 use std::path::{Path, PathBuf};
@@ -34,6 +37,9 @@ pub enum OperatorError {
     /// The database could not be opened, read or written.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The accounts store failed (PostgreSQL unreachable, say).
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// The name given breaks the username rules.
     #[error("'{name}' is not a valid username: {rule}")]
     BadName {
@@ -53,12 +59,13 @@ pub enum OperatorError {
     Hash(#[from] AuthError),
 }
 
-/// The accounts database of one data folder, held under its lock.
+/// The accounts database: of one data folder, held under its lock, or
+/// in PostgreSQL.
 #[derive(Debug)]
 pub struct Accounts {
     store: Store,
-    // Released after the store's handle is dropped.
-    _lock: DataLock,
+    // Released after the store's handle is dropped (none for PostgreSQL).
+    _lock: Option<DataLock>,
 }
 
 impl Accounts {
@@ -72,7 +79,18 @@ impl Accounts {
         }
         let lock = DataLock::acquire(data_dir)?;
         let store = Store::open(data_dir)?;
-        Ok(Accounts { store, _lock: lock })
+        Ok(Accounts {
+            store,
+            _lock: Some(lock),
+        })
+    }
+
+    /// Opens the accounts in the PostgreSQL database at `url`. Refused when
+    /// no coordinator has made its tables there (a mistyped URL creates
+    /// nothing).
+    pub async fn open_postgres(url: &str) -> Result<Accounts, OperatorError> {
+        let store = Store::Postgres(PgStore::open_existing(url).await?);
+        Ok(Accounts { store, _lock: None })
     }
 
     /// Every account with when it was created and last logged in.

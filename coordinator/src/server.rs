@@ -14,7 +14,8 @@
 use crate::admission::{Admission, Decision};
 use crate::lock::{DataLock, LockError};
 use crate::metrics::Metrics;
-use crate::{auth::Auth, http, hub::Hub, logs, session, store::Store, Config, Shared};
+use crate::store::{PgStore, SqliteStore, Store, StoreError};
+use crate::{auth::Auth, http, hub::Hub, logs, session, Config, Database, Shared};
 use common::close::CloseCode;
 use common::tls::{coordinator_server_config, Identity, TlsError};
 use std::future::Future;
@@ -46,6 +47,10 @@ pub enum ServerError {
     /// The database could not be opened.
     #[error(transparent)]
     Db(#[from] common::db::DbError),
+    /// The accounts store could not be set up (a `--database` URL that
+    /// does not parse, say).
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// Another process works on the data folder (see [`crate::lock`]).
     #[error(transparent)]
     Lock(#[from] LockError),
@@ -112,7 +117,16 @@ impl Coordinator {
             let metrics = metrics.clone();
             Box::new(move |took, ok| metrics.db_commit(took, ok))
         };
-        let store = Store::open_observed(&config.data_dir, Some(observer))?;
+        // PostgreSQL is not contacted here: the pool connects (and
+        // migrates) at the first call, so a coordinator starts while its
+        // database is down and `/readyz` says so.
+        let store = match &config.database {
+            Database::DataDir => Store::Sqlite(SqliteStore::open_observed(
+                &config.data_dir,
+                Some(observer),
+            )?),
+            Database::Postgres(url) => Store::Postgres(PgStore::connect(url)?),
+        };
         let metrics_listener = match config.metrics_listen {
             Some(addr) => Some(bind_tcp(addr)?),
             None => None,
@@ -163,6 +177,11 @@ impl Coordinator {
     /// The address actually bound.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.endpoint.local_addr()
+    }
+
+    /// The accounts store (to check, at start, that it answers).
+    pub fn store(&self) -> &Store {
+        &self.shared.store
     }
 
     /// The address the metrics listener bound, if there is one.

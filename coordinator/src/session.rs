@@ -12,6 +12,7 @@ use crate::hub::{Member, Outbound, Reach, OUTBOUND_QUEUE};
 use crate::logs::{self, limited};
 use crate::metrics::{FailureReason, LoginMethod, Lost, Metrics, ThrottleKind};
 use crate::presence::{Feed, FeedError};
+use crate::store::StoreError;
 use crate::Shared;
 use common::close::{self, CloseCode};
 use common::limits::TokenBucket;
@@ -456,7 +457,12 @@ impl Session {
                         login_failed(LoginFailure::Invalid(e.to_string()), 0),
                     ),
                     Ok(name) => {
-                        let exists = self.shared.store.exists(&name).await.map_err(internal)?;
+                        let exists = self
+                            .shared
+                            .store
+                            .exists(&name)
+                            .await
+                            .map_err(store_failed)?;
                         let reply = SessionResponse::AccountStatus {
                             name: name.clone(),
                             exists,
@@ -509,10 +515,21 @@ impl Session {
                     Err(e) => SessionResponse::Error {
                         message: e.to_string(),
                     },
-                    Ok(wanted) => SessionResponse::LookupResult {
-                        exists: self.shared.store.exists(&wanted).await.map_err(internal)?,
-                        online: self.shared.hub.is_online(&wanted),
-                        name: wanted,
+                    // A logged-in session outlives an outage of the
+                    // accounts database: the look-up fails, not the session.
+                    Ok(wanted) => match self.shared.store.exists(&wanted).await {
+                        Ok(exists) => SessionResponse::LookupResult {
+                            exists,
+                            online: self.shared.hub.is_online(&wanted),
+                            name: wanted,
+                        },
+                        Err(e) if e.is_unavailable() => {
+                            store_unavailable(&e);
+                            SessionResponse::Error {
+                                message: CloseCode::UNAVAILABLE.describe().to_string(),
+                            }
+                        }
+                        Err(e) => return Err(store_failed(e)),
                     },
                 };
                 (Stage::Ready { name }, reply)
@@ -593,7 +610,15 @@ impl Session {
                 Ok(a) => a,
                 Err(r) => return too_many(r),
             };
-            let Some(phc) = shared.store.password_hash(name).await.map_err(internal)? else {
+            let phc = match shared.store.password_hash(name).await {
+                Ok(phc) => phc,
+                Err(e) => {
+                    // Nothing was checked: not a failure of the user's.
+                    attempt.abandoned();
+                    return Err(store_failed(e));
+                }
+            };
+            let Some(phc) = phc else {
                 return Ok(Err(login_failed(
                     LoginFailure::Invalid("the account no longer exists".into()),
                     0,
@@ -621,7 +646,7 @@ impl Session {
                 .store
                 .create_account(name, phc)
                 .await
-                .map_err(internal)?
+                .map_err(store_failed)?
             {
                 let taken =
                     LoginFailure::Invalid("that name was just taken; choose another".into());
@@ -667,7 +692,7 @@ impl Session {
             .store
             .set_password(name, phc)
             .await
-            .map_err(internal)?
+            .map_err(store_failed)?
         {
             return Ok(refused(
                 LoginFailure::Invalid("the account no longer exists".into()),
@@ -689,7 +714,7 @@ impl Session {
             .store
             .add_token(name, &token, ttl.as_millis() as i64)
             .await
-            .map_err(internal)?;
+            .map_err(store_failed)?;
         Ok(token)
     }
 
@@ -703,7 +728,7 @@ impl Session {
             .store
             .rotate_token(name, old, &token, ttl.as_millis() as i64)
             .await
-            .map_err(internal)?;
+            .map_err(store_failed)?;
         Ok(taken.then_some(token))
     }
 
@@ -785,6 +810,21 @@ impl Session {
         Ok(())
     }
 
+    /// Does the offline callee `to` exist? While the accounts database is
+    /// unreachable it is taken to exist: the request then meets an offline
+    /// callee, which the peer already handles (it keeps the messages), and
+    /// the session survives the outage.
+    async fn callee_exists(&self, to: &str) -> Result<bool, Fatal> {
+        match self.shared.store.exists(to).await {
+            Ok(exists) => Ok(exists),
+            Err(e) if e.is_unavailable() => {
+                store_unavailable(&e);
+                Ok(true)
+            }
+            Err(e) => Err(store_failed(e)),
+        }
+    }
+
     async fn on_signal(&mut self, req: SignalRequest) -> Result<(), Fatal> {
         let Stage::Ready { name } = &self.stage else {
             return Err(fatal(CloseCode::PROTOCOL_ERROR, "signaling before login"));
@@ -800,9 +840,7 @@ impl Session {
                         // An online callee exists: only an offline one costs
                         // a database look-up, which may wait behind a storm
                         // of login writes on the database thread.
-                        if !hub.is_online(&to)
-                            && !self.shared.store.exists(&to).await.map_err(internal)?
-                        {
+                        if !hub.is_online(&to) && !self.callee_exists(&to).await? {
                             Some(Outcome::NoSuchUser)
                         } else {
                             hub.request(&me, self.id, id, &to, kind).err()
@@ -923,7 +961,24 @@ fn secs(d: Duration) -> u32 {
 /// A service the coordinator needs (the cluster's NATS) is away.
 fn unavailable(e: crate::cluster::ClusterError) -> Fatal {
     limited!(logs::CLUSTER, warn, error = %e, "login refused: the cluster is unavailable");
-    fatal(CloseCode::UNAVAILABLE, e.to_string())
+    fatal(CloseCode::CLUSTER_UNAVAILABLE, e.to_string())
+}
+
+/// A store error ends the connection: an outage of the accounts database
+/// with [`CloseCode::UNAVAILABLE`], whose reason tells the user to try
+/// again shortly (nothing was changed), anything else as an internal error.
+fn store_failed(e: StoreError) -> Fatal {
+    if e.is_unavailable() {
+        store_unavailable(&e);
+        return fatal(CloseCode::UNAVAILABLE, e.to_string());
+    }
+    internal(e)
+}
+
+/// Logs an outage of the accounts database, a few lines per window however
+/// many connections meet it.
+fn store_unavailable(e: &StoreError) {
+    limited!(logs::DATABASE, warn, error = %e, "accounts database unreachable");
 }
 
 fn internal(e: impl std::fmt::Display) -> Fatal {

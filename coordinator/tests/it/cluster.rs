@@ -360,7 +360,7 @@ async fn logins_fail_clearly_while_nats_is_away_and_work_again_when_it_is_back()
     let closed = within_for(Duration::from_secs(15), "bob's refusal", bob.closed()).await;
     let said = closed.to_string();
     assert!(
-        said.contains("cannot reach a service it needs"),
+        said.contains("cannot reach the rest of its cluster"),
         "bob was told: {said}"
     );
 

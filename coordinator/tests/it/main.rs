@@ -18,6 +18,7 @@ mod permissions;
 mod presence;
 mod relay;
 mod signaling;
+mod store_backends;
 mod storms;
 mod support;
 mod throttle;

@@ -26,6 +26,7 @@ fn binary() -> Command {
         "P2PCHAT_COORDINATOR_CERT",
         "P2PCHAT_COORDINATOR_KEY",
         "P2PCHAT_COORDINATOR_NAMES",
+        "P2PCHAT_COORDINATOR_DATABASE",
     ] {
         cmd.env_remove(var);
     }
@@ -616,4 +617,154 @@ async fn a_taken_port_is_one_sentence_and_nothing_is_written() {
         "the data folder (and a CA in it) was made for a coordinator that cannot listen"
     );
     assert_eq!(text(&out.stdout), "", "nothing printed on standard output");
+}
+
+/// Runs `coordinator ARGS` (no data folder) to its end, with `envs` set and
+/// `stdin` as input.
+async fn operator_on(args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Output {
+    let mut child = binary()
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the coordinator binary");
+    let mut input = child.stdin.take().unwrap();
+    within(
+        "writing the command's input",
+        input.write_all(stdin.as_bytes()),
+    )
+    .await
+    .unwrap();
+    drop(input);
+    within(
+        &format!("coordinator {} to finish", args.join(" ")),
+        child.wait_with_output(),
+    )
+    .await
+    .expect("run the coordinator binary")
+}
+
+#[tokio::test]
+async fn accounts_commands_work_on_postgres_and_backup_points_to_pg_dump() {
+    use coordinator::store::{PgStore, Store};
+    let server = shared_pg();
+    let plain = server.fresh_database();
+    // The test server trusts every connection, so a password in the URL is
+    // ignored: here only to check that no output ever shows it.
+    let url = plain.replacen("p2pchat@", "p2pchat:s3cret@", 1);
+    let outputs = std::cell::RefCell::new(Vec::new());
+    let keep = |out: Output| {
+        outputs
+            .borrow_mut()
+            .push(format!("{}{}", text(&out.stdout), text(&out.stderr)));
+        out
+    };
+
+    let err = failed(&keep(
+        operator_on(&["accounts", "list", "--database", &url], &[], "").await,
+    ));
+    assert!(
+        err.contains("no accounts tables"),
+        "a mistyped URL creates nothing: {err}"
+    );
+
+    let store = Store::Postgres(
+        within("PostgreSQL to open", PgStore::open(&plain))
+            .await
+            .unwrap(),
+    );
+    store.create_account("bob", "phc".into()).await.unwrap();
+    store.create_account("alice", "phc".into()).await.unwrap();
+    store.add_token("alice", "t1", 60_000).await.unwrap();
+
+    let list = succeeded(&keep(
+        operator_on(&["accounts", "list", "--database", &url], &[], "").await,
+    ));
+    assert!(list.starts_with("NAME "), "{list}");
+    assert!(
+        row(&list, "alice").is_some() && row(&list, "bob").is_some(),
+        "{list}"
+    );
+    assert!(list.ends_with("2 accounts.\n"), "{list}");
+
+    // From the environment too, and while "coordinators" use the database.
+    let out = succeeded(&keep(
+        operator_on(
+            &["accounts", "delete", "bob"],
+            &[("P2PCHAT_COORDINATOR_DATABASE", &url)],
+            "",
+        )
+        .await,
+    ));
+    assert!(out.contains("Deleted the account bob"), "{out}");
+    assert!(!store.exists("bob").await.unwrap());
+
+    succeeded(&keep(
+        operator_on(
+            &["--database", &url, "accounts", "reset-password", "alice"],
+            &[],
+            "another good password\n",
+        )
+        .await,
+    ));
+    assert!(
+        !store
+            .rotate_token("alice", "t1", "t2", 60_000)
+            .await
+            .unwrap(),
+        "the reset revoked the token"
+    );
+    assert_ne!(
+        store.password_hash("alice").await.unwrap().as_deref(),
+        Some("phc")
+    );
+
+    let dest = tempfile::tempdir().unwrap();
+    let copy = dest.path().join("copy.sqlite3");
+    let err = failed(&keep(
+        operator_on(
+            &["backup", copy.to_str().unwrap(), "--database", &url],
+            &[],
+            "",
+        )
+        .await,
+    ));
+    assert!(err.contains("pg_dump"), "{err}");
+    assert!(!copy.exists());
+
+    for out in outputs.borrow().iter() {
+        assert!(!out.contains("s3cret"), "a password shown: {out}");
+    }
+}
+
+#[tokio::test]
+async fn the_binary_serves_accounts_from_postgres_and_says_where_without_the_password() {
+    let server = shared_pg();
+    let url = server
+        .fresh_database()
+        .replacen("p2pchat@", "p2pchat:s3cret@", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let serving = serve(&data, &["--database", &url]).await;
+    let want = format!("accounts: PostgreSQL at 127.0.0.1:{}/", server.port());
+    assert!(
+        serving.lines.iter().any(|l| l.starts_with(&want)),
+        "{:?}",
+        serving.lines
+    );
+    let mut c = Client::connect(serving.addr, &data.join("tls").join(certs::CA_CERT_FILE)).await;
+    c.register("alice", PASSWORD).await;
+    c.leave();
+    assert!(
+        !data.join(coordinator::store::DB_FILE).exists(),
+        "no SQLite file beside PostgreSQL"
+    );
+    let printed = format!("{:?}{}", serving.lines, serving.stderr());
+    assert!(!printed.contains("s3cret"), "{printed}");
+    serving.stop().await;
+
+    let list = succeeded(&operator_on(&["accounts", "list", "--database", &url], &[], "").await);
+    assert!(row(&list, "alice").is_some(), "{list}");
 }

@@ -597,3 +597,19 @@ pub async fn assert_still_served(b: &mut Client) {
         "the bystander's connection was closed"
     );
 }
+
+/// The private PostgreSQL server tests share: started by the first test
+/// that asks, stopped (and its folder removed) when the last one holding it
+/// is done, so no server outlives the test binary. Tests that stop their
+/// server start their own instead ([`testkit::postgres::PgServer::start`]).
+pub fn shared_pg() -> Arc<testkit::postgres::PgServer> {
+    static SHARED: std::sync::Mutex<std::sync::Weak<testkit::postgres::PgServer>> =
+        std::sync::Mutex::new(std::sync::Weak::new());
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(server) = shared.upgrade() {
+        return server;
+    }
+    let server = Arc::new(testkit::postgres::PgServer::start());
+    *shared = Arc::downgrade(&server);
+    server
+}

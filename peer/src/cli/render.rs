@@ -4,7 +4,8 @@
 //! peer never reach the terminal raw.
 
 use crate::engine::{
-    ChatEnd, ChatFailure, CommandKind, Event, Fatal, HistoryLine, LinkFault, Refusal, Withdrawn,
+    ChatEnd, ChatFailure, CommandKind, ConnectError, Event, Fatal, HistoryLine, LinkFault, Refusal,
+    Withdrawn,
 };
 use chrono::{Local, TimeZone};
 use common::names::sanitize_for_display;
@@ -272,6 +273,12 @@ pub fn fatal_text(fatal: &Fatal) -> String {
 pub fn simple_event(style: &Style, ev: &Event) -> Option<Vec<String>> {
     let lines = match ev {
         Event::Connecting { coordinator } => vec![style.info(&format!("Connecting to the coordinator at {}...", listed(coordinator)))],
+        Event::ConnectFailed { coordinator, reason: ConnectError::Closed(why), retry_in } => vec![style.error(&format!(
+            "The coordinator at {} closed the connection: {}. Retrying in {} s (type exit to quit).",
+            listed(coordinator),
+            sanitize_for_display(why),
+            retry_in.as_secs().max(1)
+        ))],
         Event::ConnectFailed { coordinator, reason, retry_in } => vec![style.error(&format!(
             "Cannot reach the coordinator at {}: {}. Retrying in {} s (type exit to quit).",
             listed(coordinator),
@@ -468,6 +475,30 @@ mod tests {
         );
         assert!(!line.contains('\x1b') && !line.contains('\x07'), "{line:?}");
         assert!(line.contains("sent while you were away"));
+    }
+
+    #[test]
+    fn a_coordinator_without_its_accounts_database_says_to_try_again_shortly() {
+        let style = Style { color: false };
+        let lines = simple_event(
+            &style,
+            &Event::ConnectFailed {
+                coordinator: "coord.example:7070".into(),
+                reason: ConnectError::Closed(
+                    common::close::CloseCode::UNAVAILABLE.describe().into(),
+                ),
+                retry_in: std::time::Duration::from_secs(2),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            lines,
+            [
+                "The coordinator at coord.example:7070 closed the connection: the coordinator \
+              cannot reach its accounts database; try again shortly. Retrying in 2 s (type exit \
+              to quit)."
+            ]
+        );
     }
 
     #[test]

@@ -90,6 +90,11 @@ pub enum ConnectError {
         /// The entries whose names did not resolve, with the resolver's words.
         unresolved: Vec<(String, String)>,
     },
+    /// The coordinator closed the connection before the login was done,
+    /// saying why (it is full, shutting down, or cannot reach its accounts
+    /// database or its cluster); worth retrying.
+    #[error("{0}")]
+    Closed(String),
 }
 
 fn failures_text(tried: &[(SocketAddr, String)], unresolved: &[(String, String)]) -> String {

@@ -187,6 +187,10 @@ impl Login {
             out.push(Action::Emit(Event::CoordinatorLost { reason }));
             let first = self.retry_first;
             out.push(self.connect_after(first));
+        } else if code.is_some() {
+            // The coordinator answered and said why it closed: its words,
+            // not "cannot reach".
+            out.extend(self.on_connect_failed(ConnectError::Closed(reason)));
         } else {
             out.extend(self.on_connect_failed(ConnectError::Unreachable {
                 addr: lost.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
@@ -437,6 +441,21 @@ mod tests {
         assert_eq!(waits[6], Duration::from_secs(30), "capped");
         let fatal = l.on_connect_failed(ConnectError::BadAddress("x".into()));
         assert!(matches!(fatal.last(), Some(Action::Stop)));
+    }
+
+    #[test]
+    fn a_close_with_a_reason_before_login_is_retried_with_that_reason() {
+        let mut l = login();
+        l.start();
+        l.on_connected(Vec::new());
+        let reason = CloseCode::UNAVAILABLE.describe().to_string();
+        match &l.on_gone(Some(CloseCode::UNAVAILABLE), reason.clone())[..] {
+            [Action::DropCoordinator(_), Action::Emit(Event::ConnectFailed { reason: r, .. }), Action::Connect { .. }] =>
+            {
+                assert_eq!(r, &ConnectError::Closed(reason));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -1,13 +1,12 @@
-//! The coordinator's SQLite database: accounts (name, Argon2id PHC string,
-//! when it was created and last logged in) and session tokens (stored only
-//! as SHA-256 hashes, with an expiry). Every call runs on the database
-//! thread of [`common::db::Db`]. A one-row `health` table takes the
-//! readiness probe's write ([`Store::probe`]).
+//! The accounts store in SQLite, in the data folder (the default). Every
+//! call runs on the database thread of [`common::db::Db`]; migrations go by
+//! SQLite's `user_version`.
 
 use common::db::{CommitObserver, Db, DbError};
 use rusqlite::OptionalExtension;
-use sha2::{Digest, Sha256};
 use std::path::Path;
+
+use super::{token_hash, AccountInfo};
 
 const MIGRATIONS: &[&str] = &[
     "
@@ -37,20 +36,9 @@ const MIGRATIONS: &[&str] = &[
 /// File name of the database inside the data folder.
 pub const DB_FILE: &str = "coordinator.sqlite3";
 
-/// One account as the operator sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccountInfo {
-    /// The (normalised) name.
-    pub name: String,
-    /// When it was created, in milliseconds since the Unix epoch.
-    pub created_at_ms: i64,
-    /// When it last logged in or resumed, if ever since the column exists.
-    pub last_login_at_ms: Option<i64>,
-}
-
-/// The accounts store.
+/// The accounts store in the data folder's SQLite database.
 #[derive(Clone, Debug)]
-pub struct Store {
+pub struct SqliteStore {
     db: Db,
 }
 
@@ -75,22 +63,18 @@ fn issue_token(
     Ok(())
 }
 
-fn token_hash(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
-}
-
-impl Store {
+impl SqliteStore {
     /// Opens (or creates) the database in `data_dir`.
-    pub fn open(data_dir: &Path) -> Result<Store, DbError> {
-        Store::open_observed(data_dir, None)
+    pub fn open(data_dir: &Path) -> Result<SqliteStore, DbError> {
+        SqliteStore::open_observed(data_dir, None)
     }
 
-    /// [`Store::open`], with `observer` told about every committed batch.
+    /// [`SqliteStore::open`], with `observer` told about every committed batch.
     pub fn open_observed(
         data_dir: &Path,
         observer: Option<CommitObserver>,
-    ) -> Result<Store, DbError> {
-        Ok(Store {
+    ) -> Result<SqliteStore, DbError> {
+        Ok(SqliteStore {
             db: Db::open_observed(&data_dir.join(DB_FILE), MIGRATIONS, observer)?,
         })
     }
@@ -153,7 +137,7 @@ impl Store {
 
     /// Records a resume of `name`: takes its token `old` and, when it was
     /// valid, stores `new` in its place and sets its last login to now, as
-    /// [`Store::add_token`] does, all in one job on the database thread (one
+    /// [`SqliteStore::add_token`] does, all in one job on the database thread (one
     /// round trip per resume instead of two); false, with nothing changed,
     /// when `old` is unknown or expired.
     pub async fn rotate_token(
