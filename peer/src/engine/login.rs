@@ -447,7 +447,7 @@ mod tests {
     fn a_close_with_a_reason_before_login_is_retried_with_that_reason() {
         let mut l = login();
         l.start();
-        l.on_connected(Vec::new());
+        l.on_connected(Vec::new(), node(1), 1);
         let reason = CloseCode::UNAVAILABLE.describe().to_string();
         match &l.on_gone(Some(CloseCode::UNAVAILABLE), reason.clone())[..] {
             [Action::DropCoordinator(_), Action::Emit(Event::ConnectFailed { reason: r, .. }), Action::Connect { .. }] =>
