@@ -41,6 +41,8 @@ use tokio_util::sync::CancellationToken;
 const OUTGOING_QUEUE: usize = 8192;
 /// How long a claim (a login) may wait for the bucket.
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(3);
+/// How many times a claim is tried when other logins of the name race it.
+const CLAIM_ATTEMPTS: usize = 5;
 /// How long the first connection to NATS may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -138,13 +140,33 @@ impl Link {
 
     /// Records that `claim` holds `name`, cluster-wide; its revision. A
     /// session of `name` elsewhere is closed by its node when it sees this.
+    ///
+    /// The write is conditional on the key's revision just read: a claim
+    /// that NATS delivers late (the client keeps what it could not send
+    /// during an outage, and sends it on reconnecting, long after this login
+    /// gave up) finds the key changed and is refused, so it can never undo a
+    /// later login elsewhere. Losing a race with another login is retried.
     pub async fn claim(&self, name: &str, claim: &Claim) -> Result<u64, ClusterError> {
+        let key = messages::user_key(name);
         let value = Bytes::from(messages::encode(claim));
-        match tokio::time::timeout(CLAIM_TIMEOUT, self.kv.put(messages::user_key(name), value))
-            .await
-        {
-            Ok(Ok(revision)) => Ok(revision),
-            Ok(Err(e)) => Err(ClusterError::Unavailable(e.to_string())),
+        let attempt = async {
+            for _ in 0..CLAIM_ATTEMPTS {
+                let last = match self.kv.entry(key.as_str()).await {
+                    Ok(entry) => entry.map_or(0, |e| e.revision),
+                    Err(e) => return Err(ClusterError::Unavailable(e.to_string())),
+                };
+                match self.kv.update(&key, value.clone(), last).await {
+                    Ok(revision) => return Ok(revision),
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                    Err(e) => return Err(ClusterError::Unavailable(e.to_string())),
+                }
+            }
+            Err(ClusterError::Unavailable(format!(
+                "{CLAIM_ATTEMPTS} other logins of {name} raced this one"
+            )))
+        };
+        match tokio::time::timeout(CLAIM_TIMEOUT, attempt).await {
+            Ok(result) => result,
             Err(_) => Err(ClusterError::Unavailable(format!(
                 "no answer within {} s",
                 CLAIM_TIMEOUT.as_secs()

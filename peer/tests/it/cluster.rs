@@ -16,8 +16,8 @@ const NODE_TTL: &str = "3";
 /// PostgreSQL, NATS and three coordinator nodes sharing one certificate.
 struct Cluster {
     nodes: Vec<Coordinator>,
-    _nats: NatsServer,
-    _pg: PgServer,
+    nats: NatsServer,
+    pg: PgServer,
 }
 
 impl Cluster {
@@ -57,11 +57,7 @@ impl Cluster {
                 &args.iter().map(String::as_str).collect::<Vec<_>>(),
             ));
         }
-        Cluster {
-            nodes,
-            _nats: nats,
-            _pg: pg,
-        }
+        Cluster { nodes, nats, pg }
     }
 
     /// The nodes' addresses, starting with node `first`.
@@ -194,4 +190,48 @@ fn a_killed_nodes_users_go_offline_then_resume_on_another_node_and_chats_go_on()
     carol.expect("alice is online.");
     bob.send("and the chat went on");
     alice.expect("bob: and the chat went on");
+}
+
+#[test]
+fn while_nats_or_postgresql_is_away_logins_fail_clearly_and_resume_by_themselves() {
+    let mut cluster = Cluster::start();
+    let (da, db, dc) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let mut bob = cluster.peer(1, db.path());
+    bob.login_new("bob", PW);
+    let mut alice = cluster.peer(0, da.path());
+    alice.login_new("alice", PW);
+    bob.expect("alice is online.");
+    alice.exit();
+    bob.expect("alice went offline.");
+
+    // NATS away: a login is refused with the reason, and retried.
+    cluster.nats.stop();
+    let mut alice = cluster.peer(0, da.path());
+    alice.expect("Username:");
+    alice.send("alice");
+    alice.expect("Password for alice:");
+    alice.send(PW);
+    alice.expect("cannot reach the rest of its cluster (NATS); try again shortly");
+    cluster.nats.start_again();
+    // The peer tries again by itself; the user answers the prompts again.
+    alice.login("alice", PW);
+    bob.expect_within("alice is online.", Duration::from_secs(30));
+
+    // PostgreSQL away: a new name cannot even be looked up.
+    cluster.pg.stop();
+    let mut carol = cluster.peer(2, dc.path());
+    carol.expect("Username:");
+    carol.send("carol");
+    carol.expect("cannot reach its accounts database; try again shortly");
+    cluster.pg.start_again();
+    carol.login_new("carol", PW);
+    carol.expect("Online now: alice, bob");
+    // Nothing was lost: every account logs in again.
+    carol.exit();
+    let mut carol = cluster.peer(1, dc.path());
+    carol.login("carol", PW);
 }
