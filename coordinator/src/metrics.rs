@@ -122,6 +122,7 @@ pub struct Metrics {
     registry: Registry,
     process: Registry,
     sessions_online: Gauge,
+    users_on_other_nodes: Gauge,
     connections: Family<L1, Gauge>,
     pending_requests: Gauge,
     logins: Family<L1, Counter>,
@@ -165,6 +166,7 @@ impl Metrics {
             registry: Registry::default(),
             process: Registry::default(),
             sessions_online: Gauge::default(),
+            users_on_other_nodes: Gauge::default(),
             connections: Family::default(),
             pending_requests: Gauge::default(),
             logins: Family::default(),
@@ -192,6 +194,11 @@ impl Metrics {
             "sessions_online",
             "Logged-in sessions",
             m.sessions_online.clone(),
+        );
+        r.register(
+            "users_on_other_nodes",
+            "Users online on the other nodes of this coordinator's cluster, as this node knows them",
+            m.users_on_other_nodes.clone(),
         );
         r.register(
             "connections",
@@ -346,14 +353,15 @@ impl Metrics {
     /// The Prometheus text exposition of every metric, with the state
     /// gauges read from `shared` now.
     pub fn render(&self, shared: &Shared) -> String {
-        let (online, pending) = {
+        let (online, elsewhere, pending) = {
             let st = shared.hub.lock();
             // This node's sessions (in a cluster, the hub also lists the
             // other nodes' users).
             let here = st.online.values().filter(|m| m.node().is_none()).count();
-            (here, st.pending.len())
+            (here, st.online.len() - here, st.pending.len())
         };
         self.sessions_online.set(count(online));
+        self.users_on_other_nodes.set(count(elsewhere));
         self.pending_requests.set(count(pending));
         let c = shared.admission.counts();
         for (state, n) in [

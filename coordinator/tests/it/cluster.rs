@@ -36,6 +36,7 @@ async fn nodes(nats: &NatsServer, n: usize) -> Vec<TestCoordinator> {
                     node_ttl: TTL,
                     replicas: 1,
                 });
+                c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
             })
             .await,
         );
@@ -96,6 +97,15 @@ async fn presence_crosses_nodes_both_ways() {
     assert!(
         matches!(answer, SessionResponse::LookupResult { online: true, .. }),
         "{answer:?}"
+    );
+
+    // Each node counts its own sessions and knows the others' users.
+    let metrics = n[2].metrics.unwrap();
+    let scraped = crate::operating::scrape(metrics).await;
+    assert_eq!(scraped["p2pchat_sessions_online"], 2.0, "carol and dave");
+    assert_eq!(
+        scraped["p2pchat_users_on_other_nodes"], 2.0,
+        "alice and bob"
     );
 
     drop(bob);
