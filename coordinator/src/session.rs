@@ -499,7 +499,15 @@ impl Session {
                         login_failed(LoginFailure::TooManyAttempts, secs(wait)),
                     )
                 } else if let Some(new) = self.rotate_token(&name, token.expose()).await? {
-                    let welcome = self.log_in(&name, new).await?;
+                    let welcome = match self.log_in(&name, new).await {
+                        Ok(welcome) => welcome,
+                        Err(refused) => {
+                            // The peer never got the new token: its old one
+                            // must still resume once the cluster is back.
+                            self.restore_token(&name, token.expose()).await;
+                            return Err(refused);
+                        }
+                    };
                     self.shared.metrics.login(LoginMethod::Token);
                     (Stage::Ready { name }, welcome)
                 } else {
@@ -730,6 +738,15 @@ impl Session {
             .await
             .map_err(store_failed)?;
         Ok(taken.then_some(token))
+    }
+
+    /// Makes `old` valid again after a resume that took it failed to log
+    /// in (best effort: without it the user logs in with the password).
+    async fn restore_token(&self, name: &str, old: &str) {
+        let ttl = self.shared.config.token_ttl.as_millis() as i64;
+        if let Err(e) = self.shared.store.add_token(name, old, ttl).await {
+            tracing::warn!(user = name, error = %e, "cannot restore a session token");
+        }
     }
 
     /// Puts the session online with its (stored) new `token`. In a

@@ -358,8 +358,28 @@ async fn logins_fail_clearly_while_nats_is_away_and_work_again_when_it_is_back()
     let mut nats = NatsServer::start();
     let n = nodes(&nats, 2).await;
     let (mut alice, wa) = signed_in(&n[0], "alice").await;
+    let mut erin = n[1].client().await;
+    let erin_token = erin.register("erin", PASSWORD).await.token;
+    erin.leave();
 
     nats.stop();
+    // A resume while NATS is away is refused, and does not use up the token.
+    let mut resumed = n[1].client().await;
+    resumed.hello().await;
+    resumed
+        .send(common::protocol::SessionRequest::Resume {
+            name: "erin".into(),
+            token: erin_token.clone(),
+        })
+        .await;
+    let closed = within_for(
+        Duration::from_secs(15),
+        "erin's refusal",
+        resumed.close_code(),
+    )
+    .await;
+    assert_eq!(closed, CloseCode::CLUSTER_UNAVAILABLE);
+
     let mut bob = n[1].client().await;
     bob.hello().await;
     bob.username("bob").await;
@@ -394,6 +414,18 @@ async fn logins_fail_clearly_while_nats_is_away_and_work_again_when_it_is_back()
         }
     }
     let (mut bob, wb) = resumed.expect("bob logs in once NATS is back");
+    let mut erin = n[1].client().await;
+    erin.hello().await;
+    let back = erin
+        .ask(common::protocol::SessionRequest::Resume {
+            name: "erin".into(),
+            token: erin_token,
+        })
+        .await;
+    assert!(
+        matches!(back, SessionResponse::Welcome(_)),
+        "erin's token resumes once NATS is back: {back:?}"
+    );
     bob.open_signal().await;
     sees(&mut alice, &wa, "bob", true).await;
     sees(&mut bob, &wb, "alice", true).await;
