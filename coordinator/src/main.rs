@@ -187,6 +187,12 @@ fn bind(listen: Option<SocketAddr>) -> anyhow::Result<std::net::UdpSocket> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let data_dir = data_dir(args.data_dir)?;
+    if args.nats.is_some() && args.database.is_none() {
+        anyhow::bail!(
+            "--nats needs --database: the nodes of a cluster must share their accounts in \
+             PostgreSQL (with SQLite, each node would know only the accounts made on it)"
+        );
+    }
     // The address first: a taken port is reported before anything is written.
     let socket = bind(args.listen)?;
     private_dir(&data_dir)?;

@@ -430,3 +430,21 @@ async fn logins_fail_clearly_while_nats_is_away_and_work_again_when_it_is_back()
     sees(&mut alice, &wa, "bob", true).await;
     sees(&mut bob, &wb, "alice", true).await;
 }
+
+#[test]
+fn the_binary_refuses_a_cluster_without_shared_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coordinator"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--nats", "nats://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("--nats needs --database"), "{said}");
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "nothing is written"
+    );
+}
