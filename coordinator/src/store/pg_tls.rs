@@ -193,27 +193,31 @@ fn decode(text: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| format!("{text:?} is not UTF-8 once decoded"))
 }
 
-/// The CAs of a PEM file.
+/// The CAs of a PEM file. A certificate that cannot be a trust anchor is
+/// skipped with a warning (a bundle of a hundred CAs, such as Amazon's RDS
+/// one, should not fail whole for one odd member); a file with none that
+/// can is refused.
 fn load_roots(path: &Path) -> Result<RootCertStore, String> {
     let pem = std::fs::read(path)
         .map_err(|e| format!("cannot read sslrootcert {}: {e}", path.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
     let mut roots = RootCertStore::empty();
-    let mut found = 0;
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
-        found += 1;
-        roots.add(cert).map_err(|e| {
-            format!(
-                "sslrootcert {}: a certificate is refused: {e}",
-                path.display()
-            )
-        })?;
-    }
-    if found == 0 {
+    let (added, skipped) = roots.add_parsable_certificates(certs);
+    if added == 0 {
         return Err(format!(
-            "sslrootcert {} holds no PEM certificate",
+            "sslrootcert {} holds no usable PEM CA certificate",
             path.display()
         ));
+    }
+    if skipped > 0 {
+        tracing::warn!(
+            sslrootcert = %path.display(),
+            added,
+            skipped,
+            "some certificates of the PostgreSQL CA file cannot be trust anchors and are skipped"
+        );
     }
     Ok(roots)
 }
@@ -332,7 +336,7 @@ pub fn failure(e: &tokio_postgres::Error, settings: &TlsSettings) -> Option<Stri
             }
             rustls::Error::InvalidCertificate(C::NotValidForName)
             | rustls::Error::InvalidCertificate(C::NotValidForNameContext { .. }) => {
-                "the server's certificate does not name the host of the URL (sslmode=verify-full)"
+                "the server's certificate does not name the host of the URL"
             }
             rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
                 "the server's certificate has expired"
