@@ -29,8 +29,10 @@ struct Args {
     data_dir: Option<PathBuf>,
     /// Keep the accounts in PostgreSQL instead of DATA_DIR, e.g.
     /// postgres://USER:PASSWORD@HOST:5432/DATABASE (several coordinators may
-    /// share one). Plain TCP, no TLS: keep it on a private network
-    /// [default: SQLite in DATA_DIR].
+    /// share one). TLS as libpq's URL parameters say: add
+    /// ?sslmode=verify-full&sslrootcert=CA.pem to check the server;
+    /// sslmode=require without sslrootcert checks nothing; no sslmode is
+    /// plain TCP [default: SQLite in DATA_DIR].
     #[arg(
         long,
         env = "P2PCHAT_COORDINATOR_DATABASE",

@@ -117,6 +117,14 @@ pub enum Rule {
     /// coordinator drop-in that wants it and passes `--nats`, `--node` and
     /// `--database` through environment files.
     NatsOnTheNodes,
+    /// The cluster's database connection is TLS that checks the server:
+    /// `database_require_tls` defaults to true and drives both
+    /// `rds.force_ssl` and the coordinators' `sslmode=verify-full`, whose
+    /// `sslrootcert` is the RDS CA bundle that the node's fetch step
+    /// downloads (retried, checked to hold a PEM certificate) before each
+    /// start. `sslmode=require` alone would encrypt without checking who
+    /// answers.
+    DatabaseTlsVerified,
 }
 
 /// One place where the configuration breaks a [`Rule`].
@@ -1445,7 +1453,7 @@ fn length_bound(cond: &str, var: &str) -> Option<usize> {
 // ------------------------------------------------------------------ boot retries
 
 /// Rule [`Rule::FetchRetries`] over a boot script: every `aws s3 cp` /
-/// `aws ssm get-parameter` runs under a `retry` wrapper (at first boot the
+/// `aws ssm get-parameter` and every `curl -o FILE` runs under a `retry` wrapper (at first boot the
 /// instance role may not have propagated and the Elastic IP may be moving).
 pub fn check_fetch_retries(name: &str, text: &str) -> Vec<Violation> {
     let mut out = Vec::new();
@@ -1453,7 +1461,13 @@ pub fn check_fetch_retries(name: &str, text: &str) -> Vec<Violation> {
         let words: Vec<&str> = cmd.split_whitespace().collect();
         for (i, w) in words.iter().enumerate() {
             let next = words.get(i + 1).copied().unwrap_or("");
-            if *w == "aws" && (next == "s3" || next == "ssm") {
+            // A `curl` that saves what it gets (`-o FILE`, not /dev/null)
+            // is a download too.
+            let curl_download = *w == "curl"
+                && words[i..]
+                    .windows(2)
+                    .any(|p| (p[0] == "-o" || p[0] == "--output") && p[1] != "/dev/null");
+            if (*w == "aws" && (next == "s3" || next == "ssm")) || curl_download {
                 if !words[..i].iter().any(|w| w.contains("retry")) {
                     out.push(violation(
                         Rule::FetchRetries,
@@ -2534,6 +2548,81 @@ pub fn check_nats_files(
             .any(|e| e.contains("p2pchat-cluster-fetch")),
         dname,
         "nothing writes database.env from the SSM parameter before the coordinator starts",
+    );
+    out
+}
+
+// ------------------------------------------------------------------ database TLS
+
+/// Where the node's fetch step puts the RDS CA bundle, and the URL's
+/// `sslrootcert`.
+pub const DATABASE_CA_FILE: &str = "/etc/p2pchat/rds-ca.pem";
+
+/// Rule [`Rule::DatabaseTlsVerified`] over the configuration and the
+/// cluster fetch script (`p2pchat-cluster-fetch`).
+pub fn check_database_tls(body: &Body, fetch_script: (&str, &str)) -> Vec<Violation> {
+    let rule = Rule::DatabaseTlsVerified;
+    let mut out = Vec::new();
+    let mut need = |ok: bool, location: &str, m: &str| {
+        if !ok {
+            out.push(violation(rule, location, m));
+        }
+    };
+    need(
+        matches!(
+            variable_default(body, "database_require_tls"),
+            Some(Expression::Bool(true))
+        ),
+        "variable.database_require_tls",
+        "database_require_tls does not default to true",
+    );
+    let force_ssl = resources(body)
+        .filter(|(ty, _, _)| *ty == "aws_db_parameter_group")
+        .flat_map(|(_, _, b)| sub_blocks(b, "parameter"))
+        .find(|p| string_is(attr(p.body(), "name"), "rds.force_ssl"))
+        .and_then(|p| attr_text(p.body(), "value"));
+    need(
+        force_ssl.is_some_and(|v| references(&v, "var", "database_require_tls")),
+        "aws_db_parameter_group",
+        "no rds.force_ssl parameter set from var.database_require_tls",
+    );
+    let user_data: Vec<String> = instances(body)
+        .filter(|(_, name, _)| name.contains("coordinator"))
+        .filter_map(|(_, _, b)| attr_text(b, "user_data_base64").or(attr_text(b, "user_data")))
+        .collect();
+    need(
+        user_data
+            .iter()
+            .any(|t| t.contains("\"verify-full\"") && references(t, "var", "database_require_tls")),
+        "aws_instance.coordinator",
+        "the coordinators' user data does not ask for sslmode=verify-full when \
+         database_require_tls is true",
+    );
+    need(
+        !user_data.iter().any(|t| t.contains("sslmode=require")),
+        "aws_instance.coordinator",
+        "the coordinators' user data says sslmode=require: encrypted, but nobody checks \
+         who answers",
+    );
+    let (name, text) = fetch_script;
+    let code = shell_code(text);
+    need(
+        code.contains(&format!("sslrootcert={DATABASE_CA_FILE}")),
+        name,
+        "the database URL names no sslrootcert=/etc/p2pchat/rds-ca.pem",
+    );
+    let commands = shell_commands(text);
+    need(
+        commands
+            .iter()
+            .any(|c| c.contains("retry curl") && c.contains("CA_URL")),
+        name,
+        "the RDS CA bundle is not downloaded (retry curl ... $P2PCHAT_DATABASE_CA_URL)",
+    );
+    need(
+        code.contains("BEGIN CERTIFICATE"),
+        name,
+        "the downloaded CA bundle is not checked to hold a PEM certificate",
     );
     out
 }

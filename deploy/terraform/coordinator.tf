@@ -179,10 +179,14 @@ resource "aws_instance" "coordinator" {
       database_user      = local.database_user
       # The parameter's name, never its value.
       database_password_parameter = try(aws_ssm_parameter.database_password[0].name, "")
-      database_url_options        = var.database_require_tls ? "?sslmode=require" : ""
-      cluster_fetch_script        = file("${path.module}/files/p2pchat-cluster-fetch.sh")
-      nats_unit                   = file("${path.module}/files/p2pchat-nats.service")
-      coordinator_dropin          = file("${path.module}/files/p2pchat-coordinator-cluster.conf")
+      # With TLS required, the coordinator checks the database's certificate
+      # and name (verify-full) against the RDS CA bundle, which
+      # p2pchat-cluster-fetch downloads before each start.
+      database_sslmode     = var.database_require_tls ? "verify-full" : ""
+      database_ca_url      = var.database_require_tls ? var.database_ca_bundle_url : ""
+      cluster_fetch_script = file("${path.module}/files/p2pchat-cluster-fetch.sh")
+      nats_unit            = file("${path.module}/files/p2pchat-nats.service")
+      coordinator_dropin   = file("${path.module}/files/p2pchat-coordinator-cluster.conf")
     })) : ""
   }))
   # The database lives on its own volume, so replacing the instance when the

@@ -554,9 +554,20 @@ variable "database_skip_final_snapshot" {
 }
 
 variable "database_require_tls" {
-  description = "Cluster mode: the database refuses connections without TLS (rds.force_ssl = 1) and the coordinators connect with sslmode=require. Set false only for a coordinator built without TLS support for PostgreSQL; the traffic then stays inside the VPC, between the coordinators' and the database's security groups, unencrypted."
+  description = "Cluster mode: the database refuses connections without TLS (rds.force_ssl = 1) and the coordinators connect with sslmode=verify-full, checking the database's certificate and name against the RDS CA bundle (database_ca_bundle_url, downloaded by each node before each start). false: no TLS at all; the traffic then stays inside the VPC, between the coordinators' and the database's security groups, unencrypted."
   type        = bool
   default     = true
+}
+
+variable "database_ca_bundle_url" {
+  description = "Cluster mode with database_require_tls: HTTPS URL of the PEM bundle of the CAs that sign RDS certificates, downloaded by each coordinator node (with retries) to /etc/p2pchat/rds-ca.pem before each start; the coordinator does not start until it has one. The default is AWS's bundle for every commercial region; GovCloud and China regions publish their own."
+  type        = string
+  default     = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
+
+  validation {
+    condition     = can(regex("^https://[A-Za-z0-9._~:/%+=,@-]+$", var.database_ca_bundle_url))
+    error_message = "database_ca_bundle_url must be an https:// URL of letters, digits and . _ ~ : / % + = , @ - only (it goes unquoted into a shell-sourced file)."
+  }
 }
 
 variable "database_password_version" {

@@ -475,6 +475,22 @@ mod config {
     }
 
     #[test]
+    fn the_database_connection_checks_the_server_against_the_rds_ca() {
+        let fetch = read("p2pchat-cluster-fetch.sh");
+        assert_clean(
+            "database TLS",
+            check_database_tls(&body(), ("p2pchat-cluster-fetch.sh", &fetch)),
+        );
+        // The URL the script writes, for the default settings.
+        let code = shell_code(&fetch);
+        assert!(code.contains(
+            "options=\"?sslmode=$P2PCHAT_DATABASE_SSLMODE&sslrootcert=/etc/p2pchat/rds-ca.pem\""
+        ));
+        // Without the bundle and with no earlier copy, the start fails.
+        assert!(code.contains("none is installed"), "{code}");
+    }
+
+    #[test]
     fn nats_runs_on_every_node_before_the_coordinator() {
         assert_clean(
             "nats",
@@ -1430,6 +1446,43 @@ mod before_issue_12 {
         let v = check_nats_files(("ud", &ud), ("unit", ""), ("dropin", ""));
         assert!(v.len() >= 8, "{v:?}");
         assert!(v.iter().all(|v| v.rule == Rule::NatsOnTheNodes), "{v:?}");
+    }
+}
+
+/// The cluster's database settings before the coordinator spoke TLS to
+/// PostgreSQL (tests/fixtures/before-pg-tls): `sslmode=require`, no CA.
+mod before_pg_tls {
+    use super::*;
+
+    fn dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/before-pg-tls")
+    }
+
+    #[test]
+    fn the_database_was_encrypted_but_nobody_checked_who_answered() {
+        let body = load_dir(&dir()).expect("the fixture parses");
+        let fetch =
+            std::fs::read_to_string(dir().join("p2pchat-cluster-fetch.sh")).expect("fixture file");
+        let v = check_database_tls(&body, ("fetch", &fetch));
+        let rules: Vec<Rule> = v.iter().map(|v| v.rule).collect();
+        // verify-full missing, sslmode=require present, no sslrootcert, no
+        // download, no PEM check; rds.force_ssl and the default were right.
+        assert_eq!(rules, vec![Rule::DatabaseTlsVerified; 5], "{v:?}");
+    }
+
+    #[test]
+    fn a_curl_download_without_retry_is_reported() {
+        let bare = "curl -fsS -o \"$work/ca.pem\" \"$URL\"\n";
+        assert_eq!(
+            check_fetch_retries("s", bare)
+                .iter()
+                .map(|v| v.rule)
+                .collect::<Vec<_>>(),
+            vec![Rule::FetchRetries]
+        );
+        let probe = "curl -fsS -o /dev/null http://127.0.0.1:9090/readyz\n";
+        assert!(check_fetch_retries("s", probe).is_empty());
+        assert!(check_fetch_retries("s", "retry curl -fsS -o \"$w/x\" \"$U\"\n").is_empty());
     }
 }
 

@@ -13,6 +13,13 @@
 //! as the `postgres` user (through `setpriv`, which execs rather than forks,
 //! so the child we hold is the server itself) in a folder given to it.
 //!
+//! [`PgServer::start_with_tls`] starts one with `ssl = on`: a server
+//! certificate for `localhost` and 127.0.0.1 signed by a CA made for it
+//! (the workspace's `certs` crate), whose file [`PgServer::ca_file`] gives
+//! the test for `sslrootcert`. It takes TCP connections over TLS only
+//! (`hostssl`; `hostnossl` is rejected), so a connection that works is
+//! one that was encrypted.
+//!
 //! Speed over durability: the server runs with `fsync=off` and
 //! `synchronous_commit=off`. A test server's data only has to outlive a
 //! clean stop and start, never a power loss, so that is fine here; it would
@@ -42,12 +49,24 @@ pub struct PgServer {
     as_postgres: bool,
     child: Option<Child>,
     databases: AtomicU32,
+    /// With TLS: the CA file that signed the server's certificate.
+    ca_file: Option<PathBuf>,
 }
 
 impl PgServer {
     /// Starts a fresh server. Panics with the server's log when it cannot
     /// (a test helper: the panic is the test's failure).
     pub fn start() -> PgServer {
+        PgServer::start_as(false)
+    }
+
+    /// Starts a fresh server with TLS on (plain connections are still
+    /// accepted: it is the client's `sslmode` that asks for TLS).
+    pub fn start_with_tls() -> PgServer {
+        PgServer::start_as(true)
+    }
+
+    fn start_as(tls: bool) -> PgServer {
         let bin = bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("p2pchat-pg-")
@@ -70,8 +89,12 @@ impl PgServer {
             as_postgres,
             child: None,
             databases: AtomicU32::new(0),
+            ca_file: None,
         };
         server.initdb();
+        if tls {
+            server.make_tls_files();
+        }
         for attempt in 1..=PORT_ATTEMPTS {
             server.port = free_port();
             match server.spawn() {
@@ -95,6 +118,12 @@ impl PgServer {
         format!("postgres://{USER}@127.0.0.1:{}/{database}", self.port)
     }
 
+    /// With TLS, the PEM file of the CA that signed the server's
+    /// certificate (for `sslrootcert`).
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.ca_file.as_deref()
+    }
+
     /// The TCP port it listens on (the same after [`PgServer::start_again`]).
     pub fn port(&self) -> u16 {
         self.port
@@ -107,7 +136,12 @@ impl PgServer {
         let name = format!("test_{n}");
         let out = self
             .command("createdb")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER])
+            // Over the Unix socket: no TLS to negotiate (the TLS server
+            // takes TCP over TLS only, and libpq would look for client
+            // certificates in a home the server's user cannot read).
+            .arg("-h")
+            .arg(self.dir.path())
+            .args(["-p", &self.port.to_string(), "-U", USER])
             .arg(&name)
             .output()
             .expect("createdb runs");
@@ -162,6 +196,55 @@ impl PgServer {
         }
     }
 
+    /// The server's certificate and key and the CA's certificate, in the
+    /// server's folder. PostgreSQL refuses a key that group or others may
+    /// read, or that another user owns.
+    fn make_tls_files(&mut self) {
+        let ca = certs::generate_ca().expect("a CA");
+        let server = certs::generate_coordinator_cert(
+            &ca,
+            &["localhost".to_string()],
+            &[Ipv4Addr::LOCALHOST.into()],
+        )
+        .expect("a server certificate");
+        let dir = self.dir.path();
+        let files = [
+            ("server.crt", server.cert_pem.as_str(), 0o644),
+            ("server.key", server.key_pem.as_str(), 0o600),
+            ("ca.pem", ca.cert_pem.as_str(), 0o644),
+        ];
+        for (name, text, mode) in files {
+            let path = dir.join(name);
+            certs::write_file(&path, text, mode).expect("a TLS file written");
+            if self.as_postgres {
+                let status = Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(&path)
+                    .status()
+                    .expect("chown runs");
+                assert!(status.success(), "cannot give {path:?} to postgres");
+            }
+        }
+        self.ca_file = Some(dir.join("ca.pem"));
+        // TCP over TLS only; the Unix socket (unused by tests) stays open.
+        let hba = self.data().join("pg_hba.conf");
+        std::fs::write(
+            &hba,
+            "local all all trust\n\
+             hostssl all all 127.0.0.1/32 trust\n\
+             hostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .expect("pg_hba.conf written");
+        if self.as_postgres {
+            let status = Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(&hba)
+                .status()
+                .expect("chown runs");
+            assert!(status.success(), "cannot give {hba:?} to postgres");
+        }
+    }
+
     fn initdb(&self) {
         let out = self
             .command("initdb")
@@ -197,6 +280,18 @@ impl PgServer {
         let err = log
             .try_clone()
             .map_err(|e| format!("cannot open the log: {e}"))?;
+        let mut tls = Vec::new();
+        if self.ca_file.is_some() {
+            let dir = self.dir.path();
+            tls = vec![
+                "-c".to_string(),
+                "ssl=on".to_string(),
+                "-c".to_string(),
+                format!("ssl_cert_file={}", dir.join("server.crt").display()),
+                "-c".to_string(),
+                format!("ssl_key_file={}", dir.join("server.key").display()),
+            ];
+        }
         let child = self
             .command("postgres")
             .arg("-D")
@@ -216,6 +311,7 @@ impl PgServer {
                 "-c",
                 "max_connections=200",
             ])
+            .args(&tls)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)

@@ -14,6 +14,7 @@
 //! [`Store`] is an enum rather than a trait object: two implementations,
 //! async methods, no boxing.
 
+pub mod pg_tls;
 pub mod postgres;
 pub mod sqlite;
 
@@ -88,8 +89,19 @@ pub enum StoreError {
         /// The server's message.
         detail: String,
     },
+    /// The TLS negotiation with PostgreSQL failed: the server does not
+    /// speak TLS, or its certificate is not the one `sslmode` and
+    /// `sslrootcert` ask for. Also an outage as the peers see it (nobody
+    /// logs in until it is fixed), but the operator's to fix.
+    #[error("the accounts database (PostgreSQL at {target}) failed TLS: {detail}")]
+    Tls {
+        /// `host:port/database`.
+        target: String,
+        /// What failed and what to check.
+        detail: String,
+    },
     /// The `--database` URL does not parse, or asks for what the store
-    /// does not do (TLS).
+    /// does not do (an unknown `sslmode`, a missing `sslrootcert`).
     #[error("the --database URL is refused: {0}")]
     BadUrl(String),
     /// The PostgreSQL database holds a schema newer than this coordinator
@@ -122,7 +134,10 @@ impl StoreError {
     /// Is this an outage of the database (worth a "try again shortly")
     /// rather than a fault?
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Unreachable { .. })
+        matches!(
+            self,
+            StoreError::Unreachable { .. } | StoreError::Tls { .. }
+        )
     }
 }
 

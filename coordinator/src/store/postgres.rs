@@ -19,20 +19,22 @@
 //!   coordinator runs them before its first statement ([`PgStore::connect`]
 //!   opens nothing), so it starts while PostgreSQL is down and works as
 //!   soon as it is up.
-//! - **No TLS** to PostgreSQL: plain TCP, meant for a private network
-//!   between the coordinators and their database. A URL asking for TLS
-//!   (`sslmode=require`, …) is refused at start rather than failing at
-//!   every connection.
+//! - **TLS** as libpq's `sslmode` and `sslrootcert` say (see
+//!   [`super::pg_tls`]): none without `sslmode`; `require` without a CA
+//!   file encrypts without checking the server (a warning at start);
+//!   `verify-full` with `sslrootcert` checks the chain and the host name.
+//!   A CA file that cannot be read is refused at start; a failed handshake
+//!   is [`StoreError::Tls`], saying what to check.
 
+use super::pg_tls::{self, TlsMode, TlsSettings};
 use super::{token_hash, AccountInfo, StoreError};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OnceCell;
-use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::NoTls;
 
 /// Connections in the pool.
 pub const POOL_SIZE: usize = 16;
@@ -76,6 +78,7 @@ fn known_version() -> i32 {
 
 /// `host:port/database` of a URL, for messages (never its password).
 pub fn target(url: &str) -> Result<String, StoreError> {
+    let (url, _) = pg_tls::split_url(url).map_err(StoreError::BadUrl)?;
     let config: tokio_postgres::Config = url.parse().map_err(bad_url)?;
     Ok(target_of(&config))
 }
@@ -140,6 +143,7 @@ fn target_of(config: &tokio_postgres::Config) -> String {
 pub struct PgStore {
     pool: Pool,
     target: String,
+    tls: Arc<TlsSettings>,
     /// Set once the schema is up to date.
     migrated: Arc<OnceCell<()>>,
 }
@@ -184,17 +188,13 @@ impl PgStore {
     }
 
     /// The pool for `url`; no connection is opened yet (the first call
-    /// opens one and migrates). Refuses a URL that does not parse or asks
-    /// for TLS.
+    /// opens one and migrates). Refuses a URL that does not parse, an
+    /// `sslmode` it does not know and a `sslrootcert` it cannot read.
     pub fn connect(url: &str) -> Result<PgStore, StoreError> {
+        let (url, tls) = pg_tls::split_url(url).map_err(StoreError::BadUrl)?;
         let mut config: tokio_postgres::Config = url.parse().map_err(bad_url)?;
-        if !matches!(config.get_ssl_mode(), SslMode::Disable | SslMode::Prefer) {
-            return Err(StoreError::BadUrl(
-                "it asks for TLS (sslmode), which the coordinator does not speak to \
-                 PostgreSQL; reach it over a private network, without sslmode"
-                    .into(),
-            ));
-        }
+        config.ssl_mode(tls.mode.driver_mode());
+        let connector = pg_tls::connector(&tls).map_err(StoreError::BadUrl)?;
         // A server that vanishes without closing (a partition, a dead
         // host) must not leave pooled connections that look alive and
         // make each call wait out its deadline: TCP gives up on it within
@@ -208,9 +208,18 @@ impl PgStore {
             .keepalives_retries(2)
             .tcp_user_timeout(DEAD_AFTER);
         let target = target_of(&config);
+        if tls.mode != TlsMode::Disable && !tls.verifies() {
+            tracing::warn!(
+                database = %target,
+                sslmode = tls.mode.name(),
+                "the connection to PostgreSQL is encrypted but its certificate is not checked \
+                 (no sslrootcert): anyone on the path can pose as the server; give \
+                 sslmode=verify-full&sslrootcert=CA_FILE"
+            );
+        }
         let manager = Manager::from_config(
             config,
-            NoTls,
+            connector,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -229,6 +238,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             target,
+            tls: Arc::new(tls),
             migrated: Arc::new(OnceCell::new()),
         })
     }
@@ -317,6 +327,9 @@ impl PgStore {
             } else {
                 StoreError::Postgres { target, detail }
             };
+        }
+        if let Some(detail) = pg_tls::failure(&e, &self.tls) {
+            return StoreError::Tls { target, detail };
         }
         let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
         let text = chain(&e);

@@ -274,11 +274,160 @@ fn a_database_url_is_shown_without_its_password() {
     assert!(!format!("{config:?}").contains("s3cret"));
 }
 
-#[test]
-fn a_url_asking_for_tls_is_refused_at_once() {
-    let err = PgStore::connect("postgres://chat@db.internal/accounts?sslmode=require")
-        .expect_err("TLS is not spoken");
-    assert!(err.to_string().contains("sslmode"), "{err}");
+/// TLS to PostgreSQL (`sslmode`, `sslrootcert`), against a private server
+/// that takes TCP connections over TLS only (so any that works was
+/// encrypted), and against the plain shared one.
+mod tls {
+    use super::*;
+    use coordinator::store::StoreError;
+    use std::path::Path;
+
+    /// One TLS server for the tests of this module that are running.
+    fn shared_tls_pg() -> Arc<PgServer> {
+        static SHARED: std::sync::Mutex<std::sync::Weak<PgServer>> =
+            std::sync::Mutex::new(std::sync::Weak::new());
+        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(server) = shared.upgrade() {
+            return server;
+        }
+        let server = Arc::new(PgServer::start_with_tls());
+        *shared = Arc::downgrade(&server);
+        server
+    }
+
+    /// `url` with `params` added to its query.
+    fn with(url: &str, params: &str) -> String {
+        format!("{url}?{params}")
+    }
+
+    fn ca_param(path: &Path) -> String {
+        format!("sslrootcert={}", path.display())
+    }
+
+    /// An account, a token and its rotation: the store works.
+    async fn the_store_works(url: &str) {
+        let store = Store::Postgres(
+            within("PostgreSQL over TLS to open", PgStore::open(url))
+                .await
+                .expect("open PostgreSQL over TLS"),
+        );
+        assert!(store
+            .create_account("alice", "phc-alice".into())
+            .await
+            .unwrap());
+        assert!(store.exists("alice").await.unwrap());
+        store.add_token("alice", "t1", 60_000).await.unwrap();
+        assert!(store
+            .rotate_token("alice", "t1", "t2", 60_000)
+            .await
+            .unwrap());
+        assert!(!store
+            .rotate_token("alice", "t1", "t3", 60_000)
+            .await
+            .unwrap());
+    }
+
+    /// Opening `url` fails, quickly, with a TLS error; its sentence.
+    async fn refused(url: &str) -> String {
+        let err = within("a refused TLS connection", PgStore::open(url))
+            .await
+            .expect_err("the connection must be refused");
+        let text = err.to_string();
+        assert!(matches!(err, StoreError::Tls { .. }), "{err:?}");
+        assert!(err.is_unavailable(), "peers are told to try again: {err:?}");
+        text
+    }
+
+    #[tokio::test]
+    async fn verify_full_with_the_servers_ca_connects_and_the_store_works() {
+        let pg = shared_tls_pg();
+        let ca = ca_param(pg.ca_file().expect("a TLS server"));
+        the_store_works(&with(
+            &pg.fresh_database(),
+            &format!("sslmode=verify-full&{ca}"),
+        ))
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_wrong_ca_is_refused_with_a_sentence() {
+        let pg = shared_tls_pg();
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("other-ca.pem");
+        std::fs::write(&other, certs::generate_ca().unwrap().cert_pem).unwrap();
+        for mode in ["verify-full", "verify-ca", "require"] {
+            let url = with(
+                &pg.fresh_database(),
+                &format!("sslmode={mode}&{}", ca_param(&other)),
+            );
+            let text = refused(&url).await;
+            assert!(
+                text.contains("not signed by a CA of sslrootcert")
+                    && text.contains(&other.display().to_string()),
+                "{mode}: {text}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn verify_full_checks_the_host_name_and_verify_ca_does_not() {
+        let pg = shared_tls_pg();
+        let ca = ca_param(pg.ca_file().expect("a TLS server"));
+        // The TLS name is db.example (not in the certificate); the address
+        // dialed is the server's.
+        let url = |mode: &str, db: &str| {
+            format!(
+                "postgres://{}@db.example:{}/{db}?hostaddr=127.0.0.1&sslmode={mode}&{ca}",
+                testkit::postgres::USER,
+                pg.port()
+            )
+        };
+        let fresh = pg.fresh_database();
+        let db = fresh.rsplit('/').next().unwrap();
+        let text = refused(&url("verify-full", db)).await;
+        assert!(text.contains("does not name the host"), "{text}");
+        the_store_works(&url("verify-ca", db)).await;
+    }
+
+    #[tokio::test]
+    async fn require_without_a_root_file_encrypts_without_checking() {
+        let pg = shared_tls_pg();
+        the_store_works(&with(&pg.fresh_database(), "sslmode=require")).await;
+    }
+
+    #[tokio::test]
+    async fn without_sslmode_there_is_no_tls_as_before() {
+        // The TLS server rejects plain TCP: the server's own sentence.
+        let pg = shared_tls_pg();
+        let err = within("a plain connection", PgStore::open(&pg.fresh_database()))
+            .await
+            .expect_err("plain TCP is rejected by this server");
+        assert!(err.to_string().contains("no encryption"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn require_against_a_server_without_tls_fails_clearly() {
+        let pg = shared_pg();
+        let text = refused(&with(&pg.fresh_database(), "sslmode=require")).await;
+        assert!(
+            text.contains("does not support TLS") && text.contains("sslmode=require"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bad_tls_settings_are_refused_at_once() {
+        let refused = |url: &str| PgStore::connect(url).expect_err("refused").to_string();
+        let text = refused("postgres://chat@db.internal/accounts?sslmode=verify-full");
+        assert!(text.contains("needs sslrootcert"), "{text}");
+        let text = refused("postgres://chat@db.internal/accounts?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem");
+        assert!(
+            text.contains("cannot read sslrootcert /nonexistent/ca.pem"),
+            "{text}"
+        );
+        let text = refused("postgres://chat@db.internal/accounts?sslmode=secure");
+        assert!(text.contains("sslmode=secure"), "{text}");
+    }
 }
 
 /// Logs in to `name` with the password, expecting the close `UNAVAILABLE`

@@ -10,7 +10,11 @@
 #                                    P2PCHAT_COORDINATOR_DATABASE=postgres://...
 #                                    (ExecStartPre=+ of p2pchat-coordinator,
 #                                    through its cluster.conf drop-in; systemd
-#                                    reads the file for ExecStart=)
+#                                    reads the file for ExecStart=); with TLS
+#                                    (P2PCHAT_DATABASE_SSLMODE) it first
+#                                    downloads the RDS CA bundle to
+#                                    /etc/p2pchat/rds-ca.pem, which the URL
+#                                    names as sslrootcert
 #
 # Run as root on every (re)start, so a new binary or a rotated password is
 # picked up by `systemctl restart`. The password is never in user data, a
@@ -63,10 +67,36 @@ fetch_nats() {
   log "installed $bin"
 }
 
+# The CAs that sign RDS certificates, for sslmode=verify-full. Public data,
+# 0644. Without it the coordinator could not check the database: no earlier
+# copy and no download means the start fails (and systemd retries).
+fetch_database_ca() {
+  : "${P2PCHAT_DATABASE_CA_URL:?}"
+  local ca=/etc/p2pchat/rds-ca.pem
+  if retry curl -fsS --proto =https --max-time 30 -o "$work/rds-ca.pem" "$P2PCHAT_DATABASE_CA_URL" &&
+    grep -q -- '-----BEGIN CERTIFICATE-----' "$work/rds-ca.pem"; then
+    install -m 0644 -o root -g root "$work/rds-ca.pem" "$ca.new"
+    mv -f "$ca.new" "$ca"
+    log "installed $ca from $P2PCHAT_DATABASE_CA_URL"
+    return 0
+  fi
+  if [ -s "$ca" ]; then
+    log "warning: the RDS CA bundle download failed; keeping the $ca installed earlier"
+    return 0
+  fi
+  log "cannot download the RDS CA bundle from $P2PCHAT_DATABASE_CA_URL and none is installed:" \
+    "the coordinator cannot check the database's certificate (sslmode=$P2PCHAT_DATABASE_SSLMODE) without it"
+  return 1
+}
+
 fetch_database() {
   : "${P2PCHAT_DATABASE_HOST:?}" "${P2PCHAT_DATABASE_PORT:?}" "${P2PCHAT_DATABASE_NAME:?}"
   : "${P2PCHAT_DATABASE_USER:?}" "${P2PCHAT_DATABASE_PASSWORD_PARAMETER:?}"
-  local env=/etc/p2pchat/database.env password
+  local env=/etc/p2pchat/database.env password options=""
+  if [ -n "${P2PCHAT_DATABASE_SSLMODE:-}" ]; then
+    fetch_database_ca
+    options="?sslmode=$P2PCHAT_DATABASE_SSLMODE&sslrootcert=/etc/p2pchat/rds-ca.pem"
+  fi
   # (The redirection is opened once: a failed attempt writes nothing to stdout.)
   if ! retry aws ssm get-parameter --region "$P2PCHAT_AWS_REGION" --with-decryption \
     --name "$P2PCHAT_DATABASE_PASSWORD_PARAMETER" --query Parameter.Value --output text \
@@ -87,7 +117,7 @@ fetch_database() {
   fi
   printf 'P2PCHAT_COORDINATOR_DATABASE=postgres://%s:%s@%s:%s/%s%s\n' \
     "$P2PCHAT_DATABASE_USER" "$password" "$P2PCHAT_DATABASE_HOST" "$P2PCHAT_DATABASE_PORT" \
-    "$P2PCHAT_DATABASE_NAME" "${P2PCHAT_DATABASE_URL_OPTIONS:-}" >"$work/database.env"
+    "$P2PCHAT_DATABASE_NAME" "$options" >"$work/database.env"
   install -m 0600 -o root -g root "$work/database.env" "$env.new"
   mv -f "$env.new" "$env"
   log "wrote $env (database $P2PCHAT_DATABASE_HOST:$P2PCHAT_DATABASE_PORT/$P2PCHAT_DATABASE_NAME)"
