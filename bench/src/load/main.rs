@@ -18,6 +18,11 @@
 //! and last, everyone leaves at once: the coordinator's busy time, the lines
 //! it logged and its memory after.
 //!
+//! `--nodes 1,3` loads clusters instead (`cluster.rs`): per node count, a
+//! private PostgreSQL and NATS and that many spawned coordinators, clients
+//! spread round-robin over them; scenarios 1 and 3 only, then the runs side
+//! by side.
+//!
 //! Every loop is bounded: each protocol step by a time-out, each wait by a
 //! deadline. `--quick` is a smoke run of a few seconds.
 
