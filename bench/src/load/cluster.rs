@@ -5,7 +5,7 @@
 //! measured in the same run, and idle sessions put online by token (how
 //! fast, and the nodes' memory per session).
 
-use crate::client::{Pool, STEP};
+use crate::client::Pool;
 use crate::scenarios::{self, resume_range, row, Online, Row};
 use crate::target::{proc_cpu, proc_rss_kib, Account};
 use anyhow::{bail, Context};
@@ -398,7 +398,7 @@ async fn measure(
         c.close(0u32.into(), b"done");
     }
     // Give the nodes a moment to see everyone leave before they stop.
-    tokio::time::sleep(STEP.min(Duration::from_secs(2))).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     Ok((rows, figs))
 }
 
