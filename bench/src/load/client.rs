@@ -26,8 +26,9 @@ pub const STEP: Duration = Duration::from_secs(30);
 pub struct Pool {
     endpoints: Vec<Endpoint>,
     config: ClientConfig,
-    /// The coordinator.
-    pub server: SocketAddr,
+    /// The coordinator, or the nodes of a cluster: connection `i` goes to
+    /// `servers[i % len]`, so clients are spread round-robin.
+    servers: Vec<SocketAddr>,
 }
 
 impl Pool {
@@ -35,6 +36,12 @@ impl Pool {
     /// loopback) trusting the CA file `ca`. One client identity is shared:
     /// the coordinator only records its fingerprint.
     pub fn new(n: usize, server: SocketAddr, ca: &Path) -> anyhow::Result<Pool> {
+        Pool::spread(n, &[server], ca)
+    }
+
+    /// Like [`Pool::new`], with connection `i` going to `servers[i % len]`.
+    pub fn spread(n: usize, servers: &[SocketAddr], ca: &Path) -> anyhow::Result<Pool> {
+        let server = *servers.first().context("no coordinator to connect to")?;
         let identity = certs::generate_peer_identity()?.identity()?;
         let cas = certs::load_ca_certs(ca).context("reading the CA file")?;
         let config = common::tls::coordinator_client_config_ca(&identity, cas)?;
@@ -56,7 +63,7 @@ impl Pool {
         Ok(Pool {
             endpoints,
             config,
-            server,
+            servers: servers.to_vec(),
         })
     }
 
@@ -77,7 +84,8 @@ impl Pool {
     /// A connection to the coordinator with its session stream open and the
     /// hello answered.
     pub async fn connect(&self, i: usize) -> anyhow::Result<Sess> {
-        let conn = self.dial(i, self.server, self.config.clone()).await?;
+        let to = self.servers[i % self.servers.len()];
+        let conn = self.dial(i, to, self.config.clone()).await?;
         let (send, recv) = conn.open_bi().await?;
         let mut s = Sess { conn, send, recv };
         let hello = SessionRequest::Hello {

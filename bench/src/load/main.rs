@@ -18,11 +18,17 @@
 //! and last, everyone leaves at once: the coordinator's busy time, the lines
 //! it logged and its memory after.
 //!
+//! `--nodes 1,3` loads clusters instead (`cluster.rs`): per node count, a
+//! private PostgreSQL and NATS and that many spawned coordinators, clients
+//! spread round-robin over them; scenarios 1 and 3 only, then the runs side
+//! by side.
+//!
 //! Every loop is bounded: each protocol step by a time-out, each wait by a
 //! deadline. `--quick` is a smoke run of a few seconds.
 
 mod baseline;
 mod client;
+mod cluster;
 mod scenarios;
 mod target;
 
@@ -84,6 +90,15 @@ struct Args {
     /// Threads the coordinator hashes on (its `hash_concurrency`).
     #[arg(long, default_value_t = 2)]
     hash_threads: usize,
+    /// Cluster mode: for each N given (comma-separated, e.g. 1,3), start a
+    /// private PostgreSQL and NATS and N coordinator processes joined over
+    /// them, spread the clients round-robin over the nodes, and measure the
+    /// password logins (scenario 1) and the idle-session steps (scenario 3:
+    /// resumes/s and the nodes' RSS per session); then print the runs side
+    /// by side with each over the first [default: one SQLite coordinator,
+    /// every scenario].
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["in_process", "coordinator"])]
+    nodes: Vec<usize>,
 }
 
 #[tokio::main]
@@ -104,6 +119,9 @@ async fn main() -> anyhow::Result<()> {
         args.fanout_at = 60;
         args.joiners = args.joiners.min(10);
         args.signals = args.signals.min(5);
+        if !args.nodes.is_empty() {
+            args.idle = vec![30];
+        }
     }
     let most = args
         .idle
@@ -123,6 +141,10 @@ async fn main() -> anyhow::Result<()> {
         .hash(PASSWORD.into())
         .await
         .context("hashing the seed password")?;
+
+    if !args.nodes.is_empty() {
+        return cluster_main(&args, &phc).await;
+    }
 
     let (mut target, mut accounts, mut joiners) = match args.coordinator {
         Some(addr) => {
@@ -245,6 +267,50 @@ async fn main() -> anyhow::Result<()> {
     pool.close_all();
     target.stop().await?;
     print_rows(&rows);
+    Ok(())
+}
+
+/// `--nodes`: one cluster run per N, then the comparison.
+async fn cluster_main(args: &Args, phc: &str) -> anyhow::Result<()> {
+    if args.nodes.iter().any(|&n| n == 0 || n > 16) {
+        bail!("--nodes takes node counts from 1 to 16");
+    }
+    let bin = match &args.coordinator_bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?.with_file_name("coordinator"),
+    };
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it (cargo build --release -p p2pchat-coordinator) or name it with --coordinator-bin",
+            bin.display()
+        );
+    }
+    let most = args
+        .idle
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .max(args.logins);
+    let names: Vec<String> = (0..most).map(|i| format!("u{i:05}")).collect();
+    let options = cluster::Options {
+        endpoints: args.endpoints,
+        logins: args.logins,
+        login_parallel: args.login_parallel,
+        hash_threads: args.hash_threads,
+        steps: args.idle.clone(),
+        parallel: args.parallel,
+        quick: args.quick,
+    };
+    let mut runs = Vec::new();
+    for &n in &args.nodes {
+        println!();
+        println!("== {n} node(s) ==");
+        let (rows, figs) = cluster::run(&bin, n, &names, phc, &options).await?;
+        print_rows(&rows);
+        runs.push((n, figs));
+    }
+    cluster::print_comparison(&runs);
     Ok(())
 }
 

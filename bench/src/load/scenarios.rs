@@ -26,7 +26,7 @@ pub struct Row {
     pub target: String,
 }
 
-fn row(figure: String, measured: String, baseline: String, ratio: String, target: &str) -> Row {
+pub fn row(figure: String, measured: String, baseline: String, ratio: String, target: &str) -> Row {
     Row {
         figure,
         measured,
@@ -50,19 +50,27 @@ fn report_failures(what: &str, failed: usize, first: Option<String>) {
     }
 }
 
-/// Scenario 1: `n` password logins, `parallel` at once, each connection
-/// closed after its welcome; baseline: raw Argon2id verifications on
-/// `threads` threads.
-pub async fn logins(
-    target: &Target,
+/// Password logins measured against raw Argon2id in the same run.
+pub struct LoginRate {
+    /// Successful logins per second.
+    pub rate: f64,
+    /// Raw Argon2id verifications per second on the baseline's threads.
+    pub raw: f64,
+    /// Logins that failed.
+    pub failed: usize,
+}
+
+/// Raw Argon2id verifications of `phc` on `threads` threads (at most 200),
+/// then `accounts.len()` password logins, `parallel` at once, each
+/// connection closed after its welcome.
+pub async fn login_rate(
     pool: &Arc<Pool>,
     accounts: &[Account],
     phc: &str,
     parallel: usize,
     threads: usize,
-) -> anyhow::Result<Vec<Row>> {
+) -> anyhow::Result<LoginRate> {
     let n = accounts.len();
-    let rss_before = target.rss_kib();
     let raw = {
         let phc = phc.to_string();
         tokio::task::spawn_blocking(move || {
@@ -82,7 +90,28 @@ pub async fn logins(
     .await;
     let (failed, first) = errors(&results);
     report_failures("password logins", failed, first);
-    let rate = (n - failed) as f64 / elapsed.as_secs_f64();
+    Ok(LoginRate {
+        rate: (n - failed) as f64 / elapsed.as_secs_f64(),
+        raw,
+        failed,
+    })
+}
+
+/// Scenario 1: `n` password logins, `parallel` at once, each connection
+/// closed after its welcome; baseline: raw Argon2id verifications on
+/// `threads` threads.
+pub async fn logins(
+    target: &Target,
+    pool: &Arc<Pool>,
+    accounts: &[Account],
+    phc: &str,
+    parallel: usize,
+    threads: usize,
+) -> anyhow::Result<Vec<Row>> {
+    let n = accounts.len();
+    let rss_before = target.rss_kib();
+    let LoginRate { rate, raw, failed } =
+        login_rate(pool, accounts, phc, parallel, threads).await?;
     let mut rows = vec![row(
         format!("password logins, {parallel} in parallel ({n}, {failed} failed)"),
         format!("{rate:.0}/s"),
@@ -123,7 +152,7 @@ impl Online {
 
 /// Resumes `accounts[range]` by token, `parallel` at once; the sessions stay
 /// online and their new tokens replace the old ones.
-async fn resume_range(
+pub async fn resume_range(
     pool: &Arc<Pool>,
     accounts: &mut [Account],
     range: std::ops::Range<usize>,

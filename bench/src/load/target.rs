@@ -253,21 +253,12 @@ impl Target {
 
     /// Its resident memory in KiB.
     pub fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
+        proc_rss_kib(self.pid()?)
     }
 
     /// CPU time it used so far (user + system).
     pub fn cpu(&self) -> Option<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
-        // Fields after the command name (which may hold spaces): state is
-        // the first, utime and stime the 12th and 13th.
-        let rest = stat.rsplit_once(')')?.1;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-        // Linux reports in USER_HZ, 100 on every mainstream configuration.
-        Some(Duration::from_millis(ticks * 10))
+        proc_cpu(self.pid()?)
     }
 
     /// Lines the spawned coordinator has logged.
@@ -296,6 +287,25 @@ impl Target {
             _ => None,
         }
     }
+}
+
+/// Resident memory of process `pid` in KiB.
+pub fn proc_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// CPU time process `pid` used so far (user + system).
+pub fn proc_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is
+    // the first, utime and stime the 12th and 13th.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // Linux reports in USER_HZ, 100 on every mainstream configuration.
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// UDP datagrams the kernel dropped for a full receive buffer, system-wide.
