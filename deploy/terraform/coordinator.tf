@@ -167,10 +167,13 @@ resource "aws_instance" "coordinator" {
     # Cluster mode only; "" otherwise (see the top of this file). Public
     # values only: the database password is read from SSM at each start.
     cluster_setup = local.cluster ? format("\n%s", templatefile("${path.module}/files/coordinator-cluster.sh.tftpl", {
-      node_name          = local.coordinator_names[count.index]
-      cluster_name       = var.name
-      private_ip         = local.coordinator_private_ips[count.index]
-      nats_cluster_port  = var.nats_cluster_port
+      node_name         = local.coordinator_names[count.index]
+      cluster_name      = var.name
+      private_ip        = local.coordinator_private_ips[count.index]
+      nats_cluster_port = var.nats_cluster_port
+      # Copies of the presence bucket: one per NATS server, at most 3, so
+      # losing a node loses no presence state.
+      nats_replicas      = min(3, var.coordinator_count)
       nats_routes        = join("\n", [for j, ip in local.nats_seed_ips : "    nats-route://${ip}:${var.nats_cluster_port}" if j != count.index])
       nats_binary_object = try(aws_s3_object.nats_server_binary[0].key, "")
       database_host      = try(aws_db_instance.accounts[0].address, "")
