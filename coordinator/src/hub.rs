@@ -152,6 +152,17 @@ pub struct Pending {
     pub deadline: Instant,
 }
 
+/// A request kept on the callee's node, as its requester's node knows it.
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    /// The node that keeps it.
+    pub node: Arc<str>,
+    /// When the requester is told it timed out if that node never answered
+    /// (its answer lost, or the node dead): the request's own time-out and
+    /// a margin.
+    pub deadline: Instant,
+}
+
 /// Everything behind the hub's lock.
 #[derive(Debug, Default)]
 pub struct State {
@@ -175,9 +186,15 @@ pub struct State {
     /// a delivery.
     pub contacts: HashSet<(String, String)>,
     /// Requests of this node's sessions that wait on another node (the
-    /// callee's), by requester session and id, with that node: a cancel
-    /// goes there.
-    pub forwarded: HashMap<(u64, u64), Arc<str>>,
+    /// callee's), by requester session and id: a cancel goes there.
+    pub forwarded: HashMap<(u64, u64), Forwarded>,
+    /// Other nodes' users taken offline lately, with the revision of the
+    /// claim that ended: a message about them that arrives late (on NATS,
+    /// after the bucket said they left) must not bring them back.
+    pub departed: HashMap<String, (u64, Instant)>,
+    /// Sessions of this node whose claim is being written (a login in
+    /// progress): their claim seen in the bucket is no orphan.
+    pub claiming: HashSet<u64>,
     /// The way to the other nodes, in a cluster.
     pub link: Option<crate::cluster::Link>,
 }

@@ -73,7 +73,7 @@ struct Args {
     #[arg(long, env = "P2PCHAT_COORDINATOR_NODE", requires = "nats")]
     node: Option<String>,
     /// Seconds after which a node not heard from is taken for dead and its
-    /// users offline, cluster-wide.
+    /// users offline, cluster-wide (1 to 3600).
     #[arg(
         long,
         env = "P2PCHAT_COORDINATOR_NODE_TTL",
@@ -241,7 +241,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         config.cluster = Some(coordinator::cluster::ClusterConfig {
             nats_url,
             node: args.node.unwrap_or_else(host_name),
-            node_ttl: Duration::from_secs(args.node_ttl.max(1)),
+            node_ttl: Duration::from_secs(args.node_ttl.clamp(1, 3600)),
             replicas: args.nats_replicas.clamp(1, 5),
         });
     }

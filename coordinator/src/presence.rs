@@ -175,6 +175,10 @@ impl Hub {
     pub(crate) fn forget(&self, st: &mut State, name: &str) -> Option<Member> {
         let gone = st.online.remove(name)?;
         let session = gone.session;
+        if gone.node().is_some() {
+            let at = std::time::Instant::now();
+            st.departed.insert(name.to_string(), (gone.claim, at));
+        }
         self.online_count.store(st.online.len(), Ordering::Relaxed);
         st.drop_requests_of(session);
         st.relays.remove(&session);

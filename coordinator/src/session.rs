@@ -767,12 +767,21 @@ impl Session {
         };
         let link = self.shared.hub.lock().link.clone();
         if let Some(link) = link {
-            member.claim = link
-                .claim(name, &link.claim_of(&member))
-                .await
-                .map_err(unavailable)?;
+            // Until the session has joined, its claim seen in the bucket is
+            // not an orphan; once this gives up, it is (NATS may still apply
+            // the write), and the watcher removes it.
+            self.shared.hub.lock().claiming.insert(self.id);
+            match link.claim(name, &link.claim_of(&member)).await {
+                Ok(revision) => member.claim = revision,
+                Err(e) => {
+                    self.shared.hub.lock().claiming.remove(&self.id);
+                    link.abandon(name, self.id);
+                    return Err(unavailable(e));
+                }
+            }
         }
         let (mut online, feed) = self.shared.hub.join(name, member);
+        self.shared.hub.lock().claiming.remove(&self.id);
         self.feed = Some(feed);
         self.overflow = online.split_off(welcome_fit(&online));
         self.slot.logged_in();

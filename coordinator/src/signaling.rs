@@ -2,7 +2,7 @@
 //! time-outs. The coordinator hands each side the other's candidate addresses
 //! and certificate fingerprint only once the callee has accepted.
 
-use crate::hub::{Hub, Outbound, Pending, State};
+use crate::hub::{Forwarded, Hub, Outbound, Pending, State};
 use common::protocol::{Answer, Outcome, RequestKind, Role, SignalEvent, Withdrawal};
 use std::time::Instant;
 
@@ -10,6 +10,9 @@ use std::time::Instant;
 pub const MAX_PENDING_PER_REQUESTER: usize = 8;
 /// Most requests waiting for one callee's answer at once.
 pub const MAX_PENDING_PER_CALLEE: usize = 16;
+/// How much longer than its own time-out a request kept on another node
+/// may go unanswered before its requester is told it timed out.
+const FORWARDED_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why an answer or a cancel was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +53,9 @@ impl Hub {
                 kind,
             };
             link.send(&node, msg);
-            st.forwarded.insert((from_session, from_id), node);
+            let deadline = Instant::now() + self.request_timeout + FORWARDED_MARGIN;
+            st.forwarded
+                .insert((from_session, from_id), Forwarded { node, deadline });
             return Ok(());
         }
         let deadline = Instant::now() + self.request_timeout;
@@ -93,7 +98,10 @@ impl Hub {
             .find(|(_, p)| p.from_session == from_session && p.from_id == from_id);
         let Some((&id, _)) = found else {
             // Perhaps it waits on the callee's node.
-            let node = st.forwarded.remove(&(from_session, from_id));
+            let node = st
+                .forwarded
+                .remove(&(from_session, from_id))
+                .map(|f| f.node);
             let (Some(node), Some(link)) = (node, st.link.clone()) else {
                 return Err(SignalRefusal::UnknownRequest);
             };
@@ -120,6 +128,15 @@ impl Hub {
             .map(|(id, _)| *id)
             .collect();
         let n = due.len();
+        let lapsed: Vec<(u64, u64)> = st
+            .forwarded
+            .iter()
+            .filter(|(_, f)| f.deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in lapsed {
+            st.end_forwarded(key, Outcome::TimedOut);
+        }
         for id in due {
             if let Some(p) = st.pending.remove(&id) {
                 tracing::debug!(from = p.from, to = p.to, id, "request timed out");
@@ -159,6 +176,27 @@ fn withdrawn(id: u64, reason: Withdrawal) -> Outbound {
 }
 
 impl State {
+    /// Ends the request `key` (requester session, id) kept on another
+    /// node, telling the requester `outcome`.
+    pub(crate) fn end_forwarded(&mut self, key: (u64, u64), outcome: Outcome) {
+        if self.forwarded.remove(&key).is_none() {
+            return;
+        }
+        let (session, id) = key;
+        let name = self
+            .online
+            .iter()
+            .find(|(_, m)| m.session == session && m.node().is_none())
+            .map(|(name, _)| name.clone());
+        if let Some(name) = name {
+            self.send_to(
+                &name,
+                session,
+                Outbound::Signal(SignalEvent::Outcome { id, outcome }),
+            );
+        }
+    }
+
     /// Refuses a request id this session already uses, or one request too
     /// many (those waiting here and those waiting on other nodes count).
     fn check_requester(&self, from_session: u64, from_id: u64) -> Result<(), Outcome> {

@@ -112,6 +112,11 @@ impl Link {
     /// Sends `msg` to `node`; dropped, with a log line, when the queue to
     /// NATS is full (a request then times out, a relayed packet is resent).
     pub fn send(&self, node: &Arc<str>, msg: NodeMsg) {
+        // Relayed packets give way first: past half full, the queue keeps
+        // its room for signaling (QUIC resends a dropped packet).
+        if matches!(msg, NodeMsg::Relay { .. }) && self.tx.capacity() < OUTGOING_QUEUE / 2 {
+            return;
+        }
         if self.tx.try_send((node.clone(), msg)).is_err() {
             limited!(
                 logs::CLUSTER,
@@ -172,6 +177,52 @@ impl Link {
                 CLAIM_TIMEOUT.as_secs()
             ))),
         }
+    }
+
+    /// Puts back the claim of this node's session of `name`, whose known
+    /// revision is `known`, if nobody claimed the name since: the key still
+    /// holds `known` (NATS came back with it), or it was removed (a node
+    /// that thought this one dead). Never over another claim. The new
+    /// revision, or `None` when the name is someone else's now.
+    pub async fn reclaim(&self, name: &str, claim: &Claim, known: u64) -> Option<u64> {
+        let key = messages::user_key(name);
+        let value = Bytes::from(messages::encode(claim));
+        let attempt = async {
+            if let Ok(revision) = self.kv.update(&key, value.clone(), known).await {
+                return Some(revision);
+            }
+            let last = match self.kv.entry(key.as_str()).await.ok()? {
+                None => 0,
+                Some(e) if e.operation != kv::Operation::Put => e.revision,
+                Some(_) => return None,
+            };
+            self.kv.update(&key, value, last).await.ok()
+        };
+        tokio::time::timeout(CLAIM_TIMEOUT, attempt)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// After a login of `name` in `session` gave up its claim: if NATS
+    /// applied the write anyway (late), removes it, so nobody sees a
+    /// session that never was (in the background).
+    pub fn abandon(&self, name: &str, session: u64) {
+        let (kv, key) = (self.kv.clone(), messages::user_key(name));
+        tokio::spawn(async move {
+            tokio::time::sleep(CLAIM_TIMEOUT).await;
+            let Ok(Ok(Some(entry))) =
+                tokio::time::timeout(CLAIM_TIMEOUT, kv.entry(key.as_str())).await
+            else {
+                return;
+            };
+            let ours = entry.operation == kv::Operation::Put
+                && messages::decode::<Claim>(&entry.value).is_some_and(|c| c.session == session);
+            if ours {
+                let delete = kv.delete_expect_revision(&key, Some(entry.revision));
+                let _ = tokio::time::timeout(CLAIM_TIMEOUT, delete).await;
+            }
+        });
     }
 
     /// Withdraws the claim `revision` of `name` (in the background), unless
@@ -425,12 +476,17 @@ fn apply(
         let node: Arc<str> = Arc::from(node);
         let mut beats = beats.lock().unwrap_or_else(|p| p.into_inner());
         if put {
-            // Heard at the time the server stored it (a replayed beat of a
-            // node long dead is old).
-            let age = SystemTime::from(entry.created)
-                .elapsed()
-                .unwrap_or_default()
-                .min(ttl * 2);
+            // A beat replayed at the start of a watch is as old as the
+            // server says (a node long dead is not alive); a live one is
+            // heard now, so the nodes' clocks need not agree.
+            let age = if replayed.is_some() {
+                SystemTime::from(entry.created)
+                    .elapsed()
+                    .unwrap_or_default()
+                    .min(ttl * 2)
+            } else {
+                Duration::ZERO
+            };
             let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
             beats.seen.insert(node, (at, entry.revision));
         } else {
@@ -458,16 +514,31 @@ fn apply(
         if let Some(seen) = replayed {
             seen.insert(name.clone(), entry.revision);
         }
-        shared.hub.claimed(&name, entry.revision, claim, link);
+        if shared.hub.claimed(&name, entry.revision, claim, link) {
+            // This node's claim for a session it does not have.
+            let (kv, key, revision) = (link.kv.clone(), entry.key.clone(), entry.revision);
+            tokio::spawn(async move {
+                let delete = kv.delete_expect_revision(&key, Some(revision));
+                let _ = tokio::time::timeout(CLAIM_TIMEOUT, delete).await;
+            });
+        }
     } else if let Some(mine) = shared.hub.unclaimed(&name, entry.revision, link) {
         // Our session's claim was removed (another node thought us dead):
-        // put it back.
-        let (link, hub) = (link.clone(), shared.clone());
-        tokio::spawn(async move {
-            if let Ok(revision) = link.claim(&name, &mine).await {
-                hub.hub.set_claim(&name, mine.session, revision);
-            }
-        });
+        // put it back, unless someone claimed the name since.
+        tokio::spawn(reclaim(link.clone(), shared.clone(), name, mine));
+    }
+}
+
+/// Puts back the claim of this node's session of `name` (see
+/// [`Link::reclaim`]); withdraws it again if the session left meanwhile.
+async fn reclaim(link: Link, shared: Arc<Shared>, name: String, claim: Claim) {
+    let Some(known) = shared.hub.claim_revision(&name, claim.session) else {
+        return;
+    };
+    if let Some(revision) = link.reclaim(&name, &claim, known).await {
+        if !shared.hub.set_claim(&name, claim.session, revision) {
+            link.release(&name, revision);
+        }
     }
 }
 
@@ -496,11 +567,13 @@ async fn heartbeat(
             Ok(Ok(_)) if !healthy => {
                 healthy = true;
                 tracing::info!("NATS is back: claiming this node's users again");
-                for (name, claim) in shared.hub.local_claims(&link) {
-                    if let Ok(revision) = link.claim(&name, &claim).await {
-                        shared.hub.set_claim(&name, claim.session, revision);
+                // Beside the heartbeat, which must go on beating meanwhile.
+                let (link, shared) = (link.clone(), shared.clone());
+                tokio::spawn(async move {
+                    for (name, claim) in shared.hub.local_claims(&link) {
+                        reclaim(link.clone(), shared.clone(), name, claim).await;
                     }
-                }
+                });
             }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
@@ -517,6 +590,9 @@ async fn heartbeat(
             }
         }
         sweep(&link, &shared, &beats, ttl, started);
+        shared
+            .hub
+            .prune_departed((ttl * 4).max(Duration::from_secs(60)));
     }
     // A clean stop: the others take this node's users offline at once.
     let _ = tokio::time::timeout(Duration::from_secs(2), link.kv.delete(&key)).await;

@@ -18,12 +18,21 @@ impl Hub {
     /// The bucket says `claim` holds `name` since `revision`. Another node's
     /// claim makes (or keeps) `name` a remote member here; a session of
     /// `name` on this node with an earlier claim is closed as replaced.
-    pub(crate) fn claimed(&self, name: &str, revision: u64, claim: Claim, link: &Link) {
-        if *claim.node == **link.node() {
-            return;
-        }
+    ///
+    /// A claim of this node for a session that is neither online here nor
+    /// still logging in is an orphan (a login that gave up while NATS still
+    /// held its write): true, and the caller removes it.
+    pub(crate) fn claimed(&self, name: &str, revision: u64, claim: Claim, link: &Link) -> bool {
         let mut st = self.lock();
+        if *claim.node == **link.node() {
+            let online = st
+                .online
+                .get(name)
+                .is_some_and(|m| m.session == claim.session);
+            return !online && !st.claiming.contains(&claim.session);
+        }
         self.admit_remote(&mut st, name, revision, claim, link);
+        false
     }
 
     fn admit_remote(&self, st: &mut State, name: &str, revision: u64, claim: Claim, link: &Link) {
@@ -60,13 +69,23 @@ impl Hub {
         }
     }
 
-    /// Records the (new) revision of the claim of this node's `session`.
-    pub(crate) fn set_claim(&self, name: &str, session: u64, revision: u64) {
-        if let Some(m) = self.lock().online.get_mut(name) {
-            if m.session == session && m.node().is_none() {
-                m.claim = revision;
+    /// Records the (new) revision of the claim of this node's `session`;
+    /// false when that session is no longer here (its claim must go).
+    pub(crate) fn set_claim(&self, name: &str, session: u64, revision: u64) -> bool {
+        match self.lock().online.get_mut(name) {
+            Some(m) if m.session == session && m.node().is_none() => {
+                m.claim = m.claim.max(revision);
+                true
             }
+            _ => false,
         }
+    }
+
+    /// The known claim revision of this node's `session` of `name`.
+    pub(crate) fn claim_revision(&self, name: &str, session: u64) -> Option<u64> {
+        let st = self.lock();
+        let m = st.online.get(name)?;
+        (m.session == session && m.node().is_none()).then_some(m.claim)
     }
 
     /// The claims of every session on this node.
@@ -88,9 +107,19 @@ impl Hub {
             .collect()
     }
 
-    /// Takes every user of `node` offline; their names and claims.
+    /// Takes every user of `node` offline, and ends the requests this
+    /// node's users made that wait there; the users' names and claims.
     pub(crate) fn drop_node(&self, node: &str) -> Vec<(String, u64)> {
         let mut st = self.lock();
+        let waiting: Vec<(u64, u64)> = st
+            .forwarded
+            .iter()
+            .filter(|(_, f)| *f.node == *node)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in waiting {
+            st.end_forwarded(key, common::protocol::Outcome::CalleeLeft);
+        }
         let names: Vec<String> = st
             .online
             .iter()
@@ -119,6 +148,15 @@ impl Hub {
         for name in stale {
             self.forget(&mut st, &name);
         }
+    }
+
+    /// Forgets departures older than `keep` (a late message is seconds
+    /// late, not minutes).
+    pub(crate) fn prune_departed(&self, keep: Duration) {
+        let now = Instant::now();
+        self.lock()
+            .departed
+            .retain(|_, &mut (_, at)| now.duration_since(at) < keep);
     }
 
     /// Carries out what another node sent.
@@ -211,7 +249,13 @@ impl Hub {
             .online
             .get(from)
             .is_some_and(|m| m.session == from_session);
-        if !known {
+        // A request that arrives after the bucket said its requester left
+        // must not bring the requester back.
+        let left = st
+            .departed
+            .get(from)
+            .is_some_and(|&(revision, _)| revision >= claim_revision);
+        if !known && !left {
             self.admit_remote(st, from, claim_revision, claim, &link);
         }
         if st

@@ -448,3 +448,132 @@ fn the_binary_refuses_a_cluster_without_shared_accounts() {
         "nothing is written"
     );
 }
+
+/// The presence bucket, read and written directly, as another node (or an
+/// operator) would.
+async fn bucket(nats: &NatsServer) -> (async_nats::Client, async_nats::jetstream::kv::Store) {
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let kv = js.get_key_value("p2pchat_presence").await.unwrap();
+    (client, kv)
+}
+
+fn user_key(name: &str) -> String {
+    format!("user.{}", hex::encode(name))
+}
+
+#[tokio::test]
+async fn a_removed_claim_is_put_back_only_if_nobody_claimed_the_name_since() {
+    let nats = NatsServer::start();
+    let n = nodes(&nats, 2).await;
+    let (alice, _) = signed_in(&n[0], "alice").await;
+    let (mut bob, wb) = signed_in(&n[1], "bob").await;
+    sees(&mut bob, &wb, "alice", true).await;
+    let (_, kv) = bucket(&nats).await;
+    let key = user_key("alice");
+    let before = kv.entry(key.as_str()).await.unwrap().unwrap();
+    // A node that thought n0 dead removes alice's claim, and a later login
+    // of alice elsewhere (a node that then dies) claims the name at once.
+    kv.delete_expect_revision(&key, Some(before.revision))
+        .await
+        .unwrap();
+    let later = coordinator::cluster::Claim {
+        node: "elsewhere-00000000".into(),
+        session: 4242,
+        fingerprint: alice.fingerprint,
+        addrs: vec![],
+    };
+    kv.put(&key, postcard::to_stdvec(&later).unwrap().into())
+        .await
+        .unwrap();
+    // n0 does not put its claim back over the later one: its alice is
+    // replaced, and once the other node is found dead, alice is offline.
+    assert_eq!(
+        within("alice on n0 to close", alice.close_code()).await,
+        CloseCode::REPLACED
+    );
+    let now = kv.entry(key.as_str()).await.unwrap().unwrap();
+    let claim: coordinator::cluster::Claim = postcard::from_bytes(&now.value).unwrap();
+    assert_eq!(claim.session, 4242, "the later claim stays");
+    // The other node never beats: the survivors remove its claim, and
+    // nobody puts alice back.
+    within_for(TTL * 4, "the dead node's claim to go", async {
+        while kv
+            .entry(key.as_str())
+            .await
+            .unwrap()
+            .is_some_and(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(QUIET).await;
+    let (_carol, wc) = signed_in(&n[1], "carol").await;
+    assert!(!wc.online.contains(&"alice".to_string()), "{:?}", wc.online);
+    let end = kv.entry(key.as_str()).await.unwrap().unwrap();
+    assert_ne!(end.operation, async_nats::jetstream::kv::Operation::Put);
+}
+
+#[tokio::test]
+async fn a_request_waiting_on_a_node_that_dies_ends_for_its_requester() {
+    let nats = NatsServer::start();
+    let mut n = nodes(&nats, 2).await;
+    let (mut alice, wa) = signed_in(&n[0], "alice").await;
+    let (mut bob, _) = signed_in(&n[1], "bob").await;
+    sees(&mut alice, &wa, "bob", true).await;
+    alice
+        .signal(SignalRequest::Request {
+            id: 1,
+            to: "bob".into(),
+            kind: RequestKind::Chat,
+        })
+        .await;
+    assert!(matches!(
+        bob.recv_signal().await,
+        SignalEvent::Incoming { .. }
+    ));
+    n[1].crash().await;
+    assert_eq!(
+        alice.recv_signal_for(TTL * 4).await,
+        SignalEvent::Outcome {
+            id: 1,
+            outcome: Outcome::CalleeLeft
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_request_arriving_after_its_requester_left_does_not_bring_it_back() {
+    let nats = NatsServer::start();
+    let n = nodes(&nats, 2).await;
+    let (alice, _) = signed_in(&n[0], "alice").await;
+    let (_bob, _) = signed_in(&n[1], "bob").await;
+    let (mut carol, wc) = signed_in(&n[1], "carol").await;
+    sees(&mut carol, &wc, "alice", true).await;
+    let (client, kv) = bucket(&nats).await;
+    let a = kv.entry(user_key("alice")).await.unwrap().unwrap();
+    let b = kv.entry(user_key("bob")).await.unwrap().unwrap();
+    let b_claim: coordinator::cluster::Claim = postcard::from_bytes(&b.value).unwrap();
+    // Alice asks bob and leaves at once; bob's node happens to hear of her
+    // leaving (the bucket) before her request (its subject).
+    drop(alice);
+    sees(&mut carol, &wc, "alice", false).await;
+    let late = coordinator::cluster::NodeMsg::Request {
+        from: "alice".into(),
+        claim: postcard::from_bytes(&a.value).unwrap(),
+        claim_revision: a.revision,
+        from_id: 1,
+        to: "bob".into(),
+        kind: RequestKind::Chat,
+    };
+    let subject = format!("p2pchat.node.{}", b_claim.node);
+    client
+        .publish(subject, postcard::to_stdvec(&late).unwrap().into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    tokio::time::sleep(QUIET).await;
+    let (_dave, wd) = signed_in(&n[1], "dave").await;
+    assert!(!wd.online.contains(&"alice".to_string()), "{:?}", wd.online);
+}
