@@ -223,20 +223,25 @@ pub(crate) struct Connected {
 
 /// Resolves every entry (at once), in the order given.
 async fn resolve(entries: &[Entry]) -> (Vec<(usize, Vec<SocketAddr>)>, Vec<(String, String)>) {
-    let lookups = entries
-        .iter()
-        .map(|e| tokio::net::lookup_host(e.spec.as_str()));
+    // Each name gets as long as one address does: a resolver that hangs
+    // on one name must not hold up the others (IP literals among them).
+    let lookups = entries.iter().map(|e| {
+        tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host(e.spec.as_str()))
+    });
     let results = futures_util::future::join_all(lookups).await;
     let mut resolved = Vec::new();
     let mut unresolved = Vec::new();
     for (i, r) in results.into_iter().enumerate() {
-        match r {
-            Ok(addrs) => resolved.push((i, addrs.collect())),
-            Err(e) => {
-                tracing::warn!(coordinator = %entries[i].spec, error = %e, "cannot resolve");
-                unresolved.push((entries[i].spec.clone(), e.to_string()));
+        let why = match r {
+            Ok(Ok(addrs)) => {
+                resolved.push((i, addrs.collect()));
+                continue;
             }
-        }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+        };
+        tracing::warn!(coordinator = %entries[i].spec, error = %why, "cannot resolve");
+        unresolved.push((entries[i].spec.clone(), why));
     }
     (resolved, unresolved)
 }
