@@ -225,9 +225,9 @@ pub(crate) struct Connected {
 async fn resolve(entries: &[Entry]) -> (Vec<(usize, Vec<SocketAddr>)>, Vec<(String, String)>) {
     // Each name gets as long as one address does: a resolver that hangs
     // on one name must not hold up the others (IP literals among them).
-    let lookups = entries.iter().map(|e| {
-        tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host(e.spec.as_str()))
-    });
+    let lookups = entries
+        .iter()
+        .map(|e| tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host(e.spec.as_str())));
     let results = futures_util::future::join_all(lookups).await;
     let mut resolved = Vec::new();
     let mut unresolved = Vec::new();
