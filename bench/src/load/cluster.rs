@@ -8,16 +8,14 @@
 use crate::client::Pool;
 use crate::scenarios::{self, resume_range, row, Online, Row};
 use crate::target::{proc_cpu, proc_rss_kib, Account};
-use anyhow::{bail, Context};
+use anyhow::Context;
 use coordinator::store::{Database, Store};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use testkit::nats::NatsServer;
 use testkit::postgres::PgServer;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// N coordinators sharing one PostgreSQL database and one NATS server.
@@ -88,7 +86,6 @@ impl Cluster {
     ) -> anyhow::Result<()> {
         let data = self.dir.path().join(format!("n{i}"));
         std::fs::create_dir_all(&data)?;
-        let log = std::fs::File::create(data.join("coordinator.log"))?;
         let mut cmd = Command::new(bin);
         cmd.arg("--data-dir")
             .arg(&data)
@@ -102,32 +99,8 @@ impl Cluster {
                 .arg("--key")
                 .arg(tls.join(certs::COORDINATOR_KEY_FILE));
         }
-        let mut child = cmd
-            .env(
-                "RUST_LOG",
-                std::env::var("LOAD_COORDINATOR_LOG").unwrap_or("info".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await? {
-                if let Some(a) = line.strip_prefix("listening on ") {
-                    return Ok(a.trim().parse::<SocketAddr>()?);
-                }
-            }
-            bail!(
-                "node n{i} exited before listening; its log: {}",
-                data.join("coordinator.log").display()
-            )
-        })
-        .await
-        .with_context(|| format!("waiting for node n{i} to listen"))??;
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let what = format!("node n{i}");
+        let (child, addr) = super::target::spawn_listening(cmd, bin, &data, &what).await?;
         self.addrs.push(addr);
         self.nodes.push(child);
         Ok(())

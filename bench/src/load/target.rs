@@ -142,37 +142,12 @@ impl Target {
         let data = dir.path().to_path_buf();
         match &mut self.kind {
             Kind::Spawned { bin, child } => {
-                let log = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(data.join("coordinator.log"))?;
-                let mut c = Command::new(&*bin)
-                    .arg("--data-dir")
+                let mut cmd = Command::new(&*bin);
+                cmd.arg("--data-dir")
                     .arg(&data)
                     .arg("--listen")
-                    .arg(self.addr.to_string())
-                    .env(
-                        "RUST_LOG",
-                        std::env::var("LOAD_COORDINATOR_LOG").unwrap_or("info".into()),
-                    )
-                    .stdout(Stdio::piped())
-                    .stderr(log)
-                    .kill_on_drop(true)
-                    .spawn()
-                    .with_context(|| format!("starting {}", bin.display()))?;
-                let stdout = c.stdout.take().context("no stdout")?;
-                let mut lines = BufReader::new(stdout).lines();
-                let addr = tokio::time::timeout(Duration::from_secs(20), async {
-                    while let Some(line) = lines.next_line().await? {
-                        if let Some(a) = line.strip_prefix("listening on ") {
-                            return Ok(a.trim().parse::<SocketAddr>()?);
-                        }
-                    }
-                    bail!("the coordinator exited before listening")
-                })
-                .await
-                .context("waiting for the coordinator to listen")??;
-                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                    .arg(self.addr.to_string());
+                let (c, addr) = spawn_listening(cmd, bin, &data, "the coordinator").await?;
                 self.addr = addr;
                 *child = Some(c);
             }
@@ -316,4 +291,48 @@ pub fn udp_rcvbuf_errors() -> Option<u64> {
     let values: Vec<&str> = udp.next()?.split_whitespace().collect();
     let i = names.iter().position(|n| *n == "RcvbufErrors")?;
     values.get(i)?.parse().ok()
+}
+
+/// Runs `cmd` (the `coordinator` binary `bin`, serving `data`) with its log
+/// appended to `data/coordinator.log`, and waits until it says where it
+/// listens; `what` names it in errors. Its later output is read and
+/// dropped, so it never blocks on a full pipe.
+pub async fn spawn_listening(
+    mut cmd: Command,
+    bin: &Path,
+    data: &Path,
+    what: &str,
+) -> anyhow::Result<(Child, SocketAddr)> {
+    let log_path = data.join("coordinator.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)?;
+    let mut child = cmd
+        .env(
+            "RUST_LOG",
+            std::env::var("LOAD_COORDINATOR_LOG").unwrap_or("info".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(a) = line.strip_prefix("listening on ") {
+                return Ok(a.trim().parse::<SocketAddr>()?);
+            }
+        }
+        bail!(
+            "{what} exited before listening; its log: {}",
+            log_path.display()
+        )
+    })
+    .await
+    .with_context(|| format!("waiting for {what} to listen"))??;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, addr))
 }
