@@ -4,7 +4,7 @@
 //!
 //! Accounts and session tokens are seeded straight into the accounts
 //! database before the coordinator starts (one transaction, the schema of
-//! `coordinator/src/store.rs`), so a run can put 10,000 sessions online by
+//! `coordinator/src/store/sqlite.rs`), so a run can put 10,000 sessions online by
 //! token in seconds instead of hashing 10,000 passwords first.
 
 use anyhow::{bail, Context};
