@@ -577,3 +577,59 @@ async fn a_request_arriving_after_its_requester_left_does_not_bring_it_back() {
     let (_dave, wd) = signed_in(&n[1], "dave").await;
     assert!(!wd.online.contains(&"alice".to_string()), "{:?}", wd.online);
 }
+
+#[tokio::test]
+async fn a_forwarded_request_whose_answer_never_comes_times_out_for_its_requester() {
+    let nats = NatsServer::start();
+    let mut n = Vec::new();
+    // The requester's node gives up after its own time-out and the margin;
+    // the callee's node (60 s) never says anything before that.
+    for (i, timeout) in [(0, 1), (1, 60)] {
+        let url = nats.url();
+        n.push(
+            TestCoordinator::start_with(move |c| {
+                c.cluster = Some(ClusterConfig {
+                    nats_url: url,
+                    node: format!("n{i}"),
+                    node_ttl: TTL,
+                    replicas: 1,
+                });
+                c.request_timeout = Duration::from_secs(timeout);
+            })
+            .await,
+        );
+    }
+    let (mut alice, wa) = signed_in(&n[0], "alice").await;
+    let (mut bob, _) = signed_in(&n[1], "bob").await;
+    sees(&mut alice, &wa, "bob", true).await;
+    alice
+        .signal(SignalRequest::Request {
+            id: 1,
+            to: "bob".into(),
+            kind: RequestKind::Chat,
+        })
+        .await;
+    assert!(matches!(
+        bob.recv_signal().await,
+        SignalEvent::Incoming { .. }
+    ));
+    assert_eq!(
+        alice.recv_signal_for(Duration::from_secs(15)).await,
+        SignalEvent::Outcome {
+            id: 1,
+            outcome: Outcome::TimedOut
+        }
+    );
+    // The slot is free again: the same id may be used anew.
+    alice
+        .signal(SignalRequest::Request {
+            id: 1,
+            to: "bob".into(),
+            kind: RequestKind::Chat,
+        })
+        .await;
+    assert!(matches!(
+        bob.recv_signal().await,
+        SignalEvent::Incoming { .. }
+    ));
+}
